@@ -1,0 +1,34 @@
+# The two commands README.md opens with: `make demo` and `make test`.
+# Both create the virtualenv and install the package on first use.
+VENV ?= .venv
+PYTHON ?= python3
+BIN = $(VENV)/bin
+
+.PHONY: demo test lint typecheck unit bench clean
+
+demo: $(VENV)/.installed
+	$(BIN)/cohorts demo
+
+test: lint typecheck unit
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests benchmarks
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+unit: $(VENV)/.installed
+	$(BIN)/pytest
+
+bench: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[bench]'
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[sql,postgres,excel,dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,136 @@
+"""The exceptions cohorts raises. Every one derives from :class:`CohortsError`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+__all__ = [
+    "CohortsError",
+    "GroupError",
+    "GroupNotEmptyError",
+    "RuleError",
+    "RuleSyntaxError",
+    "RuleTypeError",
+    "UnknownAttributeError",
+    "UnknownGroupError",
+]
+
+
+class CohortsError(Exception):
+    """Root of every error cohorts raises."""
+
+
+class RuleError(CohortsError, ValueError):
+    """Something is wrong with a rule: its text, its attributes or its types."""
+
+
+class RuleSyntaxError(RuleError):
+    """The rule text cannot be parsed.
+
+    Attributes:
+        label: what went wrong, in a few words ("Unexpected text", "Missing value").
+        line: 1-based line of the fault.
+        column: 1-based column of the fault.
+        text: the rule text.
+        expected: the names of what the parser would have accepted there.
+        hint: a suggestion such as ``did you mean "contains"?``, or ``""``.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        line: int,
+        column: int,
+        text: str,
+        expected: Sequence[str] = (),
+        hint: str = "",
+    ) -> None:
+        self.label = label
+        self.line = line
+        self.column = column
+        self.text = text
+        self.expected = tuple(expected)
+        self.hint = hint
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        lines = self.text.split("\n") or [""]
+        source = lines[self.line - 1] if 0 < self.line <= len(lines) else ""
+        message = f"{self.label} at line {self.line}, column {self.column}:\n{source}\n"
+        message += " " * (self.column - 1) + "^"
+        if self.hint:
+            message += f"\n{self.hint}"
+        if self.expected:
+            message += "\nExpected one of: " + ", ".join(self.expected)
+        return message
+
+
+class UnknownAttributeError(RuleError):
+    """A rule names an attribute or category that the schema does not have.
+
+    Attributes:
+        path: the path as written in the rule.
+        suggestion: the nearest known path, or ``None``.
+    """
+
+    def __init__(self, path: str, suggestion: str | None = None, what: str = "attribute") -> None:
+        self.path = path
+        self.suggestion = suggestion
+        message = f"unknown {what} {path!r}"
+        if suggestion:
+            message += f"; did you mean {suggestion!r}?"
+        super().__init__(message)
+
+
+class RuleTypeError(RuleError):
+    """A condition cannot work on the types involved, as in ``vehicle_year contains 5``.
+
+    Attributes:
+        condition: the condition's text.
+        reason: why it cannot work.
+    """
+
+    def __init__(self, condition: str, reason: str) -> None:
+        self.condition = condition
+        self.reason = reason
+        super().__init__(f"{reason}: {condition}")
+
+
+class GroupError(CohortsError):
+    """Something is wrong with a customer group."""
+
+
+class UnknownGroupError(GroupError, LookupError):
+    """No group has that name.
+
+    Attributes:
+        name: the name asked for.
+        suggestion: the nearest existing group name, or ``None``.
+    """
+
+    def __init__(self, name: str, suggestion: str | None = None) -> None:
+        self.name = name
+        self.suggestion = suggestion
+        message = f"no group named {name!r}"
+        if suggestion:
+            message += f"; did you mean {suggestion!r}?"
+        super().__init__(message)
+
+
+class GroupNotEmptyError(GroupError):
+    """A group with members cannot be deleted without ``force=True``.
+
+    Attributes:
+        name: the group.
+        count: how many members it has.
+        origins: how many members have each origin (a customer may count under several).
+    """
+
+    def __init__(self, name: str, count: int, origins: Mapping[str, int]) -> None:
+        self.name = name
+        self.count = count
+        self.origins = dict(origins)
+        detail = ", ".join(f"{n} {origin}" for origin, n in sorted(self.origins.items()))
+        super().__init__(
+            f"group {name!r} has {count} member(s) ({detail}); delete with force=True to drop them"
+        )

@@ -1,0 +1,801 @@
+"""The in-memory evaluator: the reference meaning of every rule.
+
+A rule is compiled once into a :class:`Predicate`. Compilation checks the rule
+against a schema, decides how each condition compares (its *kind*), and
+generates one Python function for the rule's boolean structure. Every value of
+the rule is bound as a constant; no rule text is ever pasted into the source.
+
+Three-valued logic costs nothing at run time: each node is compiled twice, as
+"is true" and as "is false". ``NOT`` swaps the two, ``AND`` is true when every
+item is true and false when any is false, ``OR`` the reverse, so the generated
+code is plain short-circuit Python. A customer matches when the rule is true.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+import functools
+import itertools
+import threading
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
+from typing import Any, TypeAlias
+
+import attrs
+
+from .ast import (
+    ORDERING,
+    TEXT_OPS,
+    Aggregate,
+    Anchor,
+    And,
+    Condition,
+    Duration,
+    InGroup,
+    Month,
+    Node,
+    Not,
+    Op,
+    Or,
+    Relative,
+    Weekday,
+    format_value,
+)
+from .errors import RuleError, RuleTypeError
+from .model import Customer, CustomerId
+from .parser import parse
+from .schema import AttributeType, Schema, default_schema
+from .values import (
+    DEFAULT_REGION,
+    Interval,
+    Kind,
+    coercer,
+    date_part,
+    fold_text,
+    is_known,
+    resolve_time,
+    resolve_tz,
+    to_phone,
+    window,
+)
+
+__all__ = ["Explanation", "Predicate", "compile", "explain", "matches", "validate"]
+
+RuleLike: TypeAlias = Node | str
+GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
+
+# Positive operators; the negative ones are NOT of these.
+_NEGATIONS = {Op.NE: Op.EQ, Op.NOT_CONTAINS: Op.CONTAINS, Op.NOT_IN: Op.IN, Op.IS_UNKNOWN: Op.IS_KNOWN}
+_INVERTED = {Op.LT: Op.GT, Op.LE: Op.GE, Op.GT: Op.LT, Op.GE: Op.LE}
+_TYPE_KINDS = {
+    AttributeType.TEXT: Kind.TEXT,
+    AttributeType.LIST: Kind.TEXT,
+    AttributeType.NUMBER: Kind.NUMBER,
+    AttributeType.BOOLEAN: Kind.BOOLEAN,
+    AttributeType.DATE: Kind.TIME,
+    AttributeType.DATETIME: Kind.TIME,
+    AttributeType.PHONE: Kind.PHONE,
+}
+# What every event has, whether or not a schema declares its category.
+_IMPLICIT: dict[object, AttributeType] = {
+    "at": AttributeType.DATETIME,
+    Aggregate.COUNT: AttributeType.NUMBER,
+    Aggregate.FIRST_TIME: AttributeType.DATETIME,
+    Aggregate.LAST_TIME: AttributeType.DATETIME,
+}
+_KIND_OPS = {
+    Kind.TEXT: {Op.EQ, Op.IN, Op.CONTAINS, Op.STARTS_WITH, Op.ENDS_WITH, Op.BETWEEN, *ORDERING},
+    Kind.NUMBER: {Op.EQ, Op.IN, Op.BETWEEN, *ORDERING},
+    Kind.BOOLEAN: {Op.EQ, Op.IN},
+    Kind.TIME: {Op.EQ, Op.IN, Op.BETWEEN, Op.BEFORE, Op.AFTER, Op.WITHIN_LAST, Op.WITHIN_NEXT, *ORDERING},
+    Kind.PHONE: {Op.EQ, Op.IN, Op.CONTAINS, Op.STARTS_WITH, Op.ENDS_WITH},
+}
+
+
+def _as_rule(rule: RuleLike) -> Node:
+    if isinstance(rule, str):
+        return parse(rule)
+    if isinstance(rule, Node):
+        return rule
+    raise TypeError(f"a rule is text or a cohorts AST node, not {type(rule).__name__}")
+
+
+# -- deciding how each condition compares -----------------------------------
+
+
+def _value_kind(value: object) -> Kind | None:
+    if isinstance(value, bool):
+        return Kind.BOOLEAN
+    if isinstance(value, Month | Weekday):
+        return Kind.NUMBER
+    if isinstance(value, int | float):
+        return Kind.NUMBER
+    if isinstance(value, str):
+        return Kind.TEXT
+    if isinstance(value, dt.date | Relative | Anchor | Duration):
+        return Kind.TIME
+    return None
+
+
+@attrs.frozen
+class _Shape:
+    """What a condition reads and how: decided once, at compile time."""
+
+    condition: Condition
+    op: Op  # positive operator
+    negated: bool
+    kind: Kind | None  # None: is known on an untyped attribute (raw presence)
+    declared: bool  # the attribute's type comes from a schema
+    is_list: bool  # the attribute holds a list (or may, when untyped)
+    value: Any  # the rule's value, prepared for the kind (times stay unresolved)
+
+
+def _shape(condition: Condition, schema: Schema | None) -> _Shape:
+    path, op = condition.path, condition.op
+    negated = op in _NEGATIONS
+    op = _NEGATIONS.get(op, op)
+    lookup = (schema or default_schema()).lookup(path)
+    if schema is not None and lookup is None:
+        schema.type_of(path)  # raises UnknownAttributeError with a suggestion
+    if lookup is None and not path.is_customer:
+        lookup = _IMPLICIT.get(path.aggregate or path.attribute)
+    declared = lookup is not None
+    is_list = (lookup is AttributeType.LIST) or (not declared and path.is_customer)
+    value = condition.value
+
+    if path.part is not None:
+        if lookup not in (None, AttributeType.DATE, AttributeType.DATETIME):
+            raise RuleTypeError(str(condition), f"{path.part.value} is a part of dates, and this is {lookup.value}")
+        kind: Kind | None = Kind.NUMBER
+        declared, is_list = True, False
+    elif lookup is not None:
+        kind = _TYPE_KINDS[lookup]
+    elif op is Op.IS_KNOWN:
+        kind = None
+    else:
+        values = value if isinstance(value, tuple) else (value,)
+        kinds = {_value_kind(v) for v in values}
+        if len(kinds) > 1:
+            raise RuleTypeError(str(condition), "the values mix types")
+        kind = kinds.pop() if kinds else Kind.TEXT
+        if kind is None:
+            raise RuleTypeError(str(condition), "this value cannot be compared")
+    if op in (Op.BEFORE, Op.AFTER, Op.WITHIN_LAST, Op.WITHIN_NEXT) and kind is not Kind.TIME:
+        raise RuleTypeError(str(condition), f"{condition.op.value} compares dates, and this is {_kind_word(kind)}")
+    if kind is not None and op is not Op.IS_KNOWN:
+        if op not in _KIND_OPS[kind] and not (is_list and op is Op.CONTAINS):
+            raise RuleTypeError(str(condition), f"{condition.op.value} does not apply to {_kind_word(kind)}")
+        value = _prepare(condition, op, kind, value, path.part)
+    return _Shape(condition, op, negated, kind, declared, is_list, value)
+
+
+def _kind_word(kind: Kind | None) -> str:
+    return {
+        Kind.TEXT: "text",
+        Kind.NUMBER: "a number",
+        Kind.BOOLEAN: "a boolean",
+        Kind.TIME: "a date",
+        Kind.PHONE: "a phone number",
+        None: "unknown",
+    }[kind]
+
+
+def _prepare(condition: Condition, op: Op, kind: Kind, value: Any, part: object) -> Any:
+    """Check the rule's value against the kind and turn it into what is compared."""
+    if op is Op.IN:
+        if not isinstance(value, tuple):
+            raise RuleTypeError(str(condition), "in takes a list")
+        return tuple(_prepare_scalar(condition, kind, v, part) for v in value)
+    if op is Op.BETWEEN:
+        low, high = value
+        return (_prepare_scalar(condition, kind, low, part), _prepare_scalar(condition, kind, high, part))
+    if op in (Op.WITHIN_LAST, Op.WITHIN_NEXT):
+        return value
+    if isinstance(value, tuple):
+        raise RuleTypeError(str(condition), f"{op.value} takes one value, not a list")
+    prepared = _prepare_scalar(condition, kind, value, part)
+    if op in TEXT_OPS and kind is Kind.PHONE:
+        return "".join(ch for ch in str(condition.value) if ch.isdigit() or ch == "+")
+    return prepared
+
+
+def _prepare_scalar(condition: Condition, kind: Kind, value: Any, part: object) -> Any:
+    mismatch = RuleTypeError(str(condition), f"{format_value(value)} is not {_kind_word(kind)}")
+    match kind:
+        case Kind.TEXT:
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise mismatch
+            folded = fold_text(value)
+            if folded is None:
+                raise RuleTypeError(str(condition), 'blank text matches nothing; use "is unknown"')
+            return folded
+        case Kind.NUMBER:
+            if isinstance(value, Month) and getattr(part, "value", None) != "month":
+                raise RuleTypeError(str(condition), "month names compare with .month")
+            if isinstance(value, Weekday) and getattr(part, "value", None) != "weekday":
+                raise RuleTypeError(str(condition), "day names compare with .weekday")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise mismatch
+            return int(value) if isinstance(value, Month | Weekday) else value
+        case Kind.BOOLEAN:
+            if not isinstance(value, bool):
+                raise mismatch
+            return value
+        case Kind.TIME:
+            if not isinstance(value, dt.date | Relative | Anchor):
+                raise mismatch
+            return value
+        case Kind.PHONE:
+            phone = to_phone(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
+            if phone is None:
+                raise mismatch
+            return phone
+    raise AssertionError(kind)
+
+
+def validate(rule: RuleLike, schema: Schema | None = None) -> Node:
+    """Check a rule against a schema (the default one when None) and return its AST.
+
+    Raises UnknownAttributeError for a name the schema lacks (with the nearest
+    known one) and RuleTypeError when a condition cannot work on its types.
+
+    Example:
+        >>> validate('customer.vehicle_year contains 5')
+        Traceback (most recent call last):
+        ...
+        cohorts.errors.RuleTypeError: contains does not apply to a number: customer.vehicle_year contains 5
+    """
+    node = _as_rule(rule)
+    for condition in _conditions(node):
+        _shape(condition, schema or default_schema())
+    return node
+
+
+def _conditions(node: Node) -> Iterator[Condition]:
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        match current:
+            case Condition():
+                yield current
+            case And(items) | Or(items):
+                stack.extend(items)
+            case Not(operand):
+                stack.append(operand)
+
+
+# -- binding a condition to a moment ----------------------------------------
+
+
+@attrs.frozen
+class _Bound:
+    """A condition ready to run at one ``now``: how to read a customer and test the value."""
+
+    shape: _Shape
+    get: Callable[[Customer], Any]  # value to test: None when unknown
+    test: Callable[[Any], bool]  # two-valued test of a known value
+    existential: bool  # get returns a list of values; the condition is any(test)
+    shown: Any  # the resolved value, for explanations
+
+
+def _time_test(op: Op, value: Any, now: dt.datetime, tz: dt.tzinfo) -> tuple[Callable[[Any], bool], Any]:
+    if op is Op.EQ:
+        iv = resolve_time(value, now, tz, as_day=True)
+        return _time_eq(iv), iv
+    if op is Op.IN:
+        ivs = [resolve_time(v, now, tz, as_day=True) for v in value]
+        tests = [_time_eq(iv) for iv in ivs]
+        return (lambda v: any(t(v) for t in tests)), ivs
+    if op in ORDERING:
+        if isinstance(value, Relative) and value.ago:
+            op = _INVERTED[op]
+        iv = resolve_time(value, now, tz)
+        return _time_order(op, iv), iv
+    if op is Op.BEFORE:
+        iv = resolve_time(value, now, tz)
+        return _time_order(Op.LT, iv), iv
+    if op is Op.AFTER:
+        iv = resolve_time(value, now, tz)
+        return _time_order(Op.GT, iv), iv
+    if op is Op.BETWEEN:
+        a, b = (resolve_time(v, now, tz) for v in value)
+        low, high = (a, b) if a.start <= b.start else (b, a)
+        start, end = low.start, high.end
+        if end is not None:
+            return (lambda v: start <= v < end), (low, high)
+        stop = high.start
+        return (lambda v: start <= v <= stop), (low, high)
+    if op in (Op.WITHIN_LAST, Op.WITHIN_NEXT):
+        first, last = window(value, now, tz, last=op is Op.WITHIN_LAST)
+        return (lambda v: first <= v <= last), (Interval(first), Interval(last))
+    raise AssertionError(op)
+
+
+def _time_eq(iv: Interval) -> Callable[[Any], bool]:
+    start, end = iv.start, iv.end
+    if end is None:
+        return lambda v: v == start
+    return lambda v: start <= v < end
+
+
+def _time_order(op: Op, iv: Interval) -> Callable[[Any], bool]:
+    start, end = iv.start, iv.end
+    match op:
+        case Op.LT:
+            return lambda v: v < start
+        case Op.GE:
+            return lambda v: v >= start
+        case Op.LE:
+            return (lambda v: v < end) if end is not None else (lambda v: v <= start)
+        case Op.GT:
+            return (lambda v: v >= end) if end is not None else (lambda v: v > start)
+    raise AssertionError(op)
+
+
+def _plain_test(op: Op, value: Any) -> Callable[[Any], bool]:
+    match op:
+        case Op.EQ:
+            return lambda v: v == value
+        case Op.IN:
+            choices = frozenset(value)
+            return lambda v: v in choices
+        case Op.LT:
+            return lambda v: v < value
+        case Op.LE:
+            return lambda v: v <= value
+        case Op.GT:
+            return lambda v: v > value
+        case Op.GE:
+            return lambda v: v >= value
+        case Op.BETWEEN:
+            low, high = sorted(value)
+            return lambda v: low <= v <= high
+        case Op.CONTAINS:
+            return lambda v: value in v
+        case Op.STARTS_WITH:
+            return lambda v: v.startswith(value)
+        case Op.ENDS_WITH:
+            return lambda v: v.endswith(value)
+    raise AssertionError(op)
+
+
+def _bind(shape: _Shape, now: dt.datetime, tz: dt.tzinfo, region: str) -> _Bound:
+    op, kind, path = shape.op, shape.kind, shape.condition.path
+
+    read: Callable[[Any], Any]
+    test: Callable[[Any], bool]
+    shown: Any = None
+    if path.part is not None:
+        part, as_time = path.part, coercer(Kind.TIME, tz, region)
+        read = lambda raw: None if (t := as_time(raw)) is None else date_part(t, part, tz)
+    elif kind is None:
+        read = lambda raw: True if is_known(raw) else None
+    else:
+        read = coercer(kind, tz, region)
+    if op is Op.IS_KNOWN:
+        test = lambda v: True
+    elif kind is Kind.TIME:
+        test, shown = _time_test(op, shape.value, now, tz)
+    else:
+        test, shown = _plain_test(op, shape.value), shape.value
+
+    bound = _bind_source(shape, read, test, shown, tz, region)
+    if op is Op.IS_KNOWN and not bound.existential:
+        get = bound.get
+        return attrs.evolve(bound, get=lambda c: get(c) is not None, test=lambda v: v)
+    return bound
+
+
+def _bind_source(
+    shape: _Shape, read: Callable[[Any], Any], test: Callable[[Any], bool], shown: Any, tz: dt.tzinfo, region: str
+) -> _Bound:
+    """Attach the condition's test to where its value comes from."""
+    op, path = shape.op, shape.condition.path
+    if path.is_customer:
+        name = path.attribute
+        if shape.is_list:
+            get = _list_getter(name, read)
+            if op is Op.CONTAINS:
+                # On a list, contains means "has an element equal to".
+                contains_test, equal = test, shape.value
+
+                def test(v: Any) -> bool:
+                    if type(v) is list:
+                        return equal in v
+                    return contains_test(v)
+
+            test = _any_of(test)
+        else:
+            get = lambda c: read(c.attributes.get(name))
+        return _Bound(shape, get, test, False, shown)
+
+    event = path.category
+    aggregate = path.aggregate
+    if aggregate is Aggregate.COUNT:
+        get = lambda c: len(c.events_named(event))
+        return _Bound(shape, get, test, False, shown)
+    if aggregate is not None:
+        pick = min if aggregate is Aggregate.FIRST_TIME else max
+        to_time = coercer(Kind.TIME, tz, region)
+        part = path.part
+
+        def get(c: Customer) -> Any:
+            times = [t for e in c.events_named(event) if (t := to_time(e.at)) is not None]
+            if not times:
+                return None
+            chosen = pick(times)
+            return date_part(chosen, part, tz) if part is not None else chosen
+
+        return _Bound(shape, get, test, False, shown)
+
+    field = path.attribute
+    if field == "at":
+
+        def get(c: Customer) -> Any:
+            return [v for e in c.events_named(event) if (v := read(e.at)) is not None]
+    else:
+
+        def get(c: Customer) -> Any:
+            return [v for e in c.events_named(event) if (v := read(e.attributes.get(field))) is not None]
+
+    return _Bound(shape, get, test, True, shown)
+
+
+def _list_getter(name: str, read: Callable[[Any], Any]) -> Callable[[Customer], Any]:
+    def get(c: Customer) -> Any:
+        raw = c.attributes.get(name)
+        if isinstance(raw, list | tuple | set | frozenset):
+            values = [v for item in raw if (v := read(item)) is not None]
+            return values or None
+        return read(raw)
+
+    return get
+
+
+def _any_of(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    def run(v: Any) -> bool:
+        if type(v) is list:
+            return any(test(item) for item in v)
+        return test(v)
+
+    return run
+
+
+# -- generating the rule's function ----------------------------------------
+
+# Subtrees deeper than this become functions of their own, so generated source
+# never nests beyond what Python's parser accepts.
+_MAX_INLINE_DEPTH = 24
+
+
+class _Codegen:
+    def __init__(self) -> None:
+        self.constants: list[Any] = []
+        self.functions: list[str] = []
+        self.counter = itertools.count()
+
+    def constant(self, value: Any) -> str:
+        self.constants.append(value)
+        return f"_k{len(self.constants) - 1}"
+
+    def node(self, node: Node, bound: Mapping[int, _Bound], depth: int = 0) -> tuple[str, str]:
+        """Source of (is true, is false) for ``node``."""
+        if depth > _MAX_INLINE_DEPTH:
+            true_src, false_src = self.node(node, bound, 0)
+            name = f"_sub{next(self.counter)}"
+            self.functions.append(
+                f"    def {name}_t(c):\n        return {true_src}\n"
+                f"    def {name}_f(c):\n        return {false_src}\n"
+            )
+            return f"{name}_t(c)", f"{name}_f(c)"
+        match node:
+            case And(items):
+                parts = [self.node(item, bound, depth + 1) for item in items]
+                return "(" + " and ".join(t for t, _ in parts) + ")", "(" + " or ".join(f for _, f in parts) + ")"
+            case Or(items):
+                parts = [self.node(item, bound, depth + 1) for item in items]
+                return "(" + " or ".join(t for t, _ in parts) + ")", "(" + " and ".join(f for _, f in parts) + ")"
+            case Not(operand):
+                true_src, false_src = self.node(operand, bound, depth + 1)
+                return false_src, true_src
+            case InGroup(group, negated):
+                name = self.constant(group)
+                true_src = f"(c.id in _groups({name}))"
+                false_src = f"(c.id not in _groups({name}))"
+                return (false_src, true_src) if negated else (true_src, false_src)
+            case Condition():
+                return self.condition(bound[id(node)])
+        raise TypeError(f"not a rule node: {node!r}")
+
+    def condition(self, b: _Bound) -> tuple[str, str]:
+        get = self.constant(b.get)
+        test = self.constant(b.test)
+        var = f"_v{next(self.counter)}"
+        if b.existential:
+            true_src = f"any(map({test}, {get}(c)))"
+            false_src = f"(not {true_src})"
+        else:
+            true_src = f"(({var} := {get}(c)) is not None and {test}({var}))"
+            false_src = f"(({var} := {get}(c)) is not None and not {test}({var}))"
+        if b.shape.negated:
+            return false_src, true_src
+        return true_src, false_src
+
+
+def _no_groups(name: str) -> Container[CustomerId]:
+    raise RuleError(f'the rule refers to group "{name}"; evaluate it with groups=...')
+
+
+def _generate(rule: Node, bound: Mapping[int, _Bound]) -> Callable[[Customer, GroupLookup], bool]:
+    gen = _Codegen()
+    true_src, _ = gen.node(rule, bound)
+    names = ", ".join(f"_k{i}" for i in range(len(gen.constants)))
+    unpack = f"    {names}, = _K\n" if gen.constants else ""
+    source = (
+        "def _make(_K):\n"
+        f"{unpack}"
+        f"{''.join(gen.functions)}"
+        "    def _rule(c, _groups):\n"
+        f"        return {true_src}\n"
+        "    return _rule\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(_code(source), namespace)  # noqa: S102 - generated from the AST, values bound as constants
+    rule_fn: Callable[[Customer, GroupLookup], bool] = namespace["_make"](tuple(gen.constants))
+    return rule_fn
+
+
+@functools.lru_cache(maxsize=1024)
+def _code(source: str) -> Any:
+    # Rules of the same structure share one code object.
+    return builtins.compile(source, "<cohorts rule>", "exec")
+
+
+# -- the public API ---------------------------------------------------------
+
+
+def _now(now: dt.datetime | None, tz: dt.tzinfo) -> dt.datetime:
+    if now is None:
+        return dt.datetime.now(dt.UTC)
+    if not isinstance(now, dt.datetime):
+        raise TypeError(f"now is a datetime, not {type(now).__name__}")
+    return now if now.tzinfo is not None else now.replace(tzinfo=tz)
+
+
+class Predicate:
+    """A compiled rule: call it on a customer, or ``select`` over many.
+
+    Thread-safe and reusable. Relative times (``30 days ago``) are resolved
+    once per ``now``, not per customer.
+
+    Example:
+        >>> from cohorts import Customer
+        >>> p = compile('customer.city = "Laval"')
+        >>> p(Customer(1, {"city": "LAVAL"}))
+        True
+        >>> list(p.select([Customer(1, {"city": "Laval"}), Customer(2, {})]))
+        [1]
+    """
+
+    def __init__(self, rule: Node, schema: Schema | None, tz: dt.tzinfo, region: str) -> None:
+        self.rule = rule
+        self.schema = schema
+        self.tz = tz
+        self.region = region
+        self._shapes = {id(c): _shape(c, schema) for c in _conditions(rule)}
+        self._lock = threading.Lock()
+        self._cached: tuple[dt.datetime, Callable[[Customer, GroupLookup], bool]] | None = None
+        self._has_time = any(s.kind is Kind.TIME for s in self._shapes.values())
+
+    def __repr__(self) -> str:
+        return f"<Predicate {self.rule}>"
+
+    def _bound(self, now: dt.datetime) -> dict[int, _Bound]:
+        return {key: _bind(shape, now, self.tz, self.region) for key, shape in self._shapes.items()}
+
+    def _function(self, now: dt.datetime) -> Callable[[Customer, GroupLookup], bool]:
+        cached = self._cached
+        if cached is not None and (cached[0] == now or not self._has_time):
+            return cached[1]
+        fn = _generate(self.rule, self._bound(now))
+        with self._lock:
+            self._cached = (now, fn)
+        return fn
+
+    def __call__(
+        self, customer: Customer, now: dt.datetime | None = None, *, groups: GroupLookup | None = None
+    ) -> bool:
+        """True when the rule is true for ``customer`` at ``now``."""
+        fn = self._function(_now(now, self.tz))
+        return bool(fn(customer, groups or _no_groups))
+
+    def select(
+        self, customers: Iterable[Customer], now: dt.datetime | None = None, *, groups: GroupLookup | None = None
+    ) -> Iterator[CustomerId]:
+        """The ids of the customers for whom the rule is true, in order."""
+        fn = self._function(_now(now, self.tz))
+        lookup = groups or _no_groups
+        for customer in customers:
+            if fn(customer, lookup):
+                yield customer.id
+
+    def explain(
+        self, customer: Customer, now: dt.datetime | None = None, *, groups: GroupLookup | None = None
+    ) -> Explanation:
+        """Why the rule is true, false or unknown for ``customer``."""
+        moment = _now(now, self.tz)
+        return _explain(self.rule, self._bound(moment), customer, groups or _no_groups)
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_cached(rule: Node, schema: Schema | None, tz: dt.tzinfo, region: str) -> Predicate:
+    return Predicate(rule, schema, tz, region)
+
+
+def compile(  # noqa: A001 - the public name the API promises
+    rule: RuleLike,
+    schema: Schema | None = None,
+    tz: str | dt.tzinfo | None = None,
+    region: str = DEFAULT_REGION,
+) -> Predicate:
+    """Compile a rule (text or AST) into a reusable, thread-safe :class:`Predicate`.
+
+    The rule is validated against ``schema``; without one, the attributes of
+    :func:`default_schema` keep their types and others are typed by the
+    rule's values. ``tz`` (default UTC) reads naive datetimes and calendar
+    words; ``region`` is the default country of phone numbers.
+
+    Example:
+        >>> import datetime as dt
+        >>> from cohorts import Customer, Event
+        >>> rule = compile('repair_order.closed.last_time < 730 days ago'
+        ...                ' AND customer.vehicle_model contains "Escape"')
+        >>> c = Customer("c1", {"vehicle_model": "Ford Escape"},
+        ...              [Event("repair_order.closed", "2026-03-01T10:00")])
+        >>> rule(c, now=dt.datetime(2026, 11, 22, tzinfo=dt.timezone.utc))
+        True
+
+    .. versionadded:: 0.1
+    """
+    node = _as_rule(rule)
+    zone = resolve_tz(tz)
+    try:
+        return _compile_cached(node, schema, zone, region)
+    except TypeError:  # an unhashable schema mapping: compile without the cache
+        return Predicate(node, schema, zone, region)
+
+
+def matches(
+    rule: RuleLike,
+    customer: Customer,
+    now: dt.datetime | None = None,
+    *,
+    schema: Schema | None = None,
+    tz: str | dt.tzinfo | None = None,
+    groups: GroupLookup | None = None,
+) -> bool:
+    """True when ``rule`` is true for ``customer`` at ``now``.
+
+    Example:
+        >>> from cohorts import Customer
+        >>> matches('customer.city != "Laval"', Customer(1, {}))  # unknown is not a match
+        False
+    """
+    return compile(rule, schema=schema, tz=tz)(customer, now, groups=groups)
+
+
+# -- explanations -----------------------------------------------------------
+
+
+@attrs.frozen
+class Explanation:
+    """How a rule (or one of its parts) came out for one customer.
+
+    Attributes:
+        rule: the node explained, as canonical text.
+        result: True, False, or None for unknown.
+        value: the customer's value the condition looked at (conditions only).
+        compared_to: the resolved value it was compared with (``30 days ago``
+            becomes an instant).
+        children: the explanations of an AND, OR or NOT's parts.
+    """
+
+    rule: str
+    result: bool | None
+    value: Any = None
+    compared_to: Any = None
+    children: tuple[Explanation, ...] = ()
+
+    @property
+    def matched(self) -> bool:
+        """True when the customer matches (the rule is true)."""
+        return self.result is True
+
+    def lines(self, indent: int = 0) -> Iterator[str]:
+        """The explanation as indented lines."""
+        word = {True: "true", False: "false", None: "unknown"}[self.result]
+        line = f"{'  ' * indent}[{word}] {self.rule}"
+        if not self.children:
+            line += f"  (value: {_show(self.value)}"
+            if self.compared_to is not None:
+                line += f"; compared with {_show(self.compared_to)}"
+            line += ")"
+        yield line
+        for child in self.children:
+            yield from child.lines(indent + 1)
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return "<pre>" + html.escape(str(self)) + "</pre>"
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "unknown"
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _explain(node: Node, bound: Mapping[int, _Bound], customer: Customer, groups: GroupLookup) -> Explanation:
+    match node:
+        case And(items) | Or(items):
+            children = tuple(_explain(item, bound, customer, groups) for item in items)
+            results = [child.result for child in children]
+            if isinstance(node, And):
+                result = False if False in results else (None if None in results else True)
+            else:
+                result = True if True in results else (None if None in results else False)
+            return Explanation(_short(node), result, children=children)
+        case Not(operand):
+            child = _explain(operand, bound, customer, groups)
+            return Explanation(_short(node), None if child.result is None else not child.result, children=(child,))
+        case InGroup(group, negated):
+            member = customer.id in groups(group)
+            return Explanation(str(node), member != negated, value="member" if member else "not a member")
+        case Condition():
+            b = bound[id(node)]
+            value = b.get(customer)
+            outcome: bool | None = None
+            if b.existential:
+                outcome = any(b.test(v) for v in value)
+            elif value is not None:
+                outcome = b.test(value)
+            if b.shape.negated and outcome is not None:
+                outcome = not outcome
+            return Explanation(str(node), outcome, value=value, compared_to=b.shown)
+    raise TypeError(f"not a rule node: {node!r}")
+
+
+def _short(node: Node) -> str:
+    text = str(node)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def explain(
+    rule: RuleLike,
+    customer: Customer,
+    now: dt.datetime | None = None,
+    *,
+    schema: Schema | None = None,
+    tz: str | dt.tzinfo | None = None,
+    groups: GroupLookup | None = None,
+) -> Explanation:
+    """Explain a rule for one customer: every condition, its result and the values compared.
+
+    Example:
+        >>> import datetime as dt
+        >>> from cohorts import Customer
+        >>> print(explain('customer.city = "Laval" or customer.vehicle_year >= 2019',
+        ...               Customer(1, {"vehicle_year": 2017})))
+        [unknown] customer.city = "Laval" OR customer.vehicle_year >= 2019
+          [unknown] customer.city = "Laval"  (value: unknown; compared with 'laval')
+          [false] customer.vehicle_year >= 2019  (value: 2017; compared with 2019)
+    """
+    return compile(rule, schema=schema, tz=tz).explain(customer, now, groups=groups)

@@ -1,0 +1,369 @@
+"""Rule text to AST. The only module that reads ``grammar.lark`` or sees lark types."""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import functools
+import re
+from typing import Any
+
+from lark import Lark, Token, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.visitors import Transformer_NonRecursive
+
+from .ast import (
+    Anchor,
+    And,
+    Condition,
+    Duration,
+    InGroup,
+    Month,
+    Node,
+    Not,
+    Op,
+    Or,
+    Path,
+    Relative,
+    Span,
+    Unit,
+    Weekday,
+)
+from .errors import RuleSyntaxError
+
+__all__ = ["parse"]
+
+# What the parser's terminals are called in error messages.
+_TERMINAL_WORDS = {
+    "_OR": "OR",
+    "_AND": "AND",
+    "_NOT": "not",
+    "_IS": "is",
+    "_IN": "in",
+    "_GROUP": "group",
+    "_KNOWN": "known",
+    "_UNKNOWN": "unknown",
+    "_CONTAINS": "contains",
+    "_CONTAIN": "contain",
+    "_DOES": "does not contain",
+    "_STARTS": "starts with",
+    "_ENDS": "ends with",
+    "_WITH": "with",
+    "_BETWEEN": "between",
+    "_BEFORE": "before",
+    "_AFTER": "after",
+    "_WITHIN": "within",
+    "_LAST": "last",
+    "_NEXT": "next",
+    "_AGO": "ago",
+    "_TRUE": "true",
+    "_FALSE": "false",
+    "ANCHOR": "today/now",
+    "UNIT": "a unit (days, months...)",
+    "MONTH": "a month name",
+    "WEEKDAY": "a day name",
+    "NAME": "a name",
+    "QUOTED_NAME": "a `quoted name`",
+    "STRING": "a string",
+    "NUMBER": "a number",
+    "DATE": "a date",
+    "DATETIME": "a date and time",
+    "$END": "end of rule",
+}
+
+# Words a typo is compared against for "did you mean".
+_KEYWORDS = (
+    "and or not is in group known unknown contains does starts ends with between before "
+    "after within last next ago now today yesterday tomorrow"
+).split()
+_OPERATORS = [op.value for op in Op]
+
+_VALUE_TERMINALS = {"STRING", "NUMBER", "DATE", "DATETIME", "_TRUE", "_FALSE", "ANCHOR", "MONTH", "WEEKDAY"}
+
+
+@functools.cache
+def _parser() -> Lark:
+    return Lark.open_from_package(
+        "cohorts",
+        "grammar.lark",
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=True,
+    )
+
+
+def _span(meta: Any) -> Span | None:
+    if getattr(meta, "empty", True):
+        return None
+    return Span(meta.line, meta.column, meta.start_pos, meta.end_pos)
+
+
+def _token_error(token: Token, text: str, label: str) -> RuleSyntaxError:
+    return RuleSyntaxError(label, token.line or 1, token.column or 1, text)
+
+
+_STRING_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|x[0-9a-fA-F]{2}|.)", re.S)
+_SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", '"': '"', "'": "'", "/": "/"}
+
+
+def _unescape(token: Token, text: str) -> str:
+    body = token[1:-1]
+
+    def replace(match: re.Match[str]) -> str:
+        code = match.group(1)
+        if code[0] in "uUx" and len(code) > 1:
+            return chr(int(code[1:], 16))
+        if code in _SIMPLE_ESCAPES:
+            return _SIMPLE_ESCAPES[code]
+        raise _token_error(token, text, f"Unknown escape \\{code} in string")
+
+    return _STRING_ESCAPE.sub(replace, body)
+
+
+def _integer(token: Token, text: str) -> int:
+    if not re.fullmatch(r"\+?\d+", token):
+        raise _token_error(token, text, "Expected a whole number of units")
+    return int(token)
+
+
+@v_args(inline=True, meta=True)
+class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    # -- structure
+    def or_(self, meta: Any, *items: Node) -> Node:
+        return Or(items, span=_span(meta))
+
+    def and_(self, meta: Any, *items: Node) -> Node:
+        return And(items, span=_span(meta))
+
+    def not_(self, meta: Any, operand: Node) -> Node:
+        return Not(operand, span=_span(meta))
+
+    def in_group(self, meta: Any, who: Token, group: Token) -> Node:
+        return InGroup(self._group(who, group), span=_span(meta))
+
+    def not_in_group(self, meta: Any, who: Token, group: Token) -> Node:
+        return InGroup(self._group(who, group), negated=True, span=_span(meta))
+
+    def _group(self, who: Token, group: Token) -> str:
+        if who.lower() != "customer":
+            raise _token_error(who, self.text, 'Expected "customer in group"')
+        return _unescape(group, self.text)
+
+    # -- conditions
+    def _condition(self, op: Op, meta: Any, path: Path, value: object = None) -> Condition:
+        if isinstance(value, Token):
+            value = _convert_token(value, self.text)
+        elif isinstance(value, tuple):
+            value = tuple(_convert_token(v, self.text) if isinstance(v, Token) else v for v in value)
+        return Condition(path, op, value, span=_span(meta))  # type: ignore[arg-type]
+
+    def eq(self, meta: Any, path: Path, value: object) -> Condition:
+        return self._condition(Op.EQ, meta, path, value)
+
+    def ne(self, meta: Any, path: Path, value: object) -> Condition:
+        return self._condition(Op.NE, meta, path, value)
+
+    def lt(self, meta: Any, path: Path, value: object) -> Condition:
+        return self._condition(Op.LT, meta, path, value)
+
+    def le(self, meta: Any, path: Path, value: object) -> Condition:
+        return self._condition(Op.LE, meta, path, value)
+
+    def gt(self, meta: Any, path: Path, value: object) -> Condition:
+        return self._condition(Op.GT, meta, path, value)
+
+    def ge(self, meta: Any, path: Path, value: object) -> Condition:
+        return self._condition(Op.GE, meta, path, value)
+
+    def is_known(self, meta: Any, path: Path) -> Condition:
+        return self._condition(Op.IS_KNOWN, meta, path)
+
+    def is_unknown(self, meta: Any, path: Path) -> Condition:
+        return self._condition(Op.IS_UNKNOWN, meta, path)
+
+    def contains(self, meta: Any, path: Path, value: object) -> Condition:
+        return self._condition(Op.CONTAINS, meta, path, value)
+
+    def does_not_contain(self, meta: Any, path: Path, value: object) -> Condition:
+        return self._condition(Op.NOT_CONTAINS, meta, path, value)
+
+    def starts_with(self, meta: Any, path: Path, value: object) -> Condition:
+        return self._condition(Op.STARTS_WITH, meta, path, value)
+
+    def ends_with(self, meta: Any, path: Path, value: object) -> Condition:
+        return self._condition(Op.ENDS_WITH, meta, path, value)
+
+    def in_(self, meta: Any, path: Path, value: object) -> Condition:
+        return self._condition(Op.IN, meta, path, value)
+
+    def not_in(self, meta: Any, path: Path, value: object) -> Condition:
+        return self._condition(Op.NOT_IN, meta, path, value)
+
+    def between(self, meta: Any, path: Path, low: object, high: object) -> Condition:
+        return self._condition(Op.BETWEEN, meta, path, (low, high))
+
+    def before(self, meta: Any, path: Path, value: object) -> Condition:
+        return self._condition(Op.BEFORE, meta, path, value)
+
+    def after(self, meta: Any, path: Path, value: object) -> Condition:
+        return self._condition(Op.AFTER, meta, path, value)
+
+    def within_last(self, meta: Any, path: Path, amount: Token, unit: Token) -> Condition:
+        duration = Duration(_integer(amount, self.text), Unit.from_word(unit))
+        return self._condition(Op.WITHIN_LAST, meta, path, duration)
+
+    def within_next(self, meta: Any, path: Path, amount: Token, unit: Token) -> Condition:
+        duration = Duration(_integer(amount, self.text), Unit.from_word(unit))
+        return self._condition(Op.WITHIN_NEXT, meta, path, duration)
+
+    def path(self, meta: Any, *segments: Token) -> Path:
+        names = [
+            segment[1:-1].replace("``", "`") if segment.type == "QUOTED_NAME" else str(segment)
+            for segment in segments
+        ]
+        try:
+            return Path.of(names, last_is_quoted=segments[-1].type == "QUOTED_NAME")
+        except ValueError as error:
+            raise _token_error(segments[0], self.text, str(error).capitalize()) from None
+
+    # -- values
+    def list(self, meta: Any, *items: object) -> tuple[object, ...]:
+        return tuple(item for item in items if item is not None)
+
+    def true(self, meta: Any) -> bool:
+        return True
+
+    def false(self, meta: Any) -> bool:
+        return False
+
+    def ago(self, meta: Any, amount: Token, unit: Token) -> Relative:
+        return Relative(_integer(amount, self.text), Unit.from_word(unit), ago=True)
+
+    def ahead(self, meta: Any, amount: Token, unit: Token) -> Relative:
+        return Relative(_integer(amount, self.text), Unit.from_word(unit), ago=False)
+
+
+def _convert_token(token: Token, text: str) -> object:
+    match token.type:
+        case "STRING":
+            return _unescape(token, text)
+        case "NUMBER":
+            if re.fullmatch(r"[+-]?\d+", token):
+                return int(token)
+            number = float(token)
+            if number in (float("inf"), float("-inf")):
+                raise _token_error(token, text, "Number too large")
+            return number
+        case "DATE":
+            try:
+                return dt.date.fromisoformat(token)
+            except ValueError as error:
+                raise _token_error(token, text, f"Invalid date ({error})") from None
+        case "DATETIME":
+            try:
+                return dt.datetime.fromisoformat(token)
+            except ValueError as error:
+                raise _token_error(token, text, f"Invalid date and time ({error})") from None
+        case "ANCHOR":
+            return Anchor(token.lower())
+        case "MONTH":
+            return Month[token.upper()]
+        case "WEEKDAY":
+            return Weekday[token.upper()]
+    return token
+
+
+def _describe(terminal: str) -> str:
+    if terminal in _TERMINAL_WORDS:
+        return _TERMINAL_WORDS[terminal]
+    try:
+        pattern = _parser().get_terminal(terminal).pattern
+    except KeyError:
+        return terminal.strip("_").lower()
+    return pattern.value if pattern.type == "str" else terminal.strip("_").lower()
+
+
+def _position(text: str, offset: int) -> tuple[int, int]:
+    before = text[:offset]
+    line = before.count("\n") + 1
+    return line, offset - (before.rfind("\n") + 1) + 1
+
+
+def _word_at(text: str, offset: int) -> str:
+    match = re.compile(r"\w+").match(text, offset)
+    return match.group(0) if match else ""
+
+
+def _hint(word: str, expected: set[str]) -> str:
+    if not word:
+        return ""
+    candidates = _KEYWORDS + _OPERATORS
+    close = difflib.get_close_matches(word.lower(), candidates, n=1, cutoff=0.75)
+    if close and close[0] != word.lower():
+        return f'did you mean "{close[0]}"?'
+    return ""
+
+
+def _syntax_error(error: UnexpectedInput, text: str) -> RuleSyntaxError:
+    expected: set[str] = set()
+    if isinstance(error, UnexpectedToken | UnexpectedEOF):
+        expected = set(error.expected)
+    elif isinstance(error, UnexpectedCharacters):
+        expected = set(error.allowed or ())
+    words = sorted({_describe(name) for name in expected})
+    at_end = isinstance(error, UnexpectedEOF) or (
+        isinstance(error, UnexpectedToken) and error.token.type == "$END"
+    )
+    if at_end:
+        line, column = _position(text, len(text.rstrip()))
+        if expected & _VALUE_TERMINALS:
+            label = "Missing value"
+        elif "NAME" in expected:
+            label = "Missing condition"
+        else:
+            label = "Unexpected end of rule"
+        return RuleSyntaxError(label, line, column, text, words)
+    offset = error.pos_in_stream if error.pos_in_stream is not None else 0
+    line, column = _position(text, offset)
+    word = _word_at(text, offset)
+    if isinstance(error, UnexpectedCharacters):
+        label = "Unexpected character" if not word else f"Unexpected {word!r}"
+    else:
+        label = f"Unexpected {text[offset:offset + max(1, len(str(error.token)))]!r}"  # type: ignore[attr-defined]
+    return RuleSyntaxError(label, line, column, text, words, _hint(word, expected))
+
+
+def parse(text: str) -> Node:
+    """Parse rule text into its AST.
+
+    Raises :class:`~cohorts.RuleSyntaxError` (a :class:`~cohorts.RuleError`)
+    with the line, column and a caret when the text is not a rule.
+
+    Example:
+        >>> rule = parse('customer.city = "Laval" and customer.vehicle_year >= 2019')
+        >>> print(rule)
+        customer.city = "Laval" AND customer.vehicle_year >= 2019
+
+    .. versionadded:: 0.1
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"parse() takes rule text, not {type(text).__name__}")
+    if not text.strip() or (not text.strip().lstrip("#").strip() and "\n" not in text):
+        raise RuleSyntaxError("Empty rule", 1, 1, text)
+    lark = _parser()
+    try:
+        tree = lark.parse(text, on_error=None)
+    except UnexpectedInput as error:
+        raise _syntax_error(error, text) from None
+    except RecursionError:
+        raise RuleSyntaxError("Rule nested too deeply", 1, 1, text) from None
+    try:
+        return _ToAst(text).transform(tree)  # type: ignore[no-any-return]
+    except VisitError as error:
+        if isinstance(error.orig_exc, RuleSyntaxError):
+            raise error.orig_exc from None
+        raise

@@ -1,0 +1,314 @@
+"""How data values are read for comparison: the one definition every backend shares.
+
+A condition compares values of one *kind* (text, number, boolean, time or
+phone). These functions turn a stored value into that kind, or into ``None``
+when it is unknown or cannot be read as that kind. The in-memory evaluator
+calls them per customer; SQL repositories call them at write time and store
+the results as shadow values, so both read data the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import functools
+import math
+import unicodedata
+import zoneinfo
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import phonenumbers
+from dateutil.relativedelta import relativedelta
+
+from .ast import Anchor, DatePart, Duration, Relative, Unit
+
+__all__ = [
+    "DEFAULT_REGION",
+    "Kind",
+    "fold_text",
+    "is_known",
+    "resolve_tz",
+    "to_bool",
+    "to_number",
+    "to_phone",
+    "to_time",
+]
+
+DEFAULT_REGION = "US"
+UTC = dt.UTC
+
+
+class Kind(enum.Enum):
+    """What a condition compares: decided by the schema or by the rule's value."""
+
+    TEXT = "text"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    TIME = "time"
+    PHONE = "phone"
+
+
+def resolve_tz(tz: str | dt.tzinfo | None) -> dt.tzinfo:
+    """A tzinfo from a zone name, a tzinfo, or None for UTC."""
+    if tz is None:
+        return UTC
+    if isinstance(tz, str):
+        try:
+            return zoneinfo.ZoneInfo(tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {tz!r}") from None
+    return tz
+
+
+def is_known(value: Any) -> bool:
+    """False for None, blank text and empty lists: the values a rule calls *unknown*."""
+    if value is None:
+        return False
+    if isinstance(value, str):
+        return bool(value.strip())
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(is_known(v) for v in value)
+    return True
+
+
+def fold_text(value: Any) -> str | None:
+    """Text for comparison: stripped, NFC-normalised and casefolded; None when blank.
+
+    Numbers read as their text; other types are not text.
+
+    Example:
+        >>> fold_text("  ÉCOLE "), fold_text("Straße"), fold_text(""), fold_text(42)
+        ('école', 'strasse', None, '42')
+    """
+    text = _as_text(value)
+    if text is None:
+        return None
+    text = text.strip()
+    if not text:
+        return None
+    if text.isascii():
+        return text.lower()
+    folded = unicodedata.normalize("NFC", text).casefold()
+    return unicodedata.normalize("NFC", folded)
+
+
+def _as_text(value: Any) -> str | None:
+    if type(value) is str:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+        return None
+    return str(value)
+
+
+def to_number(value: Any) -> int | float | None:
+    """A number, from a number or numeric text; None otherwise (booleans are not numbers)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float | Decimal):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+_TRUE_WORDS = frozenset({"true", "yes", "y", "1", "vrai", "oui"})
+_FALSE_WORDS = frozenset({"false", "no", "n", "0", "faux", "non"})
+
+
+def to_bool(value: Any) -> bool | None:
+    """A boolean, from a boolean, 0/1 or words such as yes/no; None otherwise."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+    return None
+
+
+def to_time(value: Any, tz: dt.tzinfo) -> dt.datetime | None:
+    """An aware datetime, from a datetime, a date or ISO text; naive ones are read in ``tz``."""
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=tz)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=tz)
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=tz)
+    return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _phone(text: str, region: str) -> str | None:
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def to_phone(value: Any, region: str = DEFAULT_REGION) -> str | None:
+    """A phone number in E.164 form, read with ``region`` as the default country.
+
+    Example:
+        >>> to_phone("(514) 555 0199"), to_phone("+1 514-555-0199"), to_phone("call me")
+        ('+15145550199', '+15145550199', None)
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return _phone(value.strip(), region)
+
+
+def date_part(value: dt.datetime, part: DatePart, tz: dt.tzinfo) -> int:
+    """The year, month, day or ISO weekday (Monday is 1) of an instant, in ``tz``."""
+    local = value.astimezone(tz)
+    match part:
+        case DatePart.YEAR:
+            return local.year
+        case DatePart.MONTH:
+            return local.month
+        case DatePart.DAY:
+            return local.day
+        case DatePart.WEEKDAY:
+            return local.isoweekday()
+    raise AssertionError(part)
+
+
+def coercer(kind: Kind, tz: dt.tzinfo, region: str) -> Callable[[Any], Any]:
+    """The function that reads a stored value as ``kind``."""
+    match kind:
+        case Kind.TEXT:
+            return fold_text
+        case Kind.NUMBER:
+            return to_number
+        case Kind.BOOLEAN:
+            return to_bool
+        case Kind.TIME:
+            return functools.partial(to_time, tz=tz)
+        case Kind.PHONE:
+            return functools.partial(to_phone, region=region)
+    raise AssertionError(kind)
+
+
+# -- time values in rules -------------------------------------------------
+
+_DELTAS: dict[Unit, Callable[[int], relativedelta | dt.timedelta]] = {
+    Unit.MINUTES: lambda n: dt.timedelta(minutes=n),
+    Unit.HOURS: lambda n: dt.timedelta(hours=n),
+    Unit.DAYS: lambda n: relativedelta(days=n),
+    Unit.WEEKS: lambda n: relativedelta(weeks=n),
+    Unit.MONTHS: lambda n: relativedelta(months=n),
+    Unit.YEARS: lambda n: relativedelta(years=n),
+}
+
+
+def shift(now: dt.datetime, amount: int, unit: Unit, tz: dt.tzinfo) -> dt.datetime:
+    """``now`` moved by ``amount`` units; days and longer move on the calendar of ``tz``.
+
+    Calendar units keep the wall-clock time across daylight-saving changes
+    (7 days after 09:00 is 09:00), and months are calendar months.
+    """
+    delta = _DELTAS[unit](amount)
+    if isinstance(delta, dt.timedelta):
+        return (now.astimezone(UTC) + delta).astimezone(tz)
+    local = now.astimezone(tz).replace(tzinfo=None) + delta
+    return _localize(local, tz)
+
+
+def _localize(naive: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
+    # Round-trip through UTC so a wall time that does not exist (DST gap) is normalised.
+    return naive.replace(tzinfo=tz).astimezone(UTC).astimezone(tz)
+
+
+def day_start(value: dt.datetime | dt.date, tz: dt.tzinfo, days: int = 0) -> dt.datetime:
+    """Midnight, in ``tz``, of the day of ``value`` plus ``days``."""
+    day = value.astimezone(tz).date() if isinstance(value, dt.datetime) else value
+    day = day + dt.timedelta(days=days)
+    return _localize(dt.datetime(day.year, day.month, day.day), tz)
+
+
+@functools.total_ordering
+class Interval:
+    """A resolved time value: the instant ``start``, or the day ``[start, end)``."""
+
+    __slots__ = ("end", "start")
+
+    def __init__(self, start: dt.datetime, end: dt.datetime | None = None) -> None:
+        self.start = start
+        self.end = end
+
+    @property
+    def is_day(self) -> bool:
+        return self.end is not None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Interval) and (self.start, self.end) == (other.start, other.end)
+
+    def __lt__(self, other: Interval) -> bool:
+        return self.start < other.start
+
+    def __hash__(self) -> int:
+        return hash((self.start, self.end))
+
+    def __repr__(self) -> str:
+        if self.end is None:
+            return self.start.isoformat()
+        return f"{self.start.date().isoformat()} (the day)"
+
+
+def resolve_time(value: Any, now: dt.datetime, tz: dt.tzinfo, *, as_day: bool = False) -> Interval:
+    """The instant or day a rule's time value stands for at ``now``.
+
+    Dates and ``today``/``yesterday``/``tomorrow`` are days; datetimes, ``now``
+    and relative times are instants, except that ``as_day`` (used by ``=`` and
+    ``!=``) makes a relative time of days or longer stand for its whole day.
+    """
+    if isinstance(value, Relative):
+        instant = shift(now, -value.amount if value.ago else value.amount, value.unit, tz)
+        if as_day and value.unit not in (Unit.MINUTES, Unit.HOURS):
+            return Interval(day_start(instant, tz), day_start(instant, tz, 1))
+        return Interval(instant)
+    if isinstance(value, Anchor):
+        if value is Anchor.NOW:
+            return Interval(now)
+        offset = {Anchor.TODAY: 0, Anchor.YESTERDAY: -1, Anchor.TOMORROW: 1}[value]
+        return Interval(day_start(now, tz, offset), day_start(now, tz, offset + 1))
+    if isinstance(value, dt.datetime):
+        return Interval(value if value.tzinfo else value.replace(tzinfo=tz))
+    if isinstance(value, dt.date):
+        return Interval(day_start(value, tz), day_start(value, tz, 1))
+    raise TypeError(f"not a time: {value!r}")
+
+
+def window(duration: Duration, now: dt.datetime, tz: dt.tzinfo, *, last: bool) -> tuple[dt.datetime, dt.datetime]:
+    """The closed range ``within last``/``within next`` a duration covers."""
+    if last:
+        return shift(now, -duration.amount, duration.unit, tz), now
+    return now, shift(now, duration.amount, duration.unit, tz)
