@@ -56,6 +56,7 @@ from .values import (
     resolve_time,
     resolve_tz,
     to_phone,
+    to_time,
     window,
 )
 
@@ -267,6 +268,49 @@ def _conditions(node: Node) -> Iterator[Condition]:
 # -- binding a condition to a moment ----------------------------------------
 
 
+# A test of a known value, in disjunctive normal form: any clause whose checks all
+# hold. A check is (symbol, constant); ``has`` is "constant in value".
+Check: TypeAlias = tuple[str, Any]
+Spec: TypeAlias = tuple[tuple[Check, ...], ...]
+
+_CHECK_SOURCE = {
+    "==": "{v} == {k}",
+    "<": "{v} < {k}",
+    "<=": "{v} <= {k}",
+    ">": "{v} > {k}",
+    ">=": "{v} >= {k}",
+    "in": "{v} in {k}",
+    "has": "{k} in {v}",
+    "starts": "{v}.startswith({k})",
+    "ends": "{v}.endswith({k})",
+}
+
+
+def _spec_source(spec: Spec, var: str, constant: Callable[[Any], str]) -> str:
+    clauses = [
+        " and ".join(_CHECK_SOURCE[symbol].format(v=var, k=constant(k)) for symbol, k in clause) or "True"
+        for clause in spec
+    ]
+    if not clauses:
+        return "False"
+    return "(" + " or ".join(f"({c})" for c in clauses) + ")"
+
+
+def _spec_function(spec: Spec) -> Callable[[Any], bool]:
+    constants: list[Any] = []
+
+    def constant(value: Any) -> str:
+        constants.append(value)
+        return f"_k{len(constants) - 1}"
+
+    body = _spec_source(spec, "v", constant)
+    args = "".join(f", _k{i}=_k{i}" for i in range(len(constants)))
+    namespace = {f"_k{i}": value for i, value in enumerate(constants)}
+    exec(_code(f"def _test(v{args}):\n    return {body}\n"), namespace)  # noqa: S102 - built from the spec
+    function: Callable[[Any], bool] = namespace["_test"]
+    return function
+
+
 @attrs.frozen
 class _Bound:
     """A condition ready to run at one ``now``: how to read a customer and test the value."""
@@ -276,94 +320,85 @@ class _Bound:
     test: Callable[[Any], bool]  # two-valued test of a known value
     existential: bool  # get returns a list of values; the condition is any(test)
     shown: Any  # the resolved value, for explanations
+    spec: Spec | None = None  # the test as checks, when the generated code can inline it
+    get_source: tuple[str, tuple[Any, ...]] | None = None  # ``get`` as source: template and constants
 
 
-def _time_test(op: Op, value: Any, now: dt.datetime, tz: dt.tzinfo) -> tuple[Callable[[Any], bool], Any]:
+def _time_test(op: Op, value: Any, now: dt.datetime, tz: dt.tzinfo) -> tuple[Spec, Any]:
     if op is Op.EQ:
         iv = resolve_time(value, now, tz, as_day=True)
-        return _time_eq(iv), iv
+        return (_time_eq(iv),), iv
     if op is Op.IN:
         ivs = [resolve_time(v, now, tz, as_day=True) for v in value]
-        tests = [_time_eq(iv) for iv in ivs]
-        return (lambda v: any(t(v) for t in tests)), ivs
+        return tuple(_time_eq(iv) for iv in ivs), ivs
     if op in ORDERING:
         if isinstance(value, Relative) and value.ago:
             op = _INVERTED[op]
         iv = resolve_time(value, now, tz)
-        return _time_order(op, iv), iv
+        return (_time_order(op, iv),), iv
     if op is Op.BEFORE:
         iv = resolve_time(value, now, tz)
-        return _time_order(Op.LT, iv), iv
+        return (_time_order(Op.LT, iv),), iv
     if op is Op.AFTER:
         iv = resolve_time(value, now, tz)
-        return _time_order(Op.GT, iv), iv
+        return (_time_order(Op.GT, iv),), iv
     if op is Op.BETWEEN:
         a, b = (resolve_time(v, now, tz) for v in value)
         low, high = (a, b) if a.start <= b.start else (b, a)
-        start, end = low.start, high.end
-        if end is not None:
-            return (lambda v: start <= v < end), (low, high)
-        stop = high.start
-        return (lambda v: start <= v <= stop), (low, high)
+        upper: Check = ("<", high.end) if high.end is not None else ("<=", high.start)
+        return ((((">=", low.start), upper)),), (low, high)
     if op in (Op.WITHIN_LAST, Op.WITHIN_NEXT):
         first, last = window(value, now, tz, last=op is Op.WITHIN_LAST)
-        return (lambda v: first <= v <= last), (Interval(first), Interval(last))
+        return (((">=", first), ("<=", last)),), (Interval(first), Interval(last))
     raise AssertionError(op)
 
 
-def _time_eq(iv: Interval) -> Callable[[Any], bool]:
-    start, end = iv.start, iv.end
-    if end is None:
-        return lambda v: v == start
-    return lambda v: start <= v < end
+def _time_eq(iv: Interval) -> tuple[Check, ...]:
+    if iv.end is None:
+        return (("==", iv.start),)
+    return ((">=", iv.start), ("<", iv.end))
 
 
-def _time_order(op: Op, iv: Interval) -> Callable[[Any], bool]:
+def _time_order(op: Op, iv: Interval) -> tuple[Check, ...]:
     start, end = iv.start, iv.end
     match op:
         case Op.LT:
-            return lambda v: v < start
+            return (("<", start),)
         case Op.GE:
-            return lambda v: v >= start
+            return ((">=", start),)
         case Op.LE:
-            return (lambda v: v < end) if end is not None else (lambda v: v <= start)
+            return (("<", end),) if end is not None else (("<=", start),)
         case Op.GT:
-            return (lambda v: v >= end) if end is not None else (lambda v: v > start)
+            return ((">=", end),) if end is not None else ((">", start),)
     raise AssertionError(op)
 
 
-def _plain_test(op: Op, value: Any) -> Callable[[Any], bool]:
-    match op:
-        case Op.EQ:
-            return lambda v: v == value
-        case Op.IN:
-            choices = frozenset(value)
-            return lambda v: v in choices
-        case Op.LT:
-            return lambda v: v < value
-        case Op.LE:
-            return lambda v: v <= value
-        case Op.GT:
-            return lambda v: v > value
-        case Op.GE:
-            return lambda v: v >= value
-        case Op.BETWEEN:
-            low, high = sorted(value)
-            return lambda v: low <= v <= high
-        case Op.CONTAINS:
-            return lambda v: value in v
-        case Op.STARTS_WITH:
-            return lambda v: v.startswith(value)
-        case Op.ENDS_WITH:
-            return lambda v: v.endswith(value)
-    raise AssertionError(op)
+_PLAIN_SYMBOLS = {
+    Op.EQ: "==",
+    Op.LT: "<",
+    Op.LE: "<=",
+    Op.GT: ">",
+    Op.GE: ">=",
+    Op.CONTAINS: "has",
+    Op.STARTS_WITH: "starts",
+    Op.ENDS_WITH: "ends",
+}
+
+
+def _plain_test(op: Op, value: Any) -> Spec:
+    if op is Op.IN:
+        return ((("in", frozenset(value)),),)
+    if op is Op.BETWEEN:
+        low, high = sorted(value)
+        return (((">=", low), ("<=", high)),)
+    return (((_PLAIN_SYMBOLS[op], value),),)
 
 
 def _bind(shape: _Shape, now: dt.datetime, tz: dt.tzinfo, region: str) -> _Bound:
     op, kind, path = shape.op, shape.kind, shape.condition.path
 
     read: Callable[[Any], Any]
-    test: Callable[[Any], bool]
+    spec: Spec = ((),)  # is known: every known value passes
     shown: Any = None
     if path.part is not None:
         part, as_time = path.part, coercer(Kind.TIME, tz, region)
@@ -373,24 +408,27 @@ def _bind(shape: _Shape, now: dt.datetime, tz: dt.tzinfo, region: str) -> _Bound
     else:
         read = coercer(kind, tz, region)
     if op is Op.IS_KNOWN:
-        test = lambda v: True
+        pass
     elif kind is Kind.TIME:
-        test, shown = _time_test(op, shape.value, now, tz)
+        spec, shown = _time_test(op, shape.value, now, tz)
     else:
-        test, shown = _plain_test(op, shape.value), shape.value
+        spec, shown = _plain_test(op, shape.value), shape.value
 
-    bound = _bind_source(shape, read, test, shown, tz, region)
+    bound = _bind_source(shape, read, spec, shown, tz, region)
     if op is Op.IS_KNOWN and not bound.existential:
         get = bound.get
-        return attrs.evolve(bound, get=lambda c: get(c) is not None, test=lambda v: v)
+        return attrs.evolve(
+            bound, get=lambda c: get(c) is not None, test=lambda v: v, spec=((("==", True),),), get_source=None
+        )
     return bound
 
 
 def _bind_source(
-    shape: _Shape, read: Callable[[Any], Any], test: Callable[[Any], bool], shown: Any, tz: dt.tzinfo, region: str
+    shape: _Shape, read: Callable[[Any], Any], spec: Spec, shown: Any, tz: dt.tzinfo, region: str
 ) -> _Bound:
     """Attach the condition's test to where its value comes from."""
     op, path = shape.op, shape.condition.path
+    test = _spec_function(spec)
     if path.is_customer:
         name = path.attribute
         if shape.is_list:
@@ -404,29 +442,21 @@ def _bind_source(
                         return equal in v
                     return contains_test(v)
 
-            test = _any_of(test)
-        else:
-            get = lambda c: read(c.attributes.get(name))
-        return _Bound(shape, get, test, False, shown)
+            return _Bound(shape, get, _any_of(test), False, shown)
+        get = lambda c: read(c.attributes.get(name))
+        return _Bound(shape, get, test, False, shown, spec, ("{0}(c.attributes.get({1}))", (read, name)))
 
     event = path.category
     aggregate = path.aggregate
     if aggregate is Aggregate.COUNT:
         get = lambda c: len(c.events_named(event))
-        return _Bound(shape, get, test, False, shown)
+        return _Bound(shape, get, test, False, shown, spec, ("len(c.events_named({0}))", (event,)))
     if aggregate is not None:
-        pick = min if aggregate is Aggregate.FIRST_TIME else max
-        to_time = coercer(Kind.TIME, tz, region)
-        part = path.part
-
-        def get(c: Customer) -> Any:
-            times = [t for e in c.events_named(event) if (t := to_time(e.at)) is not None]
-            if not times:
-                return None
-            chosen = pick(times)
-            return date_part(chosen, part, tz) if part is not None else chosen
-
-        return _Bound(shape, get, test, False, shown)
+        get = _extreme_time(event, aggregate is Aggregate.LAST_TIME, tz)
+        if path.part is not None:
+            part, extreme = path.part, get
+            get = lambda c: None if (t := extreme(c)) is None else date_part(t, part, tz)
+        return _Bound(shape, get, test, False, shown, spec, ("{0}(c)", (get,)))
 
     field = path.attribute
     if field == "at":
@@ -439,6 +469,25 @@ def _bind_source(
             return [v for e in c.events_named(event) if (v := read(e.attributes.get(field))) is not None]
 
     return _Bound(shape, get, test, True, shown)
+
+
+def _extreme_time(event: str, latest: bool, tz: dt.tzinfo) -> Callable[[Customer], dt.datetime | None]:
+    """The getter of ``first_time`` / ``last_time``: the earliest or latest readable time."""
+    datetime = dt.datetime
+
+    def get(c: Customer) -> dt.datetime | None:
+        best = None
+        for e in c.events_named(event):
+            t = e.at
+            if t.__class__ is not datetime or t.tzinfo is None:  # type: ignore[union-attr]
+                t = to_time(t, tz)  # type: ignore[assignment]
+                if t is None:
+                    continue
+            if best is None or (t > best if latest else t < best):  # type: ignore[operator]
+                best = t
+        return best  # type: ignore[return-value]
+
+    return get
 
 
 def _list_getter(name: str, read: Callable[[Any], Any]) -> Callable[[Customer], Any]:
@@ -508,9 +557,16 @@ class _Codegen:
         raise TypeError(f"not a rule node: {node!r}")
 
     def condition(self, b: _Bound) -> tuple[str, str]:
+        var = f"_v{next(self.counter)}"
+        if b.spec is not None and b.get_source is not None and not b.existential:
+            template, constants = b.get_source
+            get_src = template.format(*(self.constant(k) for k in constants))
+            test_src = _spec_source(b.spec, var, self.constant)
+            true_src = f"(({var} := {get_src}) is not None and {test_src})"
+            false_src = f"(({var} := {get_src}) is not None and not {test_src})"
+            return (false_src, true_src) if b.shape.negated else (true_src, false_src)
         get = self.constant(b.get)
         test = self.constant(b.test)
-        var = f"_v{next(self.counter)}"
         if b.existential:
             true_src = f"any(map({test}, {get}(c)))"
             false_src = f"(not {true_src})"

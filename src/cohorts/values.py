@@ -82,7 +82,10 @@ def fold_text(value: Any) -> str | None:
         >>> fold_text("  ÉCOLE "), fold_text("Straße"), fold_text(""), fold_text(42)
         ('école', 'strasse', None, '42')
     """
-    text = _as_text(value)
+    if value.__class__ is str and value.isascii():  # the fast path: no normalisation needed
+        text: str = value.strip()
+        return text.lower() if text else None
+    text = _as_text(value)  # type: ignore[assignment]
     if text is None:
         return None
     text = text.strip()
@@ -104,6 +107,8 @@ def _as_text(value: Any) -> str | None:
 
 def to_number(value: Any) -> int | float | None:
     """A number, from a number or numeric text; None otherwise (booleans are not numbers)."""
+    if value.__class__ is int or (value.__class__ is float and math.isfinite(value)):
+        return value  # type: ignore[no-any-return]
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -131,6 +136,8 @@ _FALSE_WORDS = frozenset({"false", "no", "n", "0", "faux", "non"})
 
 def to_bool(value: Any) -> bool | None:
     """A boolean, from a boolean, 0/1 or words such as yes/no; None otherwise."""
+    if value is True or value is False:
+        return value  # type: ignore[no-any-return]
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and value in (0, 1):
