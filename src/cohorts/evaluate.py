@@ -825,6 +825,8 @@ def _explain(node: Node, bound: Mapping[int, _Bound], customer: Customer, groups
                 outcome = b.test(value)
             if b.shape.negated and outcome is not None:
                 outcome = not outcome
+            if b.shape.op is Op.IS_KNOWN and node.path.is_customer:
+                value = customer.attributes.get(node.path.attribute)  # show what was there
             return Explanation(str(node), outcome, value=value, compared_to=b.shown)
     raise TypeError(f"not a rule node: {node!r}")
 

@@ -352,11 +352,16 @@ def parse(text: str) -> Node:
     """
     if not isinstance(text, str):
         raise TypeError(f"parse() takes rule text, not {type(text).__name__}")
-    if not text.strip() or (not text.strip().lstrip("#").strip() and "\n" not in text):
+    return _parse_text(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(text: str) -> Node:
+    # ASTs are immutable, so rules kept as text in config parse once.
+    if not text.strip():
         raise RuleSyntaxError("Empty rule", 1, 1, text)
-    lark = _parser()
     try:
-        tree = lark.parse(text, on_error=None)
+        tree = _parser().parse(text)
     except UnexpectedInput as error:
         raise _syntax_error(error, text) from None
     except RecursionError:
