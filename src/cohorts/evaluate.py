@@ -410,7 +410,10 @@ def _bind(shape: _Shape, now: dt.datetime, tz: dt.tzinfo, region: str) -> _Bound
     if op is Op.IS_KNOWN:
         pass
     elif kind is Kind.TIME:
-        spec, shown = _time_test(op, shape.value, now, tz)
+        try:
+            spec, shown = _time_test(op, shape.value, now, tz)
+        except (OverflowError, ValueError):
+            raise RuleTypeError(str(shape.condition), f"the time is out of range at {now.isoformat()}") from None
     else:
         spec, shown = _plain_test(op, shape.value), shape.value
 

@@ -193,9 +193,15 @@ def to_phone(value: Any, region: str = DEFAULT_REGION) -> str | None:
     return _phone(value.strip(), region)
 
 
-def date_part(value: dt.datetime, part: DatePart, tz: dt.tzinfo) -> int:
-    """The year, month, day or ISO weekday (Monday is 1) of an instant, in ``tz``."""
-    local = value.astimezone(tz)
+def date_part(value: dt.datetime, part: DatePart, tz: dt.tzinfo) -> int | None:
+    """The year, month, day or ISO weekday (Monday is 1) of an instant, in ``tz``.
+
+    None when the instant cannot be shown in ``tz`` (out of datetime's range).
+    """
+    try:
+        local = value.astimezone(tz)
+    except (OverflowError, ValueError):
+        return None
     match part:
         case DatePart.YEAR:
             return local.year
