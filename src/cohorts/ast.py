@@ -39,6 +39,8 @@ __all__ = [
     "Unit",
     "Value",
     "Weekday",
+    "abbreviate",
+    "children",
     "walk",
 ]
 
@@ -267,7 +269,9 @@ class Path:
         return Aggregate(self.attribute)
 
     def __str__(self) -> str:
-        text = ".".join(_quote_name(n) for n in self.category.split("."))
+        first, *rest = self.category.split(".")
+        # A first name spelled like the keyword NOT would be read as NOT.
+        text = ".".join([f"`{first}`" if first.lower() == "not" else _quote_name(first), *map(_quote_name, rest)])
         if not self.is_customer and self.attribute.lower() in DATE_PARTS:
             text += f".`{self.attribute}`"  # never read back as a date part
         else:
@@ -279,6 +283,27 @@ class Node:
     """Base class of the rule AST."""
 
     __slots__ = ()
+
+
+class _Branch(Node):
+    """AND, OR and NOT: equality and hashing by value, without recursion (rules may nest deeply)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return _same(self, other)  # type: ignore[arg-type]
+
+    def __ne__(self, other: object) -> bool:
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
+    def __hash__(self) -> int:
+        return _hash(self)
+
+    def __repr__(self) -> str:
+        return _render(self, as_repr=True)
 
 
 def _span_field() -> Any:
@@ -335,6 +360,16 @@ def _as_value(value: object) -> object:
     return tuple(value) if isinstance(value, list) else value
 
 
+def _value_key(value: object) -> object:
+    """What a condition value compares by: its type too, so ``true``, ``1``, ``1.0`` and ``january`` differ."""
+    if isinstance(value, tuple):
+        return (tuple, tuple(_value_key(v) for v in value))
+    if isinstance(value, dt.datetime):
+        # Equal instants written with different offsets are different rules.
+        return (dt.datetime, value, value.utcoffset())
+    return (type(value), value)
+
+
 @attrs.frozen
 class Condition(Node):
     """``path op value``: one test of one attribute.
@@ -346,7 +381,7 @@ class Condition(Node):
 
     path: Path
     op: Op
-    value: Value = attrs.field(default=None, converter=_as_value)
+    value: Value = attrs.field(default=None, converter=_as_value, eq=_value_key)
     span: Span | None = _span_field()
 
     def __str__(self) -> str:
@@ -387,8 +422,8 @@ def _at_least_two(instance: Node, attribute: attrs.Attribute[tuple[Node, ...]], 
         raise ValueError(f"{type(instance).__name__} needs at least two items, got {len(value)}")
 
 
-@attrs.frozen
-class And(Node):
+@attrs.frozen(eq=False, repr=False)
+class And(_Branch):
     """True when every item is true (n-ary; nested ``And`` items are flattened)."""
 
     items: tuple[Node, ...] = attrs.field(
@@ -398,11 +433,11 @@ class And(Node):
     span: Span | None = _span_field()
 
     def __str__(self) -> str:
-        return " AND ".join(f"({item})" if isinstance(item, Or) else str(item) for item in self.items)
+        return _render(self)
 
 
-@attrs.frozen
-class Or(Node):
+@attrs.frozen(eq=False, repr=False)
+class Or(_Branch):
     """True when any item is true (n-ary; nested ``Or`` items are flattened)."""
 
     items: tuple[Node, ...] = attrs.field(
@@ -412,23 +447,124 @@ class Or(Node):
     span: Span | None = _span_field()
 
     def __str__(self) -> str:
-        return " OR ".join(str(item) for item in self.items)
+        return _render(self)
 
 
-@attrs.frozen
-class Not(Node):
+@attrs.frozen(eq=False, repr=False)
+class Not(_Branch):
     """True when the operand is false; unknown stays unknown."""
 
     operand: Node
     span: Span | None = _span_field()
 
     def __str__(self) -> str:
-        if isinstance(self.operand, And | Or):
-            return f"NOT ({self.operand})"
-        return f"NOT {self.operand}"
+        return _render(self)
 
 
 Rule: TypeAlias = Node
+
+
+def _children(node: Node) -> tuple[Node, ...]:
+    match node:
+        case And(items) | Or(items):
+            return items
+        case Not(operand):
+            return (operand,)
+    return ()
+
+
+def _same(left: Node, right: Node) -> bool:
+    stack = [(left, right)]
+    while stack:
+        a, b = stack.pop()
+        if a is b:
+            continue
+        if type(a) is not type(b):
+            return False
+        if isinstance(a, _Branch):
+            mine, theirs = _children(a), _children(b)
+            if len(mine) != len(theirs):
+                return False
+            stack.extend(zip(mine, theirs, strict=True))
+        elif a != b:
+            return False
+    return True
+
+
+def _hash(root: Node) -> int:
+    hashes: dict[int, int] = {}
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if not isinstance(node, _Branch):
+            hashes[id(node)] = hash(node)
+        elif children_done:
+            hashes[id(node)] = hash((type(node).__name__, *(hashes[id(c)] for c in _children(node))))
+        else:
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node))
+    return hashes[id(root)]
+
+
+def children(node: Node) -> tuple[Node, ...]:
+    """The items of an AND or OR, the operand of a NOT, nothing for a condition or group test."""
+    return _children(node)
+
+
+def abbreviate(node: Node, width: int = 100) -> str:
+    """The rule's canonical text cut to ``width`` characters (with "..."), without printing all of a huge rule.
+
+    Example:
+        >>> abbreviate(Or([Condition(Path("customer", f"a{i}"), Op.IS_KNOWN) for i in range(50)]), 40)
+        'customer.a0 is known OR customer.a1 i...'
+    """
+    text = _render(node, limit=width + 1)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _render(root: Node, *, as_repr: bool = False, limit: int | None = None) -> str:
+    """The canonical text (or the repr) of a rule, built without recursion (rules may nest deeply).
+
+    With ``limit``, stops soon after that many characters (the text is then cut short).
+    """
+    out: list[str] = []
+    size = 0
+    stack: list[Node | str] = [root]
+    while stack and (limit is None or size < limit):
+        item = stack.pop()
+        parts: list[Node | str] = []
+        text: str | None = None
+        if isinstance(item, str):
+            text = item
+        elif as_repr and isinstance(item, _Branch):
+            field = "operand=" if isinstance(item, Not) else "items=("
+            parts.append(f"{type(item).__name__}({field}")
+            for index, child in enumerate(_children(item)):
+                parts.extend((", ", child) if index else (child,))
+            parts.append(")" if isinstance(item, Not) else "))")
+        elif as_repr:
+            text = repr(item)
+        else:
+            match item:
+                case And(items):
+                    for index, child in enumerate(items):
+                        if index:
+                            parts.append(" AND ")
+                        parts.extend(("(", child, ")") if isinstance(child, Or) else (child,))
+                case Or(items):
+                    for index, child in enumerate(items):
+                        if index:
+                            parts.append(" OR ")
+                        parts.append(child)
+                case Not(operand):
+                    parts.extend(("NOT (", operand, ")") if isinstance(operand, And | Or) else ("NOT ", operand))
+                case _:
+                    text = str(item)  # a leaf: Condition or InGroup
+        if text is not None:
+            out.append(text)
+            size += len(text)
+        stack.extend(reversed(parts))
+    return "".join(out)
 
 
 def walk(rule: Node) -> Iterator[Node]:

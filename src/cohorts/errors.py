@@ -9,6 +9,7 @@ __all__ = [
     "GroupError",
     "GroupNotEmptyError",
     "RuleError",
+    "RuleJsonError",
     "RuleSyntaxError",
     "RuleTypeError",
     "UnknownAttributeError",
@@ -94,6 +95,21 @@ class RuleTypeError(RuleError):
         self.condition = condition
         self.reason = reason
         super().__init__(f"{reason}: {condition}")
+
+
+class RuleJsonError(RuleError):
+    """A rule's JSON form (see :func:`cohorts.from_json`) is malformed.
+
+    Attributes:
+        pointer: where the fault is, as a JSON pointer (``/rules/0/sub_rules/1/operator``);
+            ``""`` for the whole document.
+        reason: what is wrong there.
+    """
+
+    def __init__(self, pointer: str, reason: str) -> None:
+        self.pointer = pointer
+        self.reason = reason
+        super().__init__(f"invalid rule JSON at {pointer or '/'}: {reason}")
 
 
 class GroupError(CohortsError):

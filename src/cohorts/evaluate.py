@@ -39,6 +39,8 @@ from .ast import (
     Or,
     Relative,
     Weekday,
+    abbreviate,
+    children,
     format_value,
 )
 from .errors import RuleError, RuleTypeError
@@ -194,10 +196,12 @@ def _prepare(condition: Condition, op: Op, kind: Kind, value: Any, part: object)
         return value
     if isinstance(value, tuple):
         raise RuleTypeError(str(condition), f"{op.value} takes one value, not a list")
-    prepared = _prepare_scalar(condition, kind, value, part)
-    if op in TEXT_OPS and kind is Kind.PHONE:
-        return "".join(ch for ch in str(condition.value) if ch.isdigit() or ch == "+")
-    return prepared
+    if op in TEXT_OPS and kind is Kind.PHONE:  # part of a number: digits, not a whole phone number
+        digits = "".join(ch for ch in str(value) if ch.isdigit() or ch == "+")
+        if not digits or isinstance(value, bool):
+            raise RuleTypeError(str(condition), f"{format_value(value)} is not part of a phone number")
+        return digits
+    return _prepare_scalar(condition, kind, value, part)
 
 
 def _prepare_scalar(condition: Condition, kind: Kind, value: Any, part: object) -> Any:
@@ -411,11 +415,13 @@ def _bind(shape: _Shape, now: dt.datetime, tz: dt.tzinfo, region: str) -> _Bound
         pass
     elif kind is Kind.TIME:
         try:
-            spec, shown = _time_test(op, shape.value, now, tz)
+            spec, shown = _time_test(Op.EQ if op is Op.CONTAINS else op, shape.value, now, tz)
         except (OverflowError, ValueError):
             raise RuleTypeError(str(shape.condition), f"the time is out of range at {now.isoformat()}") from None
     else:
-        spec, shown = _plain_test(op, shape.value), shape.value
+        # contains on a list of numbers or booleans: has an element equal to the value
+        equality = op is Op.CONTAINS and kind is not Kind.TEXT and kind is not Kind.PHONE
+        spec, shown = _plain_test(Op.EQ if equality else op, shape.value), shape.value
 
     bound = _bind_source(shape, read, spec, shown, tz, region)
     if op is Op.IS_KNOWN and not bound.existential:
@@ -436,7 +442,7 @@ def _bind_source(
         name = path.attribute
         if shape.is_list:
             get = _list_getter(name, read)
-            if op is Op.CONTAINS:
+            if op is Op.CONTAINS and shape.kind is Kind.TEXT:
                 # On a list, contains means "has an element equal to".
                 contains_test, equal = test, shape.value
 
@@ -445,7 +451,9 @@ def _bind_source(
                         return equal in v
                     return contains_test(v)
 
-            return _Bound(shape, get, _any_of(test), False, shown)
+            # (the element-equality test above sees the whole list: no _any_of around it)
+            whole_list = op is Op.CONTAINS and shape.kind is Kind.TEXT
+            return _Bound(shape, get, test if whole_list else _any_of(test), False, shown)
         get = lambda c: read(c.attributes.get(name))
         return _Bound(shape, get, test, False, shown, spec, ("{0}(c.attributes.get({1}))", (read, name)))
 
@@ -530,33 +538,61 @@ class _Codegen:
         self.constants.append(value)
         return f"_k{len(self.constants) - 1}"
 
-    def node(self, node: Node, bound: Mapping[int, _Bound], depth: int = 0) -> tuple[str, str]:
-        """Source of (is true, is false) for ``node``."""
-        if depth > _MAX_INLINE_DEPTH:
-            true_src, false_src = self.node(node, bound, 0)
-            name = f"_sub{next(self.counter)}"
-            self.functions.append(
-                f"    def {name}_t(c):\n        return {true_src}\n"
-                f"    def {name}_f(c):\n        return {false_src}\n"
-            )
-            return f"{name}_t(c)", f"{name}_f(c)"
+    def node(self, root: Node, bound: Mapping[int, _Bound]) -> tuple[str, str]:
+        """Source of (is true, is false) for ``root``, built bottom-up without recursion.
+
+        A subtree nested deeper than ``_MAX_INLINE_DEPTH`` becomes a pair of functions.
+        """
+        done: dict[int, tuple[str, str, int]] = {}  # id(node) -> (true, false, nesting)
+        stack: list[tuple[Node, bool]] = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            items = children(node)
+            if items and not expanded:
+                stack.append((node, True))
+                stack.extend((item, False) for item in reversed(items))
+                continue
+            true_src, false_src, nesting = self.combine(node, [done[id(item)] for item in items], bound)
+            if nesting > _MAX_INLINE_DEPTH:
+                name = f"_sub{next(self.counter)}"
+                self.functions.append(
+                    f"    def {name}_t(c):\n        return {true_src}\n"
+                    f"    def {name}_f(c):\n        return {false_src}\n"
+                )
+                true_src, false_src, nesting = f"{name}_t(c)", f"{name}_f(c)", 0
+            done[id(node)] = (true_src, false_src, nesting)
+        true_src, false_src, _ = done[id(root)]
+        return true_src, false_src
+
+    def combine(
+        self, node: Node, parts: list[tuple[str, str, int]], bound: Mapping[int, _Bound]
+    ) -> tuple[str, str, int]:
+        """Source of (is true, is false, nesting) for ``node`` from the sources of its children."""
         match node:
-            case And(items):
-                parts = [self.node(item, bound, depth + 1) for item in items]
-                return "(" + " and ".join(t for t, _ in parts) + ")", "(" + " or ".join(f for _, f in parts) + ")"
-            case Or(items):
-                parts = [self.node(item, bound, depth + 1) for item in items]
-                return "(" + " or ".join(t for t, _ in parts) + ")", "(" + " and ".join(f for _, f in parts) + ")"
-            case Not(operand):
-                true_src, false_src = self.node(operand, bound, depth + 1)
-                return false_src, true_src
+            case And():
+                nesting = 1 + max(n for _, _, n in parts)
+                return (
+                    "(" + " and ".join(t for t, _, _ in parts) + ")",
+                    "(" + " or ".join(f for _, f, _ in parts) + ")",
+                    nesting,
+                )
+            case Or():
+                nesting = 1 + max(n for _, _, n in parts)
+                return (
+                    "(" + " or ".join(t for t, _, _ in parts) + ")",
+                    "(" + " and ".join(f for _, f, _ in parts) + ")",
+                    nesting,
+                )
+            case Not():
+                true_src, false_src, nesting = parts[0]
+                return false_src, true_src, nesting
             case InGroup(group, negated):
                 name = self.constant(group)
                 true_src = f"(c.id in _groups({name}))"
                 false_src = f"(c.id not in _groups({name}))"
-                return (false_src, true_src) if negated else (true_src, false_src)
+                return (false_src, true_src, 0) if negated else (true_src, false_src, 0)
             case Condition():
-                return self.condition(bound[id(node)])
+                return (*self.condition(bound[id(node)]), 0)
         raise TypeError(f"not a rule node: {node!r}")
 
     def condition(self, b: _Bound) -> tuple[str, str]:
@@ -771,17 +807,19 @@ class Explanation:
         return self.result is True
 
     def lines(self, indent: int = 0) -> Iterator[str]:
-        """The explanation as indented lines."""
-        word = {True: "true", False: "false", None: "unknown"}[self.result]
-        line = f"{'  ' * indent}[{word}] {self.rule}"
-        if not self.children:
-            line += f"  (value: {_show(self.value)}"
-            if self.compared_to is not None:
-                line += f"; compared with {_show(self.compared_to)}"
-            line += ")"
-        yield line
-        for child in self.children:
-            yield from child.lines(indent + 1)
+        """The explanation as indented lines (without recursion: rules may nest deeply)."""
+        stack: list[tuple[Explanation, int]] = [(self, indent)]
+        while stack:
+            node, level = stack.pop()
+            word = {True: "true", False: "false", None: "unknown"}[node.result]
+            line = f"{'  ' * level}[{word}] {node.rule}"
+            if not node.children:
+                line += f"  (value: {_show(node.value)}"
+                if node.compared_to is not None:
+                    line += f"; compared with {_show(node.compared_to)}"
+                line += ")"
+            yield line
+            stack.extend((child, level + 1) for child in reversed(node.children))
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
@@ -802,18 +840,38 @@ def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _explain(node: Node, bound: Mapping[int, _Bound], customer: Customer, groups: GroupLookup) -> Explanation:
+def _explain(root: Node, bound: Mapping[int, _Bound], customer: Customer, groups: GroupLookup) -> Explanation:
+    """Explain every node, children before parents, without recursion (rules may nest deeply)."""
+    done: dict[int, Explanation] = {}
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        items = children(node)
+        if items and not expanded:
+            stack.append((node, True))
+            stack.extend((item, False) for item in reversed(items))
+            continue
+        done[id(node)] = _explain_node(node, tuple(done[id(item)] for item in items), bound, customer, groups)
+    return done[id(root)]
+
+
+def _explain_node(
+    node: Node,
+    children: tuple[Explanation, ...],
+    bound: Mapping[int, _Bound],
+    customer: Customer,
+    groups: GroupLookup,
+) -> Explanation:
     match node:
-        case And(items) | Or(items):
-            children = tuple(_explain(item, bound, customer, groups) for item in items)
+        case And() | Or():
             results = [child.result for child in children]
             if isinstance(node, And):
                 result = False if False in results else (None if None in results else True)
             else:
                 result = True if True in results else (None if None in results else False)
             return Explanation(_short(node), result, children=children)
-        case Not(operand):
-            child = _explain(operand, bound, customer, groups)
+        case Not():
+            (child,) = children
             return Explanation(_short(node), None if child.result is None else not child.result, children=(child,))
         case InGroup(group, negated):
             member = customer.id in groups(group)
@@ -835,8 +893,7 @@ def _explain(node: Node, bound: Mapping[int, _Bound], customer: Customer, groups
 
 
 def _short(node: Node) -> str:
-    text = str(node)
-    return text if len(text) <= 100 else text[:97] + "..."
+    return abbreviate(node, 100)
 
 
 def explain(

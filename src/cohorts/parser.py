@@ -74,9 +74,12 @@ _TERMINAL_WORDS = {
 # Words a typo is compared against for "did you mean".
 _KEYWORDS = (
     "and or not is in group known unknown contains does starts ends with between before "
-    "after within last next ago now today yesterday tomorrow"
+    "after within last next ago now today yesterday tomorrow true false "
+    "minutes hours days weeks months years"
 ).split()
 _OPERATORS = [op.value for op in Op]
+
+_COMMENT = re.compile(r"#[^\n]*")
 
 _VALUE_TERMINALS = {"STRING", "NUMBER", "DATE", "DATETIME", "_TRUE", "_FALSE", "ANCHOR", "MONTH", "WEEKDAY"}
 
@@ -112,7 +115,10 @@ def _unescape(token: Token, text: str) -> str:
     def replace(match: re.Match[str]) -> str:
         code = match.group(1)
         if code[0] in "uUx" and len(code) > 1:
-            return chr(int(code[1:], 16))
+            point = int(code[1:], 16)
+            if point > 0x10FFFF:
+                raise _token_error(token, text, f"Escape \\{code} is beyond Unicode")
+            return chr(point)
         if code in _SIMPLE_ESCAPES:
             return _SIMPLE_ESCAPES[code]
         raise _token_error(token, text, f"Unknown escape \\{code} in string")
@@ -123,7 +129,14 @@ def _unescape(token: Token, text: str) -> str:
 def _integer(token: Token, text: str) -> int:
     if not re.fullmatch(r"\+?\d+", token):
         raise _token_error(token, text, "Expected a whole number of units")
-    return int(token)
+    return _int(token, text)
+
+
+def _int(token: Token, text: str) -> int:
+    try:
+        return int(token)
+    except ValueError:  # more digits than Python converts
+        raise _token_error(token, text, "Number too large") from None
 
 
 @v_args(inline=True, meta=True)
@@ -253,19 +266,19 @@ def _convert_token(token: Token, text: str) -> object:
             return _unescape(token, text)
         case "NUMBER":
             if re.fullmatch(r"[+-]?\d+", token):
-                return int(token)
+                return _int(token, text)
             number = float(token)
             if number in (float("inf"), float("-inf")):
                 raise _token_error(token, text, "Number too large")
             return number
         case "DATE":
             try:
-                return dt.date.fromisoformat(token)
+                return dt.date.fromisoformat(str(token))
             except ValueError as error:
                 raise _token_error(token, text, f"Invalid date ({error})") from None
         case "DATETIME":
             try:
-                return dt.datetime.fromisoformat(token)
+                return dt.datetime.fromisoformat(str(token))
             except ValueError as error:
                 raise _token_error(token, text, f"Invalid date and time ({error})") from None
         case "ANCHOR":
@@ -305,6 +318,8 @@ def _hint(word: str, expected: set[str]) -> str:
     close = difflib.get_close_matches(word.lower(), candidates, n=1, cutoff=0.75)
     if close and close[0] != word.lower():
         return f'did you mean "{close[0]}"?'
+    if "STRING" in expected and not word[0].isdigit():
+        return f'text goes in quotes: "{word}"'
     return ""
 
 
@@ -331,7 +346,13 @@ def _syntax_error(error: UnexpectedInput, text: str) -> RuleSyntaxError:
     line, column = _position(text, offset)
     word = _word_at(text, offset)
     if isinstance(error, UnexpectedCharacters):
-        label = "Unexpected character" if not word else f"Unexpected {word!r}"
+        char = text[offset:offset + 1]
+        if char and char in "\"'":
+            label = "Unterminated string"
+        elif char == "`":
+            label = "Unterminated `quoted name`"
+        else:
+            label = f"Unexpected {word!r}" if word else f"Unexpected character {char!r}"
     else:
         label = f"Unexpected {text[offset:offset + max(1, len(str(error.token)))]!r}"  # type: ignore[attr-defined]
     return RuleSyntaxError(label, line, column, text, words, _hint(word, expected))
@@ -358,7 +379,7 @@ def parse(text: str) -> Node:
 @functools.lru_cache(maxsize=4096)
 def _parse_text(text: str) -> Node:
     # ASTs are immutable, so rules kept as text in config parse once.
-    if not text.strip():
+    if not _COMMENT.sub("", text).strip():
         raise RuleSyntaxError("Empty rule", 1, 1, text)
     try:
         tree = _parser().parse(text)
@@ -371,4 +392,7 @@ def _parse_text(text: str) -> Node:
     except VisitError as error:
         if isinstance(error.orig_exc, RuleSyntaxError):
             raise error.orig_exc from None
-        raise
+        # Not expected; still, no lark type or stray exception leaves parse().
+        meta = getattr(error.obj, "meta", None)
+        line, column = getattr(meta, "line", 1), getattr(meta, "column", 1)
+        raise RuleSyntaxError(f"Invalid rule ({error.orig_exc})", line, column, text) from error.orig_exc

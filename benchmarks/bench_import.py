@@ -1,0 +1,219 @@
+"""Benchmark: importing a generated CSV into SQLite with phone normalisation.
+
+Measures, each import in a fresh child process so peak memory is its own:
+
+- the baseline: reading the same file with the ``csv`` module and nothing else;
+- the importer alone: ``import_file`` into a repository that discards writes;
+- the repository alone: ``SQLRepository.upsert`` of the same, prebuilt customers;
+- ``import_file`` into a new SQLite database (matching on phone, every row
+  normalised: phone to E.164, email checked, a date read), into a group;
+- peak RSS (``resource.getrusage``) of the child, at the full size and at a
+  tenth of it: memory must not grow with the file.
+
+Goals (issue 5): at least 20,000 rows/s, under 300 MB peak RSS at 1,000,000 rows.
+
+Usage::
+
+    python benchmarks/bench_import.py              # 1,000,000 rows
+    python benchmarks/bench_import.py --rows 100000
+    python benchmarks/bench_import.py --quick      # 20,000 rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+GOAL_RATE = 20_000
+GOAL_RSS_MB = 300
+
+FIRST = ["Élise", "Marc", "Zoé", "Luc", "Amélie", "Hugo", "Chloé", "Noah", "Léa", "William", "Jade", "Félix"]
+LAST = ["Roy", "Tremblay", "Côté", "Gagnon", "Bouchard", "Lefebvre", "Morin", "Pelletier", "Bélanger", "Lavoie"]
+CITIES = ["Laval", "Montréal", "Québec", "Longueuil", "Gatineau", "Terrebonne", "Lévis", "Sherbrooke"]
+PHONE_STYLES = ["({a}) {e}-{l}", "{a} {e} {l}", "{a}-{e}-{l}", "+1 {a} {e} {l}", "{a}.{e}.{l}", "1-{a}-{e}-{l}"]
+
+
+def generate(path: Path, rows: int, seed: int = 5, bad_every: int = 1000) -> None:
+    """A CSV export with a BOM, semicolons and French headers; one row in ``bad_every`` has a bad phone."""
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8-sig", newline="") as file:
+        writer = csv.writer(file, delimiter=";")
+        writer.writerow(["Prénom", "Nom", "Cellulaire", "Courriel", "Ville", "Rendez-vous", "Notes"])
+        for i in range(rows):
+            area = 200 + (i // 10_000_000) % 800
+            exchange, line = divmod(i % 10_000_000, 10_000)
+            phone = rng.choice(PHONE_STYLES).format(a=area, e=f"{exchange:03}", l=f"{line:04}")
+            if bad_every and i % bad_every == bad_every - 1:
+                phone = "555-01"
+            first, last = rng.choice(FIRST), rng.choice(LAST)
+            day = f"2026-{1 + i % 12:02}-{1 + i % 28:02} {8 + i % 10}:{15 * (i % 4):02}" if i % 3 else ""
+            notes = "rappeler\nle matin" if i % 97 == 0 else ""
+            writer.writerow([first, last, phone, f"client{i}@example.com", rng.choice(CITIES), day, notes])
+
+
+def baseline(path: Path) -> float:
+    """Seconds to read the file with the csv module only."""
+    start = time.perf_counter()
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        for _ in csv.reader(file, delimiter=";"):
+            pass
+    return time.perf_counter() - start
+
+
+class NullRepository:
+    """A repository that stores nothing: isolates the importer's own cost (reading, normalising, matching)."""
+
+    schema = None
+    region = "CA"
+
+    def __len__(self) -> int:
+        return 0
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def get(self, customer_id: object) -> None:
+        return None
+
+    def select(self, rule: object) -> set[object]:
+        return set()
+
+    def upsert(self, customers: Any) -> None:
+        for _ in customers:
+            pass
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        yield
+
+
+def child(path: str, db: str, mode: str) -> dict[str, float]:
+    """Run one measurement (in this process) and return its figures.
+
+    ``sqlite``: the whole import into SQLite, with a group. ``null``: the
+    same into a repository that discards writes, without a group (reading,
+    normalising and matching: the importer's own cost); ``memory`` into
+    MemoryRepository. ``upsert``: the customers the file
+    holds, already normalised, written with ``SQLRepository.upsert`` in the
+    importer's batches (the repository's floor).
+    """
+    from cohorts import Customer, Event
+    from cohorts.importers import BATCH_SIZE, import_file, normalise_time
+
+    rows = created = rejected = 0
+    if mode == "upsert":
+        from cohorts.sql import SQLRepository
+
+        repository = SQLRepository(f"sqlite:///{db}", region="CA")
+        with open(path, encoding="utf-8-sig", newline="") as file:
+            records = csv.reader(file, delimiter=";")
+            next(records)
+            start = time.perf_counter()
+            batch: list[Customer] = []
+            with repository.transaction():
+                for i, (first, last, _phone, email, city, day, _notes) in enumerate(records):
+                    events = [Event("appointment", normalise_time(day))] if day else []
+                    attributes = {"first_name": first, "last_name": last, "phone": f"+1514{i:07}", "email": email,
+                                  "city": city}
+                    batch.append(Customer(f"c{i}", attributes, events))
+                    if len(batch) == BATCH_SIZE:
+                        repository.upsert(batch)
+                        batch = []
+                repository.upsert(batch)
+            rows = created = i + 1
+    else:
+        if mode == "memory":
+            from cohorts.repository import MemoryRepository
+
+            repository = MemoryRepository(region="CA")
+            group = None
+        elif mode == "null":
+            repository = NullRepository()
+            group = None
+        else:
+            from cohorts.sql import SQLRepository
+
+            repository = SQLRepository(f"sqlite:///{db}", region="CA")
+            group = "Imported"
+        start = time.perf_counter()
+        report = import_file(path, repository, group=group, region="CA", match_on="phone")
+        rows, created, rejected = report.rows_read, report.created, report.rejected
+    seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"rows": rows, "created": created, "rejected": rejected, "seconds": seconds, "peak_rss_mb": peak_kb / 1024}
+
+
+def run_child(path: Path, mode: str) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as scratch:
+        db = os.path.join(scratch, "customers.db")
+        command = [sys.executable, __file__, "--child", str(path), "--db", db, "--mode", mode]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    figures: dict[str, float] = json.loads(output.strip().splitlines()[-1])
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the generated file (default 1,000,000)")
+    parser.add_argument("--quick", action="store_true", help="20,000 rows")
+    parser.add_argument("--child", metavar="FILE", help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="sqlite", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.db, args.mode)))
+        return
+    rows = 20_000 if args.quick else args.rows
+    tenth = max(rows // 10, 1)
+    with tempfile.TemporaryDirectory() as scratch:
+        small_path, full_path = Path(scratch) / "small.csv", Path(scratch) / "full.csv"
+        generate(full_path, rows)
+        generate(small_path, tenth)
+        size_mb = full_path.stat().st_size / 1e6
+        print(f"file: {rows:,} rows, {size_mb:.1f} MB (semicolons, BOM, 1 bad phone per 1,000 rows)")
+        read_seconds = baseline(full_path)
+        print(f"baseline csv.reader only:             {rows / read_seconds:>9,.0f} rows/s ({read_seconds:.2f} s)")
+        alone = run_child(full_path, "null")
+        print(
+            f"importer alone (writes discarded):    {alone['rows'] / alone['seconds']:>9,.0f} rows/s "
+            f"({alone['seconds']:.2f} s, {alone['seconds'] / read_seconds:.0f}x the baseline, "
+            f"peak RSS {alone['peak_rss_mb']:.0f} MB)"
+        )
+        upsert = run_child(full_path, "upsert")
+        print(
+            f"SQLRepository.upsert alone:           {upsert['rows'] / upsert['seconds']:>9,.0f} rows/s "
+            f"({upsert['seconds']:.2f} s, prebuilt customers in the same batches)"
+        )
+        small = run_child(small_path, "sqlite")
+        full = run_child(full_path, "sqlite")
+    rate = full["rows"] / full["seconds"]
+    print(
+        f"import_file into SQLite with a group: {rate:>9,.0f} rows/s ({full['seconds']:.2f} s; "
+        f"{full['created']:,.0f} created, {full['rejected']:,.0f} rejected; "
+        f"{full['seconds'] / read_seconds:.0f}x the baseline)"
+    )
+    print(
+        f"peak RSS of the SQLite import: {full['peak_rss_mb']:.0f} MB at {rows:,} rows, "
+        f"{small['peak_rss_mb']:.0f} MB at {tenth:,} rows (ratio {full['peak_rss_mb'] / small['peak_rss_mb']:.2f} "
+        f"for 10x the rows)"
+    )
+    print(
+        f"goals: >= {GOAL_RATE:,} rows/s: {'met' if rate >= GOAL_RATE else 'NOT met'}; "
+        f"< {GOAL_RSS_MB} MB: {'met' if full['peak_rss_mb'] < GOAL_RSS_MB else 'NOT met'}"
+    )
+
+
+if __name__ == "__main__":
+    main()

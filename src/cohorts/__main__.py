@@ -1,0 +1,8 @@
+"""``python -m cohorts``: the same command as ``cohorts``."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""The ``cohorts groups`` and ``cohorts report`` commands, over a database given with ``--db``.
+
+Example:
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="cohorts")
+    >>> register(parser.add_subparsers())
+    >>> args = parser.parse_args(["groups", "create", "VIP", 'customer.status = "gold"', "--db", "x.db"])
+    >>> args.action, args.name, args.rule
+    ('create', 'VIP', 'customer.status = "gold"')
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+from .cli import EXIT_OK, EXIT_USAGE, CommandError, add_json_option, parse_now, print_json, read_rule
+from .groups import Change, Groups
+from .reports import Measure, format_table, report
+
+__all__ = ["register"]
+
+_EXAMPLES = """\
+examples:
+  cohorts groups list --db customers.db
+  cohorts groups create "Recent repairs" "repair_order.closed.last_time < 730 days ago" --db customers.db
+  cohorts groups create VIP --description "hand-picked" --db customers.db
+  cohorts groups members "Recent Escapes" --db customers.db --now 2026-11-22
+  cohorts groups why "Recent Escapes" c42 --db customers.db
+  cohorts groups refresh --db customers.db --customer c42 --customer c43
+"""
+
+_REPORT_EXAMPLES = """\
+examples:
+  cohorts report --db customers.db
+  cohorts report --db customers.db --measure "sum(invoice.total)" --start 2026-01-01 --end 2027-01-01
+  cohorts report --db customers.db --measure "average(time_entry.minutes)" --by origin --json
+"""
+
+
+def _open_repository(url: str) -> Any:
+    try:
+        module = importlib.import_module("cohorts.sql")
+    except ModuleNotFoundError as error:
+        if error.name and error.name.split(".")[0] in ("sqlalchemy", "psycopg"):
+            raise CommandError(
+                f"--db needs the sql extra: pip install 'cohorts[sql]' ({error.name} is missing)"
+            ) from None
+        raise CommandError("--db is not available: this version of cohorts has no SQL repository") from None
+    return module.SQLRepository(url)
+
+
+def _groups(args: argparse.Namespace) -> Groups:
+    if not args.db:
+        raise CommandError("--db is required (a database URL or an SQLite file path)", EXIT_USAGE)
+    return Groups(_open_repository(args.db))
+
+
+def _customer_id(text: str) -> str | int:
+    """Ids given on the command line: digits are integer ids, anything else text."""
+    stripped = text.strip()
+    return int(stripped) if stripped.isdigit() else stripped
+
+
+def _known_id(groups: Groups, text: str) -> str | int:
+    """The id as stored: text ids that look like numbers are tried as text when no integer id exists."""
+    candidate = _customer_id(text)
+    if isinstance(candidate, int) and groups.repository.get(candidate) is None and groups.repository.get(text):
+        return text
+    return candidate
+
+
+def _origins_text(found: frozenset[Any]) -> str:
+    return ", ".join(sorted(o.value for o in found))
+
+
+def _change_data(change: Change) -> dict[str, Any]:
+    return {
+        "group": change.group,
+        "customer": change.customer_id,
+        "change": change.kind,
+        "before": sorted(o.value for o in change.before),
+        "after": sorted(o.value for o in change.after),
+        "at": change.at,
+    }
+
+
+def _run_groups(args: argparse.Namespace) -> int:
+    groups = _groups(args)
+    now = parse_now(args.now, groups.repository.tz) if hasattr(args, "now") else None
+    match args.action:
+        case "list":
+            rows = []
+            for name in groups.names():
+                definition = groups.definition(name)
+                rows.append(
+                    {
+                        "group": definition.name,
+                        "members": groups.count(name, now),
+                        "rule version": definition.version or None,
+                        "rule": definition.rule or "",
+                        "description": definition.description,
+                    }
+                )
+            if args.json:
+                print_json(rows)
+            else:
+                print(format_table(rows))
+        case "create":
+            rule = None if args.rule is None else read_rule(args.rule)
+            groups.create(args.name, rule, description=args.description or "")
+            count = groups.count(args.name, now)
+            if args.json:
+                print_json({"group": groups.definition(args.name).name, "members": count})
+            else:
+                print(f"created group {groups.definition(args.name).name!r}: {count} member(s)")
+        case "members":
+            members = groups.members(args.name, now)
+            if args.json:
+                print_json(
+                    [{"customer": cid, "origins": sorted(o.value for o in found)} for cid, found in members.items()]
+                )
+            else:
+                print(
+                    format_table([{"customer": cid, "origins": _origins_text(found)} for cid, found in members.items()])
+                )
+        case "why":
+            why = groups.why(args.name, _known_id(groups, args.customer), now)
+            if args.json:
+                from .cli import explanation_data
+
+                print_json(
+                    {
+                        "group": why.group,
+                        "customer": why.customer_id,
+                        "member": why.member,
+                        "origins": sorted(o.value for o in why.origins),
+                        "excluded": why.excluded,
+                        "rule": why.rule,
+                        "rule_version": why.rule_version,
+                        "matched_version": why.matched_version,
+                        "since": why.since,
+                        "evaluated_at": why.evaluated_at,
+                        "next_check": why.next_check,
+                        "explanation": None if why.explanation is None else explanation_data(why.explanation),
+                    }
+                )
+            else:
+                print(why)
+        case "refresh":
+            ids = [_known_id(groups, c) for c in args.customer] or None
+            changes = groups.refresh(now, customer_ids=ids, full=args.full)
+            if args.json:
+                print_json([_change_data(c) for c in changes])
+            else:
+                for change in changes:
+                    print(change)
+                print(f"{len(changes)} change(s)")
+        case _:  # pragma: no cover - argparse allows only the choices above
+            raise CommandError(f"unknown action {args.action!r}", EXIT_USAGE)
+    return EXIT_OK
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    groups = _groups(args)
+    try:
+        measure = Measure.parse(args.measure)
+    except ValueError as error:
+        raise CommandError(str(error), EXIT_USAGE) from None
+    now = parse_now(args.now, groups.repository.tz)
+    try:
+        rows = report(groups, measure, by=args.by, start=args.start, end=args.end, names=args.group or None, now=now)
+    except ValueError as error:
+        raise CommandError(str(error), EXIT_USAGE) from None
+    if args.json:
+        print_json(list(rows))
+    else:
+        print(rows)
+    return EXIT_OK
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``groups`` and ``report`` subcommands to the ``cohorts`` parser's subparsers."""
+    parser = subparsers.add_parser(
+        "groups",
+        help="customer groups: list, create, members, why, refresh",
+        description="Customer groups stored in a database: members come from rules, imports and manual adds.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = actions.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--db", metavar="URL", help="database URL or SQLite file path")
+        sub.add_argument("--now", metavar="WHEN", help="evaluate at this ISO date or time (default: now)")
+        add_json_option(sub)
+        sub.set_defaults(handler=_run_groups)
+        return sub
+
+    action("list", "list the groups with their member counts and rules")
+    create = action("create", "create a group, with a rule or without")
+    create.add_argument("name", metavar="NAME")
+    create.add_argument("rule", metavar="RULE", nargs="?", help="the group's rule ('-' reads it from standard input)")
+    create.add_argument("--description", metavar="TEXT")
+    members = action("members", "list a group's members and why each is in it")
+    members.add_argument("name", metavar="NAME")
+    why = action("why", "explain why a customer is or is not in a group")
+    why.add_argument("name", metavar="NAME")
+    why.add_argument("customer", metavar="CUSTOMER_ID")
+    refresh = action("refresh", "bring memberships up to date and print who joined and who left")
+    refresh.add_argument(
+        "--customer", metavar="ID", action="append", default=[], help="re-evaluate a changed customer (repeatable)"
+    )
+    refresh.add_argument("--full", action="store_true", help="re-evaluate every rule over every customer")
+
+    rep = subparsers.add_parser(
+        "report",
+        help="a measure per customer group (customers, or count/sum/average of an event field)",
+        description="Aggregate a measure per group; a customer in several groups counts in each.",
+        epilog=_REPORT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rep.add_argument("--db", metavar="URL", help="database URL or SQLite file path")
+    rep.add_argument(
+        "--measure", default="customers", help="customers, count(EVENT), sum(EVENT.FIELD) or average(EVENT.FIELD)"
+    )
+    rep.add_argument("--by", choices=("group", "origin"), default="group", help="one row per group, or per origin")
+    rep.add_argument("--start", metavar="DATE", help="first day (or instant) of events counted")
+    rep.add_argument("--end", metavar="DATE", help="the day (or instant) events stop being counted")
+    rep.add_argument("--group", metavar="NAME", action="append", default=[], help="only these groups (repeatable)")
+    rep.add_argument("--now", metavar="WHEN", help="take members at this ISO date or time (default: now)")
+    add_json_option(rep)
+    rep.set_defaults(handler=_run_report)

@@ -1,0 +1,1553 @@
+"""Customer groups: members by origin, kept up to date as data and time move.
+
+A customer is in a group for one or more *origins*: added by hand
+(:attr:`Origin.MANUAL`), imported (:attr:`Origin.IMPORTED`), or matched by
+the group's rule (:attr:`Origin.RULES`). A manual exclusion keeps a customer
+out whatever the origins.
+
+Two layers:
+
+- plain functions over values: :class:`Group` and :func:`origins`;
+- :class:`Groups`, the stateful service over a repository. It stores the
+  definitions and the memberships beside the customers (memory or SQL), and
+  keeps rule memberships current without re-reading every customer: each
+  stored answer records the next instant at which time alone could change it
+  (``repair_order.closed.last_time < 30 days ago`` turns false 30 days after
+  the repair), and a digest of what the rules read, so a refresh of changed
+  customers re-evaluates only the groups whose rules read what changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import difflib
+import enum
+import hashlib
+import heapq
+import itertools
+import operator
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeAlias
+
+import attrs
+
+from .ast import Aggregate, Anchor, And, Condition, Duration, InGroup, Node, Not, Op, Or, Path, Relative, Unit, walk
+from .errors import GroupError, GroupNotEmptyError, RuleError, UnknownGroupError
+from .evaluate import Explanation, Predicate, _shape, _time_test, compile  # noqa: A004
+from .group_store import EMPTY, GroupDef, GroupStore, MemoryGroupStore, RuleRow, Slot
+from .model import Customer, CustomerId
+from .parser import parse
+from .repository import UnknownCustomerError
+from .schema import Schema
+from .values import DEFAULT_REGION, Kind, day_start, fold_text, resolve_tz, shift, to_time
+
+__all__ = ["Change", "Group", "Groups", "Origin", "Preview", "Why", "origins"]
+
+RuleLike: TypeAlias = Node | str
+GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
+
+
+class Origin(enum.Enum):
+    """Why a customer is in a group."""
+
+    MANUAL = "manual"
+    IMPORTED = "imported"
+    RULES = "rules"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_NO_ORIGINS: frozenset[Origin] = frozenset()
+
+
+def _as_rule(rule: RuleLike | None) -> Node | None:
+    if rule is None or isinstance(rule, Node):
+        return rule
+    if isinstance(rule, str):
+        return parse(rule)
+    raise TypeError(f"a rule is text or a cohorts AST node, not {type(rule).__name__}")
+
+
+def _ids(values: Iterable[CustomerId]) -> frozenset[CustomerId]:
+    if isinstance(values, str | int):
+        raise TypeError("customer ids are given as a collection, not a single id")
+    return frozenset(values)
+
+
+@attrs.frozen
+class Group:
+    """A group's definition and its manual, imported and excluded customer ids, as a value.
+
+    Example:
+        >>> vip = Group("VIP", 'customer.status = "gold"', manual=["c2"], excluded=["c3"])
+        >>> vip.rule
+        Condition(path=Path(category='customer', attribute='status', part=None), op=<Op.EQ: '='>, value='gold')
+        >>> sorted(vip.manual)
+        ['c2']
+    """
+
+    name: str
+    rule: Node | None = attrs.field(default=None, converter=_as_rule)
+    manual: frozenset[CustomerId] = attrs.field(default=(), converter=_ids)
+    imported: frozenset[CustomerId] = attrs.field(default=(), converter=_ids)
+    excluded: frozenset[CustomerId] = attrs.field(default=(), converter=_ids)
+
+
+def origins(
+    group: Group,
+    customer: Customer,
+    now: dt.datetime | None = None,
+    *,
+    groups: GroupLookup | None = None,
+    schema: Schema | None = None,
+    tz: str | dt.tzinfo | None = None,
+    region: str = DEFAULT_REGION,
+) -> frozenset[Origin]:
+    """Why ``customer`` is in ``group`` at ``now``: the empty set when they are not.
+
+    An excluded customer has no origin whatever the rule says. ``groups``
+    answers ``customer in group "X"`` conditions of the rule.
+
+    Example:
+        >>> from cohorts import Customer
+        >>> vip = Group("VIP", 'customer.status = "gold"', manual=["c2"], excluded=["c3"])
+        >>> sorted(map(str, origins(vip, Customer("c2", {"status": "Gold"}))))
+        ['manual', 'rules']
+        >>> origins(vip, Customer("c3", {"status": "gold"}))
+        frozenset()
+
+    .. versionadded:: 0.1
+    """
+    if customer.id in group.excluded:
+        return _NO_ORIGINS
+    found = set()
+    if customer.id in group.manual:
+        found.add(Origin.MANUAL)
+    if customer.id in group.imported:
+        found.add(Origin.IMPORTED)
+    if group.rule is not None and compile(group.rule, schema=schema, tz=tz, region=region)(
+        customer, now, groups=groups
+    ):
+        found.add(Origin.RULES)
+    return frozenset(found)
+
+
+def _origin_set(manual: bool, imported: bool, rules: bool) -> frozenset[Origin]:
+    found = ((Origin.MANUAL, manual), (Origin.IMPORTED, imported), (Origin.RULES, rules))
+    return frozenset(origin for origin, on in found if on)
+
+
+# Every combination of marks and rule answer, computed once: (manual, imported, matched) -> origins.
+_ORIGIN_SETS = {key: _origin_set(*key) for key in itertools.product((False, True), repeat=3)}
+
+
+def _slot_origins(slot: Slot) -> frozenset[Origin]:
+    if slot.excluded:
+        return _NO_ORIGINS
+    rule = slot.rule
+    return _ORIGIN_SETS[slot.manual, slot.imported, rule is not None and rule.matched]
+
+
+def _show_origins(found: frozenset[Origin]) -> str:
+    return ", ".join(o.value for o in Origin if o in found) or "none"
+
+
+@attrs.frozen
+class Change:
+    """A customer's origins in a group changed: a join, a leave, or a change of origins.
+
+    Attributes:
+        group: the group's name.
+        customer_id: the customer.
+        before: the origins before (empty: was not a member).
+        after: the origins after (empty: is not a member any more).
+        at: the ``now`` at which the change was found.
+    """
+
+    group: str
+    customer_id: CustomerId
+    before: frozenset[Origin]
+    after: frozenset[Origin]
+    at: dt.datetime
+
+    @property
+    def joined(self) -> bool:
+        """The customer was not a member and now is."""
+        return not self.before and bool(self.after)
+
+    @property
+    def left(self) -> bool:
+        """The customer was a member and now is not."""
+        return bool(self.before) and not self.after
+
+    @property
+    def kind(self) -> str:
+        """``"joined"``, ``"left"`` or ``"changed"`` (origins changed, still a member)."""
+        return "joined" if self.joined else "left" if self.left else "changed"
+
+    @property
+    def gained(self) -> frozenset[Origin]:
+        """Origins the customer has now and did not have."""
+        return self.after - self.before
+
+    @property
+    def lost(self) -> frozenset[Origin]:
+        """Origins the customer had and has no more."""
+        return self.before - self.after
+
+    def __str__(self) -> str:
+        return (
+            f"{self.customer_id!r} {self.kind} {self.group!r} "
+            f"({_show_origins(self.before)} -> {_show_origins(self.after)})"
+        )
+
+
+@attrs.frozen
+class Why:
+    """Why a customer is, or is not, in a group.
+
+    Attributes:
+        group: the group's name.
+        customer_id: the customer.
+        origins: the customer's origins (empty: not a member).
+        manual, imported, excluded: the marks set by hand or by imports.
+        rule: the group's rule text (None without rules).
+        rule_version: the rule's current version.
+        matched_version: the version that admitted the customer (None when the
+            rules do not match).
+        since: when the rules started matching.
+        evaluated_at: when the rules were last evaluated for this customer.
+        next_check: the next instant time alone could change the answer.
+        explanation: the rule's :class:`cohorts.Explanation` at ``now``.
+    """
+
+    group: str
+    customer_id: CustomerId
+    origins: frozenset[Origin]
+    manual: bool
+    imported: bool
+    excluded: bool
+    rule: str | None
+    rule_version: int
+    matched_version: int | None
+    since: dt.datetime | None
+    evaluated_at: dt.datetime | None
+    next_check: dt.datetime | None
+    explanation: Explanation | None
+
+    @property
+    def member(self) -> bool:
+        """The customer is in the group."""
+        return bool(self.origins)
+
+    def lines(self) -> Iterator[str]:
+        """The answer as lines of text."""
+        state = "is in" if self.member else "is not in"
+        yield f"customer {self.customer_id!r} {state} group {self.group!r}"
+        if self.excluded:
+            yield "  excluded by hand: kept out whatever the origins"
+        yield f"  origins: {_show_origins(self.origins)}"
+        marks = [word for word, on in (("added by hand", self.manual), ("imported", self.imported)) if on]
+        if marks:
+            yield "  marks: " + ", ".join(marks)
+        if self.rule is None:
+            yield "  the group has no rules"
+            return
+        if self.matched_version is not None:
+            when = f" since {_day(self.since)}" if self.since else ""
+            yield f"  matched rule version {self.matched_version}{when}"
+        else:
+            yield f"  does not match rule version {self.rule_version}"
+        if self.evaluated_at is not None:
+            yield f"  last evaluated {self.evaluated_at.isoformat()}"
+        if self.next_check is not None:
+            yield f"  the answer may change with time at {self.next_check.isoformat()}"
+        if self.explanation is not None:
+            yield from ("  " + line for line in self.explanation.lines())
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+def _day(moment: dt.datetime | None) -> str:
+    return "" if moment is None else moment.date().isoformat()
+
+
+@attrs.frozen
+class Preview:
+    """Who a new rule would bring in and send out, before it is saved.
+
+    Attributes:
+        group: the group's name.
+        rule: the proposed rule's text.
+        before: how many members the group has now.
+        after: how many it would have.
+        joining: how many customers would join.
+        leaving: how many would leave.
+        joining_sample: up to ``sample`` of those who would join.
+        leaving_sample: up to ``sample`` of those who would leave.
+    """
+
+    group: str
+    rule: str | None
+    before: int
+    after: int
+    joining: int
+    leaving: int
+    joining_sample: tuple[CustomerId, ...]
+    leaving_sample: tuple[CustomerId, ...]
+
+    def __str__(self) -> str:
+        lines = [
+            f"group {self.group!r}: {self.before} -> {self.after} members "
+            f"({self.joining} joining, {self.leaving} leaving)"
+        ]
+        if self.joining_sample:
+            lines.append("  joining: " + ", ".join(map(repr, self.joining_sample)))
+        if self.leaving_sample:
+            lines.append("  leaving: " + ", ".join(map(repr, self.leaving_sample)))
+        return "\n".join(lines)
+
+
+def _sorted_ids(ids: Iterable[CustomerId]) -> list[CustomerId]:
+    return sorted(ids, key=lambda i: (isinstance(i, str), i))
+
+
+def _key(name: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"a group name is text, not {type(name).__name__}")
+    folded = fold_text(name)
+    if folded is None:
+        raise GroupError("a group needs a name that is not blank")
+    return folded
+
+
+# -- what a rule reads, and when time could change its answer --------------
+
+_PLACEHOLDER = "\x00cohorts-time-condition"
+_SECOND = dt.timedelta(seconds=1)
+_UNCERTAINTY = {
+    Unit.MINUTES: (dt.timedelta(0), _SECOND),
+    Unit.HOURS: (dt.timedelta(0), _SECOND),
+    Unit.DAYS: (dt.timedelta(hours=2), dt.timedelta(hours=2)),
+    Unit.WEEKS: (dt.timedelta(hours=2), dt.timedelta(hours=2)),
+    Unit.MONTHS: (dt.timedelta(hours=2), dt.timedelta(days=4, hours=2)),
+    Unit.YEARS: (dt.timedelta(hours=2), dt.timedelta(days=4, hours=2)),
+}
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_STEPS = {
+    Unit.MINUTES: dt.timedelta(minutes=1),
+    Unit.HOURS: dt.timedelta(hours=1),
+    Unit.DAYS: dt.timedelta(days=1),
+    Unit.WEEKS: dt.timedelta(weeks=1),
+}
+# Identical time conditions of different rules share one number, so their turning points are computed once.
+_CONDITION_IDS: dict[tuple[Path, Op, Any], int] = {}
+_FIXED_ZONES = frozenset({"UTC", "Etc/UTC", "GMT", "Etc/GMT", "Zulu", "Etc/Zulu"})
+_ANCHOR_DAYS = {Anchor.TODAY: 0, Anchor.YESTERDAY: -1, Anchor.TOMORROW: 1}
+_EXACT = (dt.timedelta(0), _SECOND)
+
+
+def _moves(value: object) -> bool:
+    if isinstance(value, tuple):
+        return any(_moves(v) for v in value)
+    return isinstance(value, Relative | Anchor | Duration)
+
+
+def _read_key(path: Path) -> str:
+    return f"customer.{path.attribute}" if path.is_customer else f"event:{path.category}"
+
+
+@attrs.frozen(eq=False)
+class _TimeCondition:
+    """A condition whose answer moves with ``now``: what it reads and how to find its turning points."""
+
+    path: Path
+    op: Op  # the positive operator
+    value: Any
+    tz: dt.tzinfo
+    fixed: bool = attrs.field(init=False)
+    aggregate: Aggregate | None = attrs.field(init=False)
+    key: int = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        # A zone without daylight saving: calendar arithmetic is exact there.
+        fixed = isinstance(self.tz, dt.timezone) or getattr(self.tz, "key", None) in _FIXED_ZONES
+        object.__setattr__(self, "fixed", fixed)
+        object.__setattr__(self, "aggregate", self.path.aggregate)
+        object.__setattr__(
+            self, "key", _CONDITION_IDS.setdefault((self.path, self.op, self.value), len(_CONDITION_IDS))
+        )
+
+    def values(self, customer: Customer) -> list[dt.datetime]:
+        """The customer's instants this condition compares."""
+        path, tz = self.path, self.tz
+        if path.is_customer:
+            raw = customer.attributes.get(path.attribute)
+            items = raw if isinstance(raw, list | tuple | set | frozenset) else (raw,)
+            return [t for item in items if (t := to_time(item, tz)) is not None]
+        events = customer.events_named(path.category)
+        aggregate = self.aggregate
+        if aggregate is Aggregate.COUNT:
+            return []
+        if aggregate is not None:
+            times = [t for e in events if (t := to_time(e.at, tz)) is not None]
+            if not times:
+                return []
+            return [min(times) if aggregate is Aggregate.FIRST_TIME else max(times)]
+        if path.attribute == "at":
+            return [t for e in events if (t := to_time(e.at, tz)) is not None]
+        return [t for e in events if (t := to_time(e.attributes.get(path.attribute), tz)) is not None]
+
+    def candidates(self, v: dt.datetime) -> list[tuple[dt.datetime, dt.timedelta, dt.timedelta]]:
+        """Instants near which the test of ``v`` can flip, each with how early and late the flip may be."""
+        tz, op = self.tz, self.op
+        items = self.value if isinstance(self.value, tuple) else (self.value,)
+        out: list[tuple[dt.datetime, dt.timedelta, dt.timedelta]] = []
+        for item in items:
+            match item:
+                case Relative(amount, unit, ago):
+                    k = -amount if ago else amount
+                    if op in (Op.EQ, Op.IN) and unit not in (Unit.MINUTES, Unit.HOURS):
+                        for edge in (day_start(v, tz), day_start(v, tz, 1)):
+                            out.append(self._inverse(edge, -k, unit))
+                    else:
+                        out.append(self._inverse(v, -k, unit))
+                case Anchor.NOW:
+                    out.append((v, *_EXACT))
+                case Anchor():
+                    offset = _ANCHOR_DAYS[item]
+                    out.append((day_start(v, tz, -offset), *_EXACT))
+                    out.append((day_start(v, tz, 1 - offset), *_EXACT))
+                case Duration(amount, unit):
+                    sign = amount if op is Op.WITHIN_LAST else -amount
+                    out.append((v, *_EXACT))
+                    out.append(self._inverse(v, sign, unit))
+        return out
+
+    def _inverse(self, v: dt.datetime, amount: int, unit: Unit) -> tuple[dt.datetime, dt.timedelta, dt.timedelta]:
+        """When a boundary ``now - amount units`` reaches ``v``: about ``v + amount units``.
+
+        Exact in a fixed-offset zone unless months clamp (Jan 31 + 1 month);
+        otherwise the flip lies within the returned margins.
+        """
+        if self.fixed:
+            step = _STEPS.get(unit)
+            if step is not None:  # no daylight saving: a day is 24 hours
+                return (v + amount * step, *_EXACT)
+            instant = shift(v, amount, unit, self.tz)
+            if shift(instant, -amount, unit, self.tz) == v:
+                return (instant, *_EXACT)
+            return (instant, *_UNCERTAINTY[unit])
+        return (shift(v, amount, unit, self.tz), *_UNCERTAINTY[unit])
+
+    def test_at(self, v: dt.datetime, moment: dt.datetime) -> bool:
+        """The positive test of ``v`` at ``moment``: any alternative whose checks all hold."""
+        spec, _ = _time_test(self.op, self.value, moment, self.tz)
+        return any(all(_COMPARE[symbol](v, bound) for symbol, bound in checks) for checks in spec)
+
+    def first_flip(self, v: dt.datetime, now: dt.datetime, end: dt.datetime) -> dt.datetime | None:
+        """The first instant in (now, end] at which the test of ``v`` differs from now's, or None."""
+        start = self.test_at(v, now)
+        step = dt.timedelta(hours=6)
+        low, probe = now, min(now + step, end)
+        while self.test_at(v, probe) == start:
+            if probe >= end:
+                return None
+            low, probe = probe, min(probe + step, end)
+        high = probe
+        while high - low > dt.timedelta(microseconds=1):
+            middle = low + (high - low) / 2
+            if self.test_at(v, middle) == start:
+                low = middle
+            else:
+                high = middle
+        return high
+
+    def next_flip(self, customer: Customer, now: dt.datetime) -> dt.datetime | None:
+        """The earliest instant after ``now`` at which this condition could change for ``customer``."""
+        best: dt.datetime | None = None
+        for v in self.values(customer):
+            try:
+                candidates = self.candidates(v)
+            except (OverflowError, ValueError):
+                continue  # beyond the calendar's range: no turning point time can reach
+            for instant, early, late in candidates:
+                found: dt.datetime | None
+                try:
+                    if instant - early > now:
+                        found = instant - early
+                    elif instant + late > now:
+                        found = self.first_flip(v, now, instant + late)
+                    else:
+                        found = None
+                except (OverflowError, ValueError):
+                    found = None
+                if found is not None and (best is None or found < best):
+                    best = found
+        return best
+
+
+def _replace(node: Node, chosen: set[int], placeholder: Node) -> Node:
+    if id(node) in chosen:
+        return placeholder
+    match node:
+        case And(items):
+            return And(tuple(_replace(i, chosen, placeholder) for i in items))
+        case Or(items):
+            return Or(tuple(_replace(i, chosen, placeholder) for i in items))
+        case Not(operand):
+            return Not(_replace(operand, chosen, placeholder))
+    return node
+
+
+class _Plan:
+    """A group's rule, compiled once per version: predicate, reads, references and time conditions."""
+
+    def __init__(
+        self, definition: GroupDef, schema: Schema | None, tz: dt.tzinfo, region: str, known: Callable[[str], int]
+    ) -> None:
+        self.definition = definition
+        self.gid = definition.id
+        self.version = definition.version
+        self.rule = None if definition.rule is None else parse(definition.rule)
+        self.predicate: Predicate | None = None
+        self.reads: frozenset[str] = frozenset()
+        self.refs: frozenset[int] = frozenset()
+        self.time: tuple[_TimeCondition, ...] = ()
+        self._static: tuple[Predicate, Predicate] | None = None
+        if self.rule is None:
+            return
+        self.predicate = compile(self.rule, schema=schema, tz=tz, region=region)
+        reads, refs, timed = set(), set(), []
+        for node in walk(self.rule):
+            if isinstance(node, Condition):
+                reads.add(_read_key(node.path))
+                shape = _shape(node, schema)
+                if shape.kind is Kind.TIME and _moves(shape.value):
+                    timed.append((node, _TimeCondition(node.path, shape.op, shape.value, tz)))
+            elif isinstance(node, InGroup):
+                refs.add(known(node.group))
+        self.reads, self.refs = frozenset(reads), frozenset(refs)
+        self.time = tuple(t for _, t in timed)
+        if timed:
+            placeholder = Condition(Path("customer", _PLACEHOLDER), Op.EQ, "?")
+            static = _replace(self.rule, {id(n) for n, _ in timed}, placeholder)
+            if all(isinstance(n, And | Or | Not) or n == placeholder for n in walk(static)):
+                return  # nothing but time: the answer always depends on it
+            static_schema = None if schema is None else schema.add("customer", _PLACEHOLDER, "text")
+            self._static = (
+                compile(static, schema=static_schema, tz=tz, region=region),
+                compile(Not(static), schema=static_schema, tz=tz, region=region),
+            )
+
+    def matches(self, customer: Customer, now: dt.datetime, groups: GroupLookup) -> bool:
+        return self.predicate is not None and self.predicate(customer, now, groups=groups)
+
+    def next_change(
+        self,
+        customer: Customer,
+        now: dt.datetime,
+        groups: GroupLookup,
+        memo: dict[int, dt.datetime | None] | None = None,
+    ) -> dt.datetime | None:
+        """The next instant time alone could change the rule's answer for ``customer`` (None: never).
+
+        ``memo`` shares the turning points of identical conditions between
+        the rules evaluated for one customer at one ``now``.
+        """
+        if not self.time:
+            return None
+        best: dt.datetime | None = None
+        for condition in self.time:
+            if memo is None:
+                found = condition.next_flip(customer, now)
+            elif condition.key in memo:
+                found = memo[condition.key]
+            else:
+                found = memo[condition.key] = condition.next_flip(customer, now)
+            if found is not None and (best is None or found < best):
+                best = found
+        if best is None or self._static is None:
+            return best
+        definitely_true, definitely_false = self._static
+        if definitely_true(customer, now, groups=groups) or definitely_false(customer, now, groups=groups):
+            return None  # the answer does not depend on the conditions that move with time
+        return best
+
+
+def _digest_keys_version(keys: Sequence[str]) -> str:
+    return hashlib.blake2b("\n".join(keys).encode(), digest_size=8).hexdigest()
+
+
+def _read_value(key: str, customer: Customer) -> object:
+    if key.startswith("customer."):
+        return customer.attributes.get(key[len("customer.") :])
+    return tuple((e.at, dict(e.attributes)) for e in customer.events_named(key[len("event:") :]))
+
+
+def _digest(keys: Sequence[str], customer: Customer) -> bytes:
+    return b"".join(hashlib.blake2b(repr(_read_value(k, customer)).encode(), digest_size=8).digest() for k in keys)
+
+
+# -- the service -------------------------------------------------------------
+
+
+class _Catalog:
+    """The definitions and compiled plans of one moment, with the dependency order."""
+
+    def __init__(self, defs: Iterable[GroupDef], groups: Groups) -> None:
+        self.defs = {d.id: d for d in defs}
+        self.by_key = {_key(d.name): d.id for d in self.defs.values()}
+        self.plans = {gid: groups._plan(d, self.known) for gid, d in self.defs.items()}
+        self.dependents: dict[int, set[int]] = {gid: set() for gid in self.defs}
+        for plan in self.plans.values():
+            for ref in plan.refs:
+                self.dependents[ref].add(plan.gid)
+        self.order = _topological(self.plans)
+        self.rank = {gid: i for i, gid in enumerate(self.order)}
+        keys: set[str] = set()
+        self.readers: dict[str, set[int]] = {}
+        for plan in self.plans.values():
+            for key in plan.reads:
+                keys.add(key)
+                self.readers.setdefault(key, set()).add(plan.gid)
+        self.keys = tuple(sorted(keys))
+        self.keys_version = _digest_keys_version(self.keys)
+        self.ruled = frozenset(gid for gid, plan in self.plans.items() if plan.rule is not None)
+
+    def closure(self, gids: Iterable[int]) -> list[int]:
+        """These groups and every group whose rule refers to them, directly or not, in dependency order."""
+        found: set[int] = set()
+        stack = list(gids)
+        while stack:
+            gid = stack.pop()
+            if gid not in found:
+                found.add(gid)
+                stack.extend(self.dependents[gid])
+        return [gid for gid in self.order if gid in found]
+
+    def known(self, name: str) -> int:
+        gid = self.by_key.get(_key(name))
+        if gid is None:
+            raise UnknownGroupError(name, _suggest(name, [d.name for d in self.defs.values()]))
+        return gid
+
+    def changed_groups(
+        self, old: tuple[str, bytes] | None, new: bytes, key_sets: Callable[[str], tuple[str, ...] | None]
+    ) -> set[int]:
+        """The groups whose rules read something that differs between two digests.
+
+        Digests taken with another set of keys are compared key by key; keys
+        the old digest lacks count as changed.
+        """
+        if old is None:
+            return set(self.ruled)
+        version, previous = old
+        keys = self.keys if version == self.keys_version else key_sets(version)
+        if keys is None:
+            return set(self.ruled)
+        before = {key: previous[8 * i : 8 * i + 8] for i, key in enumerate(keys)}
+        found: set[int] = set()
+        for i, key in enumerate(self.keys):
+            if before.get(key) != new[8 * i : 8 * i + 8]:
+                found.update(self.readers[key])
+        return found
+
+
+def _topological(plans: Mapping[int, _Plan]) -> list[int]:
+    indegree = {gid: len(plan.refs) for gid, plan in plans.items()}
+    users: dict[int, list[int]] = {gid: [] for gid in plans}
+    for plan in plans.values():
+        for ref in plan.refs:
+            users[ref].append(plan.gid)
+    ready = sorted(gid for gid, n in indegree.items() if n == 0)
+    order: list[int] = []
+    while ready:
+        gid = ready.pop()
+        order.append(gid)
+        for user in users[gid]:
+            indegree[user] -= 1
+            if indegree[user] == 0:
+                ready.append(user)
+    if len(order) != len(plans):
+        names = sorted(plans[g].definition.name for g, n in indegree.items() if n > 0)
+        raise RuleError("group rules refer to each other in a cycle: " + ", ".join(names))
+    return order
+
+
+def _suggest(name: str, names: Sequence[str]) -> str | None:
+    by_key = {_key(n): n for n in names}
+    close = difflib.get_close_matches(_key(name), list(by_key), n=1, cutoff=0.6)
+    return by_key[close[0]] if close else None
+
+
+def _rename_refs(node: Node, old_key: str, new: str) -> Node:
+    match node:
+        case InGroup(group, negated) if _key(group) == old_key:
+            return InGroup(new, negated)
+        case And(items):
+            return And(tuple(_rename_refs(i, old_key, new) for i in items))
+        case Or(items):
+            return Or(tuple(_rename_refs(i, old_key, new) for i in items))
+        case Not(operand):
+            return Not(_rename_refs(operand, old_key, new))
+    return node
+
+
+_AS_OF = "as_of"
+_BATCH = 1000
+
+
+@attrs.define
+class _Work:
+    """What a pass collects before writing: rule rows, digests, changes."""
+
+    rows: dict[int, dict[CustomerId, RuleRow | None]] = attrs.field(factory=dict)
+    digests: dict[CustomerId, tuple[str, bytes] | None] = attrs.field(factory=dict)
+    changes: list[Change] = attrs.field(factory=list)
+
+    def flush(self, store: GroupStore) -> None:
+        put_many = getattr(store, "put_many", None)
+        if put_many is not None and self.rows:
+            put_many(self.rows)
+        for gid, rows in self.rows.items():
+            if rows and put_many is None:
+                store.put_rules(gid, rows)
+        if self.digests:
+            store.put_digests(self.digests)
+        self.rows, self.digests = {}, {}
+
+
+class Groups:
+    """Customer groups over a repository: definitions, memberships by origin, refreshes.
+
+    State lives with the repository: in a :class:`cohorts.MemoryRepository`
+    as one of its extensions (rolled back by its ``transaction()``), in a
+    ``SQLRepository`` in tables of its database. Several ``Groups`` objects
+    over one repository share it. Every method is all-or-nothing.
+
+    Reads (``members``, ``origins``, ``count``, ``groups_of``, ``why``) first
+    bring the stored memberships up to date at their ``now``: new or changed
+    rules are evaluated, and memberships whose rules could have changed their
+    answer since the last evaluation (time-based rules) are revisited.
+    After changing customers' data, call ``refresh(customer_ids=...)``.
+
+    Example:
+        >>> import datetime as dt
+        >>> from cohorts import Customer, Event
+        >>> from cohorts.repository import MemoryRepository
+        >>> now = dt.datetime(2026, 11, 22, tzinfo=dt.timezone.utc)
+        >>> repo = MemoryRepository([
+        ...     Customer("c1", {"vehicle_model": "Ford Escape"}, [Event("repair_order.closed", "2026-11-10")]),
+        ...     Customer("c2", {"vehicle_model": "Ford Focus"}),
+        ... ])
+        >>> groups = Groups(repo)
+        >>> groups.create("Recent Escapes", 'repair_order.closed.last_time < 30 days ago'
+        ...               ' AND customer.vehicle_model contains "Escape"')
+        >>> [str(change) for change in groups.add("Recent Escapes", "c2", now=now)]
+        ["'c1' joined 'Recent Escapes' (none -> rules)", "'c2' joined 'Recent Escapes' (none -> manual)"]
+        >>> {cid: sorted(map(str, o)) for cid, o in groups.members("Recent Escapes", now).items()}
+        {'c1': ['rules'], 'c2': ['manual']}
+        >>> [str(c) for c in groups.refresh(now + dt.timedelta(days=30))]
+        ["'c1' left 'Recent Escapes' (rules -> none)"]
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, repository: Any, *, store: GroupStore | None = None) -> None:
+        self.repository = repository
+        self._store: GroupStore = store if store is not None else _store_for(repository)
+        self._subscribers: list[tuple[Callable[[Change], object], str | None, bool, bool]] = []
+        self._plans: dict[tuple[int, int, str | None], _Plan] = {}
+        self._cached_catalog: tuple[tuple[GroupDef, ...], _Catalog] | None = None
+        self._schema: Schema | None = None if _lenient(repository) else repository.schema
+        self._tz: dt.tzinfo = resolve_tz(getattr(repository, "tz", None))
+        self._region: str = getattr(repository, "region", DEFAULT_REGION)
+
+    def __repr__(self) -> str:
+        return f"<Groups: {len(self._store.definitions())} groups>"
+
+    # -- plumbing ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _atomic(self) -> Iterator[list[Change]]:
+        changes: list[Change] = []
+        store = self._store
+        if isinstance(store, MemoryGroupStore):
+            mark = store.snapshot()
+            try:
+                yield changes
+            except BaseException:
+                store.restore(mark)
+                raise
+            store.release(mark)
+        else:
+            try:
+                with self.repository.transaction():
+                    yield changes
+            except BaseException:
+                forget = getattr(store, "forget", None)
+                if forget is not None:
+                    forget()  # cached definitions may come from the rolled-back transaction
+                raise
+        self._notify(changes)
+
+    def _plan(self, definition: GroupDef, known: Callable[[str], int]) -> _Plan:
+        cache_key = (definition.id, definition.version, definition.rule)
+        plan = self._plans.get(cache_key)
+        if plan is None or plan.definition.name != definition.name:
+            plan = _Plan(definition, self._schema, self._tz, self._region, known)
+            self._plans[cache_key] = plan
+        else:
+            plan.definition = definition
+        return plan
+
+    def _catalog(self) -> _Catalog:
+        defs = tuple(self._store.definitions())
+        cached = self._cached_catalog
+        if cached is not None and cached[0] == defs:
+            return cached[1]
+        catalog = _Catalog(defs, self)
+        self._cached_catalog = (defs, catalog)
+        return catalog
+
+    def _now(self, now: dt.datetime | None) -> dt.datetime:
+        if now is None:
+            return dt.datetime.now(dt.UTC)
+        if not isinstance(now, dt.datetime):
+            raise TypeError(f"now is a datetime, not {type(now).__name__}")
+        return now if now.tzinfo is not None else now.replace(tzinfo=self._tz)
+
+    def _as_of(self) -> dt.datetime | None:
+        text = self._store.get_meta(_AS_OF)
+        return None if text is None else dt.datetime.fromisoformat(text)
+
+    def _mark_time(self, now: dt.datetime | None) -> dt.datetime:
+        """The moment of a manual change: the given one, else the stored state's, else the clock's."""
+        if now is not None:
+            return self._now(now)
+        as_of = self._as_of()
+        return as_of if as_of is not None else self._now(None)
+
+    # -- subscriptions ---------------------------------------------------------
+
+    def subscribe(
+        self,
+        callback: Callable[[Change], object],
+        *,
+        group: str | None = None,
+        joins: bool = True,
+        leaves: bool = True,
+    ) -> Callable[[], None]:
+        """Call ``callback(change)`` for every join and/or leave (of one group, or all).
+
+        Callbacks run after the change is committed. Returns a function that
+        unsubscribes.
+
+        Example:
+            >>> from cohorts import Customer
+            >>> from cohorts.repository import MemoryRepository
+            >>> groups = Groups(MemoryRepository([Customer(1)]))
+            >>> groups.create("VIP")
+            >>> seen = []
+            >>> stop = groups.subscribe(seen.append, group="vip", leaves=False)
+            >>> _ = groups.add("VIP", 1)
+            >>> [(c.customer_id, c.kind) for c in seen]
+            [(1, 'joined')]
+            >>> stop()
+        """
+        entry = (callback, None if group is None else _key(group), joins, leaves)
+        self._subscribers.append(entry)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(entry)
+
+        return unsubscribe
+
+    def _notify(self, changes: Sequence[Change]) -> None:
+        if not self._subscribers:
+            return
+        for change in changes:
+            for callback, key, joins, leaves in list(self._subscribers):
+                if key is not None and _key(change.group) != key:
+                    continue
+                if (change.joined and joins) or (change.left and leaves):
+                    callback(change)
+
+    # -- definitions -----------------------------------------------------------
+
+    def _check_rule(self, catalog: _Catalog, gid: int | None, rule: RuleLike | None) -> Node | None:
+        node = _as_rule(rule)
+        if node is None:
+            return None
+        compile(node, schema=self._schema, tz=self._tz, region=self._region)  # validates
+        refs = {catalog.known(n.group) for n in walk(node) if isinstance(n, InGroup)}
+        if gid is None:
+            return node
+        # A cycle: the group itself is reachable from what the rule refers to.
+        stack, seen = list(refs), set()
+        while stack:
+            current = stack.pop()
+            if current == gid:
+                name = catalog.defs[gid].name
+                raise RuleError(f"the rule of group {name!r} would refer to itself through group references")
+            if current in seen:
+                continue
+            seen.add(current)
+            stack.extend(catalog.plans[current].refs)
+        return node
+
+    def names(self) -> list[str]:
+        """Every group's name, sorted case-insensitively."""
+        return sorted((d.name for d in self._store.definitions()), key=_key)
+
+    def definition(self, name: str) -> GroupDef:
+        """The stored definition of a group (name, rule, description, version)."""
+        catalog = self._catalog()
+        return catalog.defs[catalog.known(name)]
+
+    def create(self, name: str, rule: RuleLike | None = None, description: str = "") -> None:
+        """Create a group, with rules or without (then members are added by hand or imports).
+
+        Raises GroupError when the name is taken (case-insensitively) and
+        RuleError for an invalid rule. Members are evaluated at the next read
+        or refresh.
+        """
+        if not isinstance(description, str):
+            raise TypeError("a description is text")
+        with self._atomic():
+            catalog = self._catalog()
+            key = _key(name)
+            if key in catalog.by_key:
+                taken = catalog.defs[catalog.by_key[key]].name
+                raise GroupError(f"a group named {taken!r} exists already")
+            node = self._check_rule(catalog, None, rule)
+            text = None if node is None else str(node)
+            gid = self._store.new_id()
+            now = self._now(None)
+            version = 0 if text is None else 1
+            self._store.save_definition(
+                GroupDef(gid, name.strip(), text, description, version, 0, now if text else None)
+            )
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename a group; rules of other groups that refer to it follow."""
+        with self._atomic():
+            catalog = self._catalog()
+            gid = catalog.known(old)
+            key = _key(new)
+            if key in catalog.by_key and catalog.by_key[key] != gid:
+                raise GroupError(f"a group named {catalog.defs[catalog.by_key[key]].name!r} exists already")
+            old_key = _key(catalog.defs[gid].name)
+            self._store.save_definition(attrs.evolve(catalog.defs[gid], name=new.strip()))
+            for user in catalog.dependents[gid]:
+                definition = catalog.defs[user]
+                if definition.rule is not None:
+                    text = str(_rename_refs(parse(definition.rule), old_key, new.strip()))
+                    self._store.save_definition(attrs.evolve(definition, rule=text))
+
+    def set_rule(self, name: str, rule: RuleLike | None) -> None:
+        """Change a group's rule (None removes it): a new rule version, evaluated at the next read or refresh.
+
+        Raises RuleError for an invalid rule or one that would make group
+        references go round in a cycle; nothing changes then.
+        """
+        with self._atomic():
+            catalog = self._catalog()
+            gid = catalog.known(name)
+            node = self._check_rule(catalog, gid, rule)
+            definition = catalog.defs[gid]
+            text = None if node is None else str(node)
+            if text == definition.rule:
+                return
+            self._store.save_definition(
+                attrs.evolve(definition, rule=text, version=definition.version + 1, changed_at=self._now(None))
+            )
+
+    def describe(self, name: str, description: str) -> None:
+        """Change a group's description."""
+        with self._atomic():
+            catalog = self._catalog()
+            definition = catalog.defs[catalog.known(name)]
+            self._store.save_definition(attrs.evolve(definition, description=description))
+
+    def delete(self, name: str, force: bool = False) -> None:
+        """Delete a group. One with members needs ``force=True`` (GroupNotEmptyError says how many, of which origins).
+
+        A group that other groups' rules refer to cannot be deleted (GroupError).
+        """
+        with self._atomic() as changes:
+            caught = self._catch_up(self._mark_time(None))
+            if caught is not None:
+                changes.extend(caught[1])
+            catalog = self._catalog()
+            gid = catalog.known(name)
+            users = sorted(catalog.defs[u].name for u in catalog.dependents[gid])
+            if users:
+                raise GroupError(
+                    f"group {catalog.defs[gid].name!r} is used by the rules of " + ", ".join(map(repr, users))
+                )
+            definition = catalog.defs[gid]
+            members = {cid: o for cid, slot in self._store.group_slots(gid).items() if (o := _slot_origins(slot))}
+            if members and not force:
+                counts: dict[str, int] = {}
+                for found in members.values():
+                    for origin in found:
+                        counts[origin.value] = counts.get(origin.value, 0) + 1
+                raise GroupNotEmptyError(definition.name, len(members), counts)
+            at = self._mark_time(None)
+            for cid in _sorted_ids(members):
+                changes.append(Change(definition.name, cid, members[cid], _NO_ORIGINS, at))
+            self._store.drop_group(gid)
+
+    # -- manual membership -----------------------------------------------------
+
+    def add(
+        self, name: str, *customer_ids: CustomerId, origin: Origin = Origin.MANUAL, now: dt.datetime | None = None
+    ) -> list[Change]:
+        """Add customers by hand (or, with ``origin=Origin.IMPORTED``, as imported). Returns the changes.
+
+        Unknown customer ids raise UnknownCustomerError and nothing is added.
+        """
+        match origin:
+            case Origin.MANUAL:
+                kind = "manual"
+            case Origin.IMPORTED:
+                kind = "imported"
+            case _:
+                raise GroupError("customers join by rules through the group's rule, not add()")
+        return self._mark(name, customer_ids, kind, True, now, must_exist=True)
+
+    def remove(self, name: str, *customer_ids: CustomerId, now: dt.datetime | None = None) -> list[Change]:
+        """Remove the manual and imported origins; a customer the rules match stays, by rules alone."""
+        with self._atomic() as changes:
+            changes.extend(self._set_marks(name, customer_ids, {"manual": False, "imported": False}, now, False))
+        return changes
+
+    def exclude(self, name: str, *customer_ids: CustomerId, now: dt.datetime | None = None) -> list[Change]:
+        """Keep customers out of the group whatever their origins, until :meth:`unexclude`."""
+        return self._mark(name, customer_ids, "excluded", True, now, must_exist=True)
+
+    def unexclude(self, name: str, *customer_ids: CustomerId, now: dt.datetime | None = None) -> list[Change]:
+        """Undo :meth:`exclude`."""
+        return self._mark(name, customer_ids, "excluded", False, now, must_exist=False)
+
+    def _mark(
+        self,
+        name: str,
+        customer_ids: Sequence[CustomerId],
+        kind: str,
+        value: bool,
+        now: dt.datetime | None,
+        must_exist: bool,
+    ) -> list[Change]:
+        with self._atomic() as changes:
+            changes.extend(self._set_marks(name, customer_ids, {kind: value}, now, must_exist))
+        return changes
+
+    def _set_marks(
+        self,
+        name: str,
+        customer_ids: Sequence[CustomerId],
+        marks: Mapping[str, bool],
+        now: dt.datetime | None,
+        must_exist: bool,
+    ) -> list[Change]:
+        at = self._mark_time(now)
+        caught = self._catch_up(at)
+        changes = [] if caught is None else caught[1]
+        catalog = self._catalog()
+        gid = catalog.known(name)
+        ids = list(dict.fromkeys(customer_ids))
+        slots = self._store.slots(ids)
+        exists = self._existing(ids)
+        for cid in ids:
+            if cid not in exists and (must_exist or gid not in slots.get(cid, {})):
+                raise UnknownCustomerError(cid)
+        for kind, value in marks.items():
+            self._store.set_marks(gid, kind, ids, value)
+        work = _Work()
+        group_name = catalog.defs[gid].name
+        for cid in ids:
+            current = slots.setdefault(cid, {})
+            before_slot = current.get(gid, EMPTY)
+            after_slot = attrs.evolve(
+                before_slot,
+                manual=marks.get("manual", before_slot.manual),
+                imported=marks.get("imported", before_slot.imported),
+                excluded=marks.get("excluded", before_slot.excluded),
+            )
+            current[gid] = after_slot
+            before, after = _slot_origins(before_slot), _slot_origins(after_slot)
+            if before != after:
+                changes.append(Change(group_name, cid, before, after, at))
+            if bool(before) != bool(after) and cid in exists and catalog.dependents[gid]:
+                customer = self.repository.get(cid)
+                if customer is not None:
+                    self._process(catalog, customer, current, set(catalog.dependents[gid]), at, work, digest=False)
+        work.flush(self._store)
+        return changes + work.changes
+
+    def _existing(self, customer_ids: Sequence[CustomerId]) -> set[CustomerId]:
+        """Which of these ids the repository holds (one query for many ids when it can)."""
+        ids_of = getattr(self.repository, "ids", None)
+        if len(customer_ids) > 20 and ids_of is not None:
+            return set(customer_ids) & set(ids_of())
+        return {cid for cid in customer_ids if self.repository.get(cid) is not None}
+
+    # -- evaluation ------------------------------------------------------------
+
+    def _process(
+        self,
+        catalog: _Catalog,
+        customer: Customer,
+        current: dict[int, Slot],
+        todo: set[int],
+        now: dt.datetime,
+        work: _Work,
+        *,
+        digest: bool = True,
+        old_digest: tuple[str, bytes] | None = None,
+    ) -> None:
+        """Evaluate some groups' rules for one customer (and the groups that refer to those that change)."""
+        cid = customer.id
+        if digest:
+            new = _digest(catalog.keys, customer)
+            todo = todo | catalog.changed_groups(old_digest, new, self._key_set)
+            work.digests[cid] = (catalog.keys_version, new)
+
+        def lookup(group: str) -> Container[CustomerId]:
+            slot = current.get(catalog.known(group), EMPTY)
+            return (cid,) if _slot_origins(slot) else ()
+
+        memo: dict[int, dt.datetime | None] = {}
+        rank = catalog.rank
+        heap = [(rank[gid], gid) for gid in todo]
+        heapq.heapify(heap)
+        done: set[int] = set()
+        while heap:
+            _, gid = heapq.heappop(heap)
+            if gid in done:
+                continue
+            done.add(gid)
+            plan = catalog.plans[gid]
+            slot = current.get(gid, EMPTY)
+            old = slot.rule
+            row: RuleRow | None = None
+            if plan.rule is not None:
+                matched = plan.matches(customer, now, lookup)
+                due = plan.next_change(customer, now, lookup, memo)
+                if matched or due is not None:
+                    since = old.since if (matched and old is not None and old.matched) else (now if matched else None)
+                    row = RuleRow(matched, plan.version, since, now, due)
+            if row is None and old is None:
+                continue
+            work.rows.setdefault(gid, {})[cid] = row
+            new_slot = attrs.evolve(slot, rule=row)
+            current[gid] = new_slot
+            before, after = _slot_origins(slot), _slot_origins(new_slot)
+            if before != after:
+                work.changes.append(Change(plan.definition.name, cid, before, after, now))
+            if bool(before) != bool(after):
+                for user in catalog.dependents[gid]:
+                    heapq.heappush(heap, (rank[user], user))
+
+    def _drop(self, catalog: _Catalog, customer_ids: Collection[CustomerId], now: dt.datetime) -> list[Change]:
+        """Forget deleted customers; they leave every group."""
+        changes = []
+        for cid, found in self._store.slots(customer_ids).items():
+            for gid, slot in found.items():
+                before = _slot_origins(slot)
+                if before:
+                    changes.append(Change(catalog.defs[gid].name, cid, before, _NO_ORIGINS, now))
+        self._store.drop_customers(customer_ids)
+        return changes
+
+    def _key_set(self, version: str) -> tuple[str, ...] | None:
+        """The keys a stored digest version was taken over (None when unknown)."""
+        text = self._store.get_meta(f"keys:{version}")
+        return None if text is None else tuple(text.split("\n")) if text else ()
+
+    def _remember_keys(self, catalog: _Catalog) -> None:
+        if self._store.get_meta(f"keys:{catalog.keys_version}") is None:
+            self._store.set_meta(f"keys:{catalog.keys_version}", "\n".join(catalog.keys))
+
+    def _full_pass(self, catalog: _Catalog, forced: set[int], now: dt.datetime) -> list[Change]:
+        """Evaluate some groups (and those referring to them) over every customer, group by group.
+
+        Rules run through ``repository.select`` (pushed down as SQL on SQL
+        repositories). One pass over the customers then takes the digests and,
+        for time-based rules, the next instant each answer could change.
+        Customers whose data changed since their last evaluation (or who are
+        new) are also re-evaluated for the other groups.
+        """
+        self._remember_keys(catalog)
+        order = catalog.closure(forced)
+        store = self._store
+        old = {gid: store.group_slots(gid) for gid in order}
+        effective: dict[int, set[CustomerId]] = {}
+
+        def members(gid: int) -> set[CustomerId]:
+            if gid not in effective:
+                effective[gid] = set(self._stored_members(gid))
+            return effective[gid]
+
+        known: dict[str, int] = {}
+
+        def lookup(name: str) -> set[CustomerId]:
+            gid = known.get(name)
+            if gid is None:
+                gid = known[name] = catalog.known(name)
+            return members(gid)
+
+        matched_by: dict[int, set[CustomerId]] = {}
+        for gid in order:
+            plan = catalog.plans[gid]
+            matched = set() if plan.rule is None else set(self.repository.select(plan.rule, now, groups=lookup))
+            matched_by[gid] = matched
+            slots = old[gid]
+            found = {cid for cid, slot in slots.items() if not slot.excluded and (slot.manual or slot.imported)}
+            found.update(cid for cid in matched if not slots.get(cid, EMPTY).excluded)
+            effective[gid] = found
+
+        timed = [gid for gid in order if catalog.plans[gid].time]
+        dues: dict[int, dict[CustomerId, dt.datetime]] = {gid: {} for gid in timed}
+        others = catalog.ruled - set(order)
+        stale_customers: dict[CustomerId, set[int]] = {}
+        seen: set[CustomerId] = set()
+        iterator = iter(self.repository)
+        while batch := list(itertools.islice(iterator, _BATCH)):
+            previous = store.digests([c.id for c in batch])
+            digests: dict[CustomerId, tuple[str, bytes] | None] = {}
+            for customer in batch:
+                cid = customer.id
+                seen.add(cid)
+                new = _digest(catalog.keys, customer)
+                digests[cid] = (catalog.keys_version, new)
+                if others:
+                    changed = catalog.changed_groups(previous.get(cid), new, self._key_set) & others
+                    if changed:
+                        stale_customers[cid] = changed
+                memo: dict[int, dt.datetime | None] = {}
+                for gid in timed:
+                    due = catalog.plans[gid].next_change(customer, now, lookup, memo)
+                    if due is not None:
+                        dues[gid][cid] = due
+            store.put_digests(digests)
+
+        changes: list[Change] = []
+        for gid in order:
+            plan, slots, matched = catalog.plans[gid], old[gid], matched_by[gid]
+            group_dues = dues.get(gid, {})
+            rows: dict[CustomerId, RuleRow | None] = {}
+            fresh: dict[CustomerId, RuleRow | None] = {}
+            for cid in matched | group_dues.keys() | {c for c, slot in slots.items() if slot.rule is not None}:
+                slot = slots.get(cid, EMPTY)
+                previous_row = slot.rule
+                is_matched = cid in matched
+                due = group_dues.get(cid)
+                row: RuleRow | None = None
+                if is_matched or due is not None:
+                    kept = previous_row is not None and previous_row.matched and is_matched
+                    since = previous_row.since if kept and previous_row is not None else (now if is_matched else None)
+                    row = RuleRow(is_matched, plan.version, since, now, due)
+                    if previous_row is not None and attrs.evolve(previous_row, evaluated_at=now) == row:
+                        continue  # same answer: the group's evaluation time covers it
+                elif previous_row is None:
+                    continue
+                (rows if previous_row is not None else fresh)[cid] = row
+                before = _slot_origins(slot)
+                after = _slot_origins(Slot(slot.manual, slot.imported, slot.excluded, row))
+                if before != after:
+                    changes.append(Change(plan.definition.name, cid, before, after, now))
+            if rows:
+                store.put_rules(gid, rows)
+            if fresh:
+                store.put_rules(gid, fresh, new=True)
+        store.save_definitions(
+            [attrs.evolve(catalog.defs[gid], evaluated=catalog.defs[gid].version, evaluated_at=now) for gid in order]
+        )
+
+        if stale_customers:
+            changes.extend(self._revisit(catalog, stale_customers, now, check_data=False))
+        gone = store.customer_ids() - seen
+        if gone:
+            changes.extend(self._drop(catalog, gone, now))
+        return changes
+
+    def _revisit(
+        self, catalog: _Catalog, todo: Mapping[CustomerId, set[int]], now: dt.datetime, check_data: bool
+    ) -> list[Change]:
+        work = _Work()
+        ids = list(todo)
+        slots = self._store.slots(ids)
+        digests = self._store.digests(ids) if check_data else {}
+        missing = []
+        for cid in ids:
+            customer = self.repository.get(cid)
+            if customer is None:
+                missing.append(cid)
+                continue
+            current = slots.setdefault(cid, {})
+            self._process(
+                catalog, customer, current, todo[cid], now, work, digest=check_data, old_digest=digests.get(cid)
+            )
+        work.flush(self._store)
+        changes = work.changes
+        if missing:
+            changes.extend(self._drop(catalog, missing, now))
+        return changes
+
+    def _catch_up(
+        self, now: dt.datetime, *, force_all: bool = False, as_of: dt.datetime | None = None
+    ) -> tuple[_Catalog, list[Change]] | None:
+        """Bring stored memberships to ``now``; None when ``now`` is before the stored state."""
+        as_of = as_of if as_of is not None else self._as_of()
+        if as_of is not None and now < as_of and not force_all:
+            return None
+        catalog = self._catalog()
+        changes: list[Change] = []
+        if not force_all:
+            due: dict[CustomerId, set[int]] = {}
+            for gid, cid in self._store.due(now):
+                if gid in catalog.defs:
+                    due.setdefault(cid, set()).add(gid)
+            if due:
+                changes.extend(self._revisit(catalog, due, now, check_data=False))
+        stale = set(catalog.defs) if force_all else {gid for gid, d in catalog.defs.items() if d.evaluated != d.version}
+        if stale:
+            changes.extend(self._full_pass(catalog, stale, now))
+            catalog = self._catalog()
+        if as_of is None or now != as_of:
+            self._store.set_meta(_AS_OF, now.isoformat())
+        return catalog, changes
+
+    def refresh(
+        self, now: dt.datetime | None = None, customer_ids: Iterable[CustomerId] | None = None, *, full: bool = False
+    ) -> list[Change]:
+        """Bring stored memberships up to date at ``now``; returns who joined, left or changed origins.
+
+        Without arguments it evaluates new or changed rules and revisits the
+        memberships that time could have changed since the last refresh.
+        ``customer_ids`` also re-evaluates those customers (after their data
+        changed, or they were added or deleted), for the groups whose rules
+        read what changed. ``full=True`` re-evaluates everything. A refresh
+        at a ``now`` before the stored state's re-evaluates everything at it.
+        """
+        moment = self._now(now)
+        ids = None if customer_ids is None else list(dict.fromkeys(_check_ids(customer_ids)))
+        with self._atomic() as changes:
+            as_of = self._as_of()
+            rewind = as_of is not None and moment < as_of
+            caught = self._catch_up(moment, force_all=full or rewind, as_of=as_of)
+            assert caught is not None
+            catalog, found = caught
+            changes.extend(found)
+            if ids:
+                known = self._store.digests(ids)
+                for cid in ids:
+                    if cid not in known and self.repository.get(cid) is None and not self._store.slots([cid]):
+                        raise UnknownCustomerError(cid)
+                changes.extend(self._revisit(catalog, {cid: set() for cid in ids}, moment, check_data=True))
+        return changes
+
+    # -- reading ---------------------------------------------------------------
+
+    def _read(self, now: dt.datetime | None) -> tuple[_Catalog, dt.datetime, bool]:
+        """Catch up at ``now``; returns the catalog, the moment, and whether the stored state answers."""
+        moment = self._now(now)
+        with self._atomic() as changes:
+            caught = self._catch_up(moment)
+            if caught is None:
+                return self._catalog(), moment, False
+            catalog, found = caught
+            changes.extend(found)
+        return catalog, moment, True
+
+    def _stored_members(self, gid: int) -> dict[CustomerId, frozenset[Origin]]:
+        return {cid: found for cid, slot in self._store.group_slots(gid).items() if (found := _slot_origins(slot))}
+
+    def _members_at(
+        self, catalog: _Catalog, gid: int, now: dt.datetime, memo: dict[int, dict[CustomerId, frozenset[Origin]]]
+    ) -> dict[CustomerId, frozenset[Origin]]:
+        """Members computed afresh at ``now`` (for a ``now`` before the stored state)."""
+        if gid in memo:
+            return memo[gid]
+        plan = catalog.plans[gid]
+        slots = self._store.group_slots(gid)
+        matched: set[CustomerId] = set()
+        if plan.rule is not None:
+            matched = self.repository.select(
+                plan.rule, now, groups=lambda n: set(self._members_at(catalog, catalog.known(n), now, memo))
+            )
+        result: dict[CustomerId, frozenset[Origin]] = {}
+        for cid in set(slots) | matched:
+            slot = slots.get(cid, EMPTY)
+            if slot.excluded:
+                continue
+            found = {o for o, on in ((Origin.MANUAL, slot.manual), (Origin.IMPORTED, slot.imported)) if on}
+            if cid in matched:
+                found.add(Origin.RULES)
+            if found:
+                result[cid] = frozenset(found)
+        memo[gid] = result
+        return result
+
+    def members(self, name: str, now: dt.datetime | None = None) -> Mapping[CustomerId, frozenset[Origin]]:
+        """The group's members at ``now`` and the origins of each."""
+        catalog, moment, stored = self._read(now)
+        gid = catalog.known(name)
+        found = self._stored_members(gid) if stored else self._members_at(catalog, gid, moment, {})
+        return {cid: found[cid] for cid in _sorted_ids(found)}
+
+    def count(self, name: str, now: dt.datetime | None = None) -> int:
+        """How many members the group has at ``now``."""
+        catalog, moment, stored = self._read(now)
+        gid = catalog.known(name)
+        return len(self._stored_members(gid) if stored else self._members_at(catalog, gid, moment, {}))
+
+    def origins(self, name: str, customer_id: CustomerId, now: dt.datetime | None = None) -> frozenset[Origin]:
+        """Why a customer is in the group at ``now`` (empty: not a member)."""
+        return self.groups_of(customer_id, now).get(self._catalog_name(name), _NO_ORIGINS)
+
+    def _catalog_name(self, name: str) -> str:
+        catalog = self._catalog()
+        return catalog.defs[catalog.known(name)].name
+
+    def groups_of(self, customer_id: CustomerId, now: dt.datetime | None = None) -> Mapping[str, frozenset[Origin]]:
+        """The groups a customer is in at ``now``, with the origins in each."""
+        catalog, moment, stored = self._read(now)
+        self._check_customer(customer_id)
+        if stored:
+            found = self._store.slots([customer_id]).get(customer_id, {})
+            return {catalog.defs[gid].name: o for gid, slot in found.items() if (o := _slot_origins(slot))}
+        memo: dict[int, dict[CustomerId, frozenset[Origin]]] = {}
+        result = {}
+        for gid in catalog.order:
+            members = self._members_at(catalog, gid, moment, memo)
+            if customer_id in members:
+                result[catalog.defs[gid].name] = members[customer_id]
+        return result
+
+    def _check_customer(self, customer_id: CustomerId) -> None:
+        if self.repository.get(customer_id) is None and not self._store.slots([customer_id]):
+            raise UnknownCustomerError(customer_id)
+
+    def why(self, name: str, customer_id: CustomerId, now: dt.datetime | None = None) -> Why:
+        """Why a customer is or is not in the group: origins, exclusion, rule version, and the rule's explanation."""
+        catalog, moment, stored = self._read(now)
+        gid = catalog.known(name)
+        self._check_customer(customer_id)
+        definition, plan = catalog.defs[gid], catalog.plans[gid]
+        slot = self._store.slots([customer_id]).get(customer_id, {}).get(gid, EMPTY)
+        customer = self.repository.get(customer_id)
+        explanation = None
+        if stored:
+            found = _slot_origins(slot)
+            current = self._store.slots([customer_id]).get(customer_id, {})
+
+            def lookup(group: str) -> Container[CustomerId]:
+                return (customer_id,) if _slot_origins(current.get(catalog.known(group), EMPTY)) else ()
+
+        else:
+            memo: dict[int, dict[CustomerId, frozenset[Origin]]] = {}
+            found = self._members_at(catalog, gid, moment, memo).get(customer_id, _NO_ORIGINS)
+
+            def lookup(group: str) -> Container[CustomerId]:
+                return set(self._members_at(catalog, catalog.known(group), moment, memo))
+
+        if plan.predicate is not None and customer is not None:
+            explanation = plan.predicate.explain(customer, moment, groups=lookup)
+        row = slot.rule if stored else None
+        return Why(
+            group=definition.name,
+            customer_id=customer_id,
+            origins=found,
+            manual=slot.manual,
+            imported=slot.imported,
+            excluded=slot.excluded,
+            rule=definition.rule,
+            rule_version=definition.version,
+            matched_version=(row.version if row is not None and row.matched else None)
+            if stored
+            else (definition.version if Origin.RULES in found else None),
+            since=row.since if row is not None else None,
+            evaluated_at=_latest(row.evaluated_at if row is not None else None, definition.evaluated_at)
+            if stored
+            else moment,
+            next_check=row.due if row is not None else None,
+            explanation=explanation,
+        )
+
+    def preview(self, name: str, rule: RuleLike | None, now: dt.datetime | None = None, *, sample: int = 10) -> Preview:
+        """Who would join and who would leave if the group's rule became ``rule`` (nothing is saved)."""
+        catalog, moment, stored = self._read(now)
+        gid = catalog.known(name)
+        node = self._check_rule(catalog, gid, rule)
+        memo: dict[int, dict[CustomerId, frozenset[Origin]]] = {}
+
+        def members(of: int) -> dict[CustomerId, frozenset[Origin]]:
+            if stored:
+                if of not in memo:
+                    memo[of] = self._stored_members(of)
+                return memo[of]
+            return self._members_at(catalog, of, moment, memo)
+
+        before = set(members(gid))
+        matched: set[CustomerId] = set()
+        if node is not None:
+            matched = self.repository.select(node, moment, groups=lambda n: set(members(catalog.known(n))))
+        after = set()
+        for cid, slot in self._store.group_slots(gid).items():
+            if not slot.excluded and (slot.manual or slot.imported):
+                after.add(cid)
+        excluded = {cid for cid, slot in self._store.group_slots(gid).items() if slot.excluded}
+        after |= matched - excluded
+        joining, leaving = _sorted_ids(after - before), _sorted_ids(before - after)
+        return Preview(
+            catalog.defs[gid].name,
+            None if node is None else str(node),
+            len(before),
+            len(after),
+            len(joining),
+            len(leaving),
+            tuple(joining[:sample]),
+            tuple(leaving[:sample]),
+        )
+
+
+def _latest(*moments: dt.datetime | None) -> dt.datetime | None:
+    known = [m for m in moments if m is not None]
+    return max(known) if known else None
+
+
+def _check_ids(customer_ids: Iterable[CustomerId]) -> Iterable[CustomerId]:
+    if isinstance(customer_ids, str | int):
+        raise TypeError("customer_ids is a collection of ids, not a single id")
+    return customer_ids
+
+
+def _lenient(repository: Any) -> bool:
+    """True for repositories that type undeclared attributes by the rule's values (no schema given)."""
+    return hasattr(repository, "_schema") and getattr(repository, "_schema", None) is None
+
+
+def _store_for(repository: Any) -> GroupStore:
+    if hasattr(repository, "engine") and hasattr(repository, "connect"):
+        from .sql_groups import SQLGroupStore
+
+        return SQLGroupStore(repository)
+    if hasattr(repository, "extension"):
+        store: GroupStore = repository.extension("cohorts.groups", MemoryGroupStore)
+        return store
+    return MemoryGroupStore()

@@ -1,0 +1,373 @@
+"""Rules as plain JSON data, in the shape of the reference articles' rule editor.
+
+A group's *rules* must all match and each rule's *sub-rules* any one of them,
+so a document is an AND of ORs of rows::
+
+    {"rules": [{"sub_rules": [{"category": "customer", "attribute": "city",
+                               "operator": "=", "value": "Laval"}]}]}
+
+What those two levels cannot hold is kept as nested groups: a sub-rule may be
+a group itself (``{"rules": [...]}``), a negated group (``{"not": {"rules":
+[...]}}``) or a group membership (``{"in_group": "VIP"}``, ``{"not_in_group":
+"VIP"}``). Values are JSON scalars, lists, or objects tagged with a ``type``
+for what JSON lacks (dates, relative times, month names...). See docs/json.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .ast import (
+    Anchor,
+    And,
+    Condition,
+    DatePart,
+    Duration,
+    InGroup,
+    Month,
+    Node,
+    Not,
+    Op,
+    Or,
+    Path,
+    Relative,
+    Unit,
+    Weekday,
+)
+from .errors import RuleJsonError
+
+__all__ = ["from_json", "to_json"]
+
+JsonValue = Any  # what json.loads returns
+
+_OPERATORS = {op.value: op for op in Op}
+# Spellings of the articles' editor, accepted on input.
+_ALIASES = {"is": Op.EQ, "is not": Op.NE, "<>": Op.NE, "not contains": Op.NOT_CONTAINS}
+_ROW_KEYS = frozenset({"category", "attribute", "part", "operator", "value"})
+
+
+# -- to JSON ------------------------------------------------------------------
+
+
+def to_json(rule: Node) -> dict[str, JsonValue]:
+    """The rule as JSON data: ``{"rules": [{"sub_rules": [row, ...]}, ...]}``.
+
+    Every rule has a JSON form, and ``from_json(to_json(rule)) == rule``.
+
+    Example:
+        >>> from cohorts import parse
+        >>> to_json(parse('customer.city = "Laval" AND customer.created_at < 30 days ago'))
+        ... # doctest: +NORMALIZE_WHITESPACE
+        {'rules': [{'sub_rules': [{'category': 'customer', 'attribute': 'city', 'operator': '=',
+                                   'value': 'Laval'}]},
+                   {'sub_rules': [{'category': 'customer', 'attribute': 'created_at', 'operator': '<',
+                                   'value': {'type': 'relative', 'amount': 30, 'unit': 'days',
+                                             'direction': 'ago'}}]}]}
+
+    .. versionadded:: 0.1
+    """
+    if not isinstance(rule, Node):
+        raise TypeError(f"to_json() takes a rule AST (see cohorts.parse), not {type(rule).__name__}")
+    return _group(rule)
+
+
+def _group(node: Node) -> dict[str, JsonValue]:
+    items = node.items if isinstance(node, And) else (node,)
+    return {"rules": [_rule(item) for item in items]}
+
+
+def _rule(node: Node) -> dict[str, JsonValue]:
+    items = node.items if isinstance(node, Or) else (node,)
+    return {"sub_rules": [_row(item) for item in items]}
+
+
+def _row(node: Node) -> dict[str, JsonValue]:
+    match node:
+        case Condition(path, op, value):
+            row: dict[str, JsonValue] = {"category": path.category, "attribute": path.attribute}
+            if path.part is not None:
+                row["part"] = path.part.value
+            row["operator"] = op.value
+            if value is not None:
+                row["value"] = _value(value)
+            return row
+        case InGroup(group, negated):
+            return {"not_in_group" if negated else "in_group": group}
+        case Not(operand):
+            return {"not": _group(operand)}
+        case And() | Or():
+            return _group(node)
+    raise TypeError(f"not a rule node: {node!r}")
+
+
+def _value(value: Any) -> JsonValue:
+    match value:
+        case tuple():
+            return [_value(item) for item in value]
+        case bool() | str():
+            return value
+        case Month():
+            return {"type": "month", "value": str(value)}
+        case Weekday():
+            return {"type": "weekday", "value": str(value)}
+        case int() | float():
+            return value
+        case dt.datetime():
+            return {"type": "datetime", "value": value.isoformat()}
+        case dt.date():
+            return {"type": "date", "value": value.isoformat()}
+        case Relative(amount, unit, ago):
+            return {"type": "relative", "amount": amount, "unit": unit.value, "direction": "ago" if ago else "ahead"}
+        case Duration(amount, unit):
+            return {"type": "duration", "amount": amount, "unit": unit.value}
+        case Anchor():
+            return {"type": "anchor", "value": value.value}
+    raise TypeError(f"not a rule value: {value!r}")
+
+
+# -- from JSON ----------------------------------------------------------------
+
+
+def from_json(data: Mapping[str, JsonValue] | str | bytes) -> Node:
+    """The rule a JSON document (as data, or as JSON text) describes.
+
+    Raises :class:`~cohorts.RuleJsonError` (a :class:`~cohorts.RuleError`)
+    naming where the document is wrong, as a JSON pointer.
+
+    Example:
+        >>> rule = from_json({"rules": [{"sub_rules": [
+        ...     {"category": "customer", "attribute": "vehicle_year", "operator": "=", "value": 2019},
+        ...     {"category": "customer", "attribute": "vehicle_year", "operator": "=", "value": 2020}]}]})
+        >>> print(rule)
+        customer.vehicle_year = 2019 OR customer.vehicle_year = 2020
+        >>> from_json({"rules": [{"sub_rules": [{"category": "customer", "attribute": "city",
+        ...                                       "operator": "equals", "value": "Laval"}]}]})
+        Traceback (most recent call last):
+        ...
+        cohorts.errors.RuleJsonError: invalid rule JSON at /rules/0/sub_rules/0/operator: unknown operator 'equals'
+
+    .. versionadded:: 0.1
+    """
+    if isinstance(data, str | bytes | bytearray):
+        try:
+            data = json.loads(data)
+        except ValueError as error:
+            raise RuleJsonError("", f"not JSON ({error})") from None
+    return _read_group(data, "")
+
+
+def _fail(pointer: str, reason: str) -> RuleJsonError:
+    return RuleJsonError(pointer, reason)
+
+
+def _at(pointer: str, key: str | int) -> str:
+    return f"{pointer}/{str(key).replace('~', '~0').replace('/', '~1')}"
+
+
+def _object(data: JsonValue, pointer: str, allowed: frozenset[str], what: str) -> Mapping[str, JsonValue]:
+    if not isinstance(data, Mapping):
+        raise _fail(pointer, f"expected {what} (a JSON object), got {_describe(data)}")
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; expected {', '.join(sorted(allowed))}"
+            raise _fail(_at(pointer, str(key)), f"unexpected key {key!r} in {what}{hint}")
+    return data
+
+
+def _list(data: Mapping[str, JsonValue], key: str, pointer: str) -> Sequence[JsonValue]:
+    if key not in data:
+        raise _fail(pointer, f"missing {key!r}")
+    items = data[key]
+    if not isinstance(items, list | tuple):
+        raise _fail(_at(pointer, key), f"expected a list, got {_describe(items)}")
+    if not items:
+        raise _fail(_at(pointer, key), "expected at least one item, got an empty list")
+    return items
+
+
+def _read_group(data: JsonValue, pointer: str) -> Node:
+    group = _object(data, pointer, frozenset({"rules"}), "a group")
+    rules = _list(group, "rules", pointer)
+    items = [_read_rule(item, _at(_at(pointer, "rules"), index)) for index, item in enumerate(rules)]
+    return items[0] if len(items) == 1 else And(items)
+
+
+def _read_rule(data: JsonValue, pointer: str) -> Node:
+    rule = _object(data, pointer, frozenset({"sub_rules"}), "a rule")
+    rows = _list(rule, "sub_rules", pointer)
+    items = [_read_row(item, _at(_at(pointer, "sub_rules"), index)) for index, item in enumerate(rows)]
+    return items[0] if len(items) == 1 else Or(items)
+
+
+def _read_row(data: JsonValue, pointer: str) -> Node:
+    if isinstance(data, Mapping):
+        if "rules" in data:
+            return _read_group(data, pointer)
+        if "not" in data:
+            row = _object(data, pointer, frozenset({"not"}), "a negated group")
+            return Not(_read_group(row["not"], _at(pointer, "not")))
+        for key, negated in (("in_group", False), ("not_in_group", True)):
+            if key in data:
+                row = _object(data, pointer, frozenset({key}), "a group membership")
+                name = row[key]
+                if not isinstance(name, str):
+                    raise _fail(_at(pointer, key), f"expected a group name, got {_describe(name)}")
+                return InGroup(name, negated)
+    row = _object(data, pointer, _ROW_KEYS, "a sub-rule")
+    path = _read_path(row, pointer)
+    op = _read_operator(row, pointer)
+    value = _read_operand(op, row, pointer)
+    return Condition(path, op, value)
+
+
+def _text(row: Mapping[str, JsonValue], key: str, pointer: str) -> str:
+    if key not in row:
+        raise _fail(pointer, f"missing {key!r}")
+    value = row[key]
+    if not isinstance(value, str) or not value:
+        raise _fail(_at(pointer, key), f"expected a non-empty string, got {_describe(value)}")
+    return value
+
+
+def _read_path(row: Mapping[str, JsonValue], pointer: str) -> Path:
+    category = _text(row, "category", pointer)
+    attribute = _text(row, "attribute", pointer)
+    if category.lower() != "customer":
+        segments = category.split(".")
+        if any(not segment for segment in segments):
+            raise _fail(_at(pointer, "category"), f"empty name in event category {category!r}")
+        if segments[0].lower() == "customer":
+            raise _fail(_at(pointer, "category"), f"an event category cannot start with customer: {category!r}")
+    part = None
+    if row.get("part") is not None:
+        word = row["part"]
+        parts = [p.value for p in DatePart]
+        if not isinstance(word, str) or word.lower() not in parts:
+            raise _fail(_at(pointer, "part"), f"expected one of {', '.join(parts)}, got {_describe(word)}")
+        part = DatePart(word.lower())
+    return Path(category, attribute, part)
+
+
+def _read_operator(row: Mapping[str, JsonValue], pointer: str) -> Op:
+    word = _text(row, "operator", pointer)
+    spelled = " ".join(word.lower().split())
+    op = _OPERATORS.get(spelled) or _ALIASES.get(spelled)
+    if op is None:
+        close = difflib.get_close_matches(spelled, [*_OPERATORS, *_ALIASES], n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise _fail(_at(pointer, "operator"), f"unknown operator {word!r}{hint}")
+    return op
+
+
+def _read_operand(op: Op, row: Mapping[str, JsonValue], pointer: str) -> Any:
+    where = _at(pointer, "value")
+    value = row.get("value")
+    match op:
+        case Op.IS_KNOWN | Op.IS_UNKNOWN:
+            if value is not None:
+                raise _fail(where, f"{op.value} takes no value")
+            return None
+        case _ if "value" not in row or value is None:
+            raise _fail(pointer, f"missing 'value' for operator {op.value!r}")
+        case Op.IN | Op.NOT_IN:
+            if not isinstance(value, list):
+                raise _fail(where, f"{op.value} takes a list, got {_describe(value)}")
+            return tuple(_read_scalar(item, _at(where, index)) for index, item in enumerate(value))
+        case Op.BETWEEN:
+            if not isinstance(value, list) or len(value) != 2:
+                raise _fail(where, f"between takes a list of two values, got {_describe(value)}")
+            return (_read_scalar(value[0], _at(where, 0)), _read_scalar(value[1], _at(where, 1)))
+        case Op.WITHIN_LAST | Op.WITHIN_NEXT:
+            duration = _read_scalar(value, where, allow_duration=True)
+            if not isinstance(duration, Duration):
+                raise _fail(where, f'{op.value} takes {{"type": "duration", ...}}, got {_describe(value)}')
+            return duration
+    if isinstance(value, list):
+        return tuple(_read_scalar(item, _at(where, index)) for index, item in enumerate(value))
+    return _read_scalar(value, where)
+
+
+_TAGS = ("date", "datetime", "relative", "duration", "anchor", "month", "weekday")
+
+
+def _read_scalar(value: JsonValue, pointer: str, *, allow_duration: bool = False) -> Any:
+    if isinstance(value, bool | str | int):
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise _fail(pointer, f"a rule cannot hold the number {value!r}")
+        return value
+    if not isinstance(value, Mapping):
+        raise _fail(pointer, f"expected a string, number, boolean or typed value, got {_describe(value)}")
+    tag = value.get("type")
+    if tag not in _TAGS or (tag == "duration" and not allow_duration):
+        allowed = [t for t in _TAGS if allow_duration or t != "duration"]
+        raise _fail(_at(pointer, "type"), f"expected a value type among {', '.join(allowed)}, got {_describe(tag)}")
+    match tag:
+        case "relative":
+            fields = _object(value, pointer, frozenset({"type", "amount", "unit", "direction"}), "a relative time")
+            direction = fields.get("direction", "ago")
+            if direction not in ("ago", "ahead"):
+                raise _fail(_at(pointer, "direction"), f'expected "ago" or "ahead", got {_describe(direction)}')
+            return Relative(_amount(fields, pointer), _unit(fields, pointer), ago=direction == "ago")
+        case "duration":
+            fields = _object(value, pointer, frozenset({"type", "amount", "unit"}), "a duration")
+            return Duration(_amount(fields, pointer), _unit(fields, pointer))
+    fields = _object(value, pointer, frozenset({"type", "value"}), f"a {tag}")
+    word = _text(fields, "value", pointer)
+    where = _at(pointer, "value")
+    try:
+        match tag:
+            case "date":
+                if len(word) != 10:
+                    raise ValueError("expected YYYY-MM-DD")
+                return dt.date.fromisoformat(word)
+            case "datetime":
+                if len(word) < 16:
+                    raise ValueError("expected YYYY-MM-DDTHH:MM")
+                return dt.datetime.fromisoformat(word)
+            case "anchor":
+                return Anchor(word.lower())
+            case "month":
+                return Month[word.upper()]
+            case _:
+                return Weekday[word.upper()]
+    except (ValueError, KeyError) as error:
+        reason = error.args[0] if isinstance(error, ValueError) and error.args else "unknown word"
+        raise _fail(where, f"not a {tag}: {word!r} ({reason})") from None
+
+
+def _amount(fields: Mapping[str, JsonValue], pointer: str) -> int:
+    amount = fields.get("amount")
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+        raise _fail(_at(pointer, "amount"), f"expected a whole number >= 0, got {_describe(amount)}")
+    return amount
+
+
+def _unit(fields: Mapping[str, JsonValue], pointer: str) -> Unit:
+    word = fields.get("unit")
+    try:
+        return Unit.from_word(word) if isinstance(word, str) else Unit(word)
+    except ValueError:
+        units = ", ".join(u.value for u in Unit)
+        raise _fail(_at(pointer, "unit"), f"expected a unit among {units}, got {_describe(word)}") from None
+
+
+def _describe(value: JsonValue) -> str:
+    match value:
+        case None:
+            return "null"
+        case bool():
+            return "true" if value else "false"
+        case Mapping():
+            return "an object"
+        case list() | tuple():
+            return f"a list of {len(value)}"
+        case str():
+            return repr(value) if len(value) <= 40 else repr(value[:37] + "...")
+    return repr(value)

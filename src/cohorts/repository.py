@@ -1,0 +1,425 @@
+"""Customer repositories: the protocol every store satisfies, and the in-memory reference.
+
+A repository keeps customers (attributes and events) and answers ``select``:
+the ids of the customers a rule is true for at a moment. Every repository
+takes the same rules, as text or AST, and gives the same answers; the
+in-memory :class:`MemoryRepository` evaluates with :func:`cohorts.compile`
+and is the reference the SQL repository is tested against.
+
+Writes are transactional. ``upsert`` of a batch either writes all of it or,
+on an error, nothing, and the error names the offending customer.
+``transaction()`` groups several writes, including those of other modules'
+stores (groups, campaign ledgers), into one unit that is rolled back
+entirely when the block raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import math
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping
+from decimal import Decimal
+from typing import Any, Protocol, TypeAlias, TypeVar, runtime_checkable
+
+from .ast import Node
+from .errors import CohortsError
+from .evaluate import compile as compile_rule
+from .model import Customer, CustomerId, Event
+from .schema import Schema, default_schema
+from .values import DEFAULT_REGION, resolve_tz
+
+__all__ = [
+    "CustomerDataError",
+    "MemoryRepository",
+    "Repository",
+    "UnknownCustomerError",
+]
+
+RuleLike: TypeAlias = Node | str
+GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
+T = TypeVar("T")
+
+
+class UnknownCustomerError(CohortsError, KeyError):
+    """No customer has this id.
+
+    Attributes:
+        customer_id: the id that was looked for.
+    """
+
+    def __init__(self, customer_id: CustomerId) -> None:
+        self.customer_id = customer_id
+        super().__init__(customer_id)
+
+    def __str__(self) -> str:
+        return f"no customer with id {self.customer_id!r}"
+
+
+class CustomerDataError(CohortsError, ValueError):
+    """A customer cannot be stored; nothing of the batch was written.
+
+    Attributes:
+        customer_id: the offending customer's id (None when the id itself is wrong).
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, customer_id: object, reason: str) -> None:
+        self.customer_id = customer_id
+        self.reason = reason
+        super().__init__(f"customer {customer_id!r}: {reason}")
+
+
+@runtime_checkable
+class Repository(Protocol):
+    """What every customer store offers; :class:`MemoryRepository` and ``SQLRepository`` satisfy it.
+
+    ``upsert`` writes a batch: a new customer is stored with its events; an
+    existing one gets its attributes replaced, keeps its stored events, and
+    gains those of the given events that are not stored yet (compared by
+    value), so writing back a customer read with ``get`` adds nothing.
+    """
+
+    @property
+    def schema(self) -> Schema:
+        """The schema rules are checked against."""
+        ...
+
+    @property
+    def tz(self) -> dt.tzinfo:
+        """The time zone of naive datetimes, calendar words and date parts."""
+        ...
+
+    @property
+    def region(self) -> str:
+        """The default country of phone numbers."""
+        ...
+
+    def upsert(self, customers: Iterable[Customer]) -> None:
+        """Write a batch of customers, all or nothing."""
+        ...
+
+    def add_events(self, customer_id: CustomerId, events: Iterable[Event]) -> None:
+        """Append events to a stored customer (UnknownCustomerError when absent)."""
+        ...
+
+    def get(self, customer_id: CustomerId) -> Customer | None:
+        """The stored customer, or None."""
+        ...
+
+    def __iter__(self) -> Iterator[Customer]:
+        """Every stored customer."""
+        ...
+
+    def __len__(self) -> int:
+        """How many customers are stored."""
+        ...
+
+    def delete(self, *customer_ids: CustomerId) -> int:
+        """Remove customers and their events; returns how many existed."""
+        ...
+
+    def select(
+        self, rule: RuleLike, now: dt.datetime | None = None, *, groups: GroupLookup | None = None
+    ) -> set[CustomerId]:
+        """The ids of the customers for whom ``rule`` is true at ``now``."""
+        ...
+
+    def unsubscribe(self, customer_id: CustomerId) -> None:
+        """Set the customer's ``subscribed`` attribute to False."""
+        ...
+
+    def ids(self) -> set[CustomerId]:
+        """Every stored id."""
+        ...
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """A block whose writes are all committed at its end, or all rolled back if it raises."""
+        ...
+
+
+# -- checking what a customer holds ------------------------------------------
+
+_SCALARS = (str, int, float, bool, dt.date, Decimal)
+
+
+def check_id(customer_id: object) -> CustomerId:
+    """A customer id: text or an integer (not a boolean)."""
+    if isinstance(customer_id, bool) or not isinstance(customer_id, str | int):
+        raise CustomerDataError(customer_id, f"an id is text or an integer, not {type(customer_id).__name__}")
+    return customer_id
+
+
+def check_value(value: object, where: str) -> None:
+    """Raise ValueError (with ``where``) unless a repository can store ``value``."""
+    if value is None or isinstance(value, _SCALARS):
+        return
+    if isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            check_value(item, where)
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where} has a key that is not text: {key!r}")
+            check_value(item, where)
+        return
+    raise ValueError(f"{where} holds a {type(value).__name__}, which a repository cannot store")
+
+
+def check_customer(customer: object) -> Customer:
+    """The customer, checked: a Customer with a valid id, text attribute names and storable values."""
+    if not isinstance(customer, Customer):
+        raise CustomerDataError(getattr(customer, "id", None), f"not a Customer: {type(customer).__name__}")
+    check_id(customer.id)
+    try:
+        for name, value in customer.attributes.items():
+            if not isinstance(name, str):
+                raise ValueError(f"attribute name {name!r} is not text")
+            check_value(value, f"attribute {name!r}")
+        check_events(customer.events)
+    except ValueError as error:
+        raise CustomerDataError(customer.id, str(error)) from None
+    return customer
+
+
+def check_events(events: Iterable[object]) -> tuple[Event, ...]:
+    """The events, checked (ValueError otherwise)."""
+    checked = []
+    for event in events:
+        if not isinstance(event, Event):
+            raise ValueError(f"not an Event: {type(event).__name__}")
+        if not isinstance(event.name, str) or not event.name:
+            raise ValueError(f"an event's name is non-empty text, not {event.name!r}")
+        for name, value in event.attributes.items():
+            if not isinstance(name, str):
+                raise ValueError(f"event {event.name!r} has a field name that is not text: {name!r}")
+            check_value(value, f"field {name!r} of event {event.name!r}")
+        checked.append(event)
+    return tuple(checked)
+
+
+def new_events(stored: Iterable[Event], given: Iterable[Event]) -> list[Event]:
+    """The events of ``given`` that ``stored`` lacks, counting duplicates (an upsert's merge)."""
+    remaining = list(stored)
+    added = []
+    for event in given:
+        for index, old in enumerate(remaining):
+            if _same_event(old, event):
+                del remaining[index]
+                break
+        else:
+            added.append(event)
+    return added
+
+
+def _same_event(a: Event, b: Event) -> bool:
+    return a.name == b.name and type(a.at) is type(b.at) and a.at == b.at and _same(a.attributes, b.attributes)
+
+
+def _same(a: Any, b: Any) -> bool:
+    # Equality that also compares types, so 1, 1.0 and True are different values.
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float) and math.isnan(a):
+        return math.isnan(b)
+    if isinstance(a, Mapping):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+# -- the in-memory repository -------------------------------------------------
+
+
+class MemoryRepository:
+    """Customers kept in a dict, evaluated with the compiled predicate: the reference repository.
+
+    ``schema`` (default: lenient :func:`default_schema`, where undeclared
+    attributes are typed by the rule's values), ``tz`` (default UTC) and
+    ``region`` (default "US") are passed to :func:`cohorts.compile`.
+
+    Example:
+        >>> from cohorts import Customer
+        >>> repo = MemoryRepository([Customer(1, {"city": "Laval"}), Customer("c2", {"city": "Lévis"})])
+        >>> sorted(map(str, repo.select('customer.city starts with "l"')))
+        ['1', 'c2']
+        >>> repo.select('customer.city = "LÉVIS"')
+        {'c2'}
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        customers: Iterable[Customer] = (),
+        schema: Schema | None = None,
+        tz: str | dt.tzinfo | None = None,
+        region: str = DEFAULT_REGION,
+    ) -> None:
+        self._customers: dict[CustomerId, Customer] = {}
+        self._schema = schema
+        self._tz = resolve_tz(tz)
+        self._region = region
+        self._extensions: dict[str, Any] = {}
+        self.upsert(customers)
+
+    def __repr__(self) -> str:
+        return f"<MemoryRepository of {len(self._customers)} customers>"
+
+    # -- settings
+
+    @property
+    def schema(self) -> Schema:
+        """The schema rules are checked against (the default one unless given)."""
+        return self._schema if self._schema is not None else default_schema()
+
+    @schema.setter
+    def schema(self, schema: Schema) -> None:
+        if not isinstance(schema, Schema):
+            raise TypeError(f"a schema is a cohorts.Schema, not {type(schema).__name__}")
+        self._schema = schema
+
+    @property
+    def tz(self) -> dt.tzinfo:
+        """The time zone of naive datetimes, calendar words and date parts."""
+        return self._tz
+
+    @property
+    def region(self) -> str:
+        """The default country of phone numbers."""
+        return self._region
+
+    # -- writing
+
+    def upsert(self, customers: Iterable[Customer]) -> None:
+        """Write a batch: new customers are added, existing ones get new attributes (see Repository).
+
+        Every customer is checked before anything is written, so a bad one
+        leaves the repository unchanged and the CustomerDataError names it.
+        """
+        batch = [check_customer(c) for c in customers]
+        staged: dict[CustomerId, Customer] = {}
+        for customer in batch:
+            old = staged.get(customer.id) or self._customers.get(customer.id)
+            if old is None:
+                staged[customer.id] = customer
+            else:
+                added = new_events(old.events, customer.events)
+                staged[customer.id] = Customer(customer.id, dict(customer.attributes), (*old.events, *added))
+        self._customers.update(staged)
+
+    def add_events(self, customer_id: CustomerId, events: Iterable[Event]) -> None:
+        """Append events to a stored customer (UnknownCustomerError when absent)."""
+        customer = self._customers.get(customer_id)
+        if customer is None:
+            raise UnknownCustomerError(customer_id)
+        try:
+            checked = check_events(events)
+        except ValueError as error:
+            raise CustomerDataError(customer_id, str(error)) from None
+        if checked:
+            self._customers[customer_id] = customer.with_events(checked)
+
+    def delete(self, *customer_ids: CustomerId) -> int:
+        """Remove customers and their events; returns how many existed."""
+        removed = 0
+        for customer_id in dict.fromkeys(customer_ids):
+            if self._customers.pop(customer_id, None) is not None:
+                removed += 1
+        return removed
+
+    def unsubscribe(self, customer_id: CustomerId) -> None:
+        """Set the customer's ``subscribed`` attribute to False."""
+        customer = self._customers.get(customer_id)
+        if customer is None:
+            raise UnknownCustomerError(customer_id)
+        self._customers[customer_id] = customer.with_attributes(subscribed=False)
+
+    # -- reading
+
+    def get(self, customer_id: CustomerId) -> Customer | None:
+        """The stored customer, or None."""
+        return self._customers.get(customer_id)
+
+    def __iter__(self) -> Iterator[Customer]:
+        return iter(list(self._customers.values()))
+
+    def __len__(self) -> int:
+        return len(self._customers)
+
+    def __contains__(self, customer_id: object) -> bool:
+        return customer_id in self._customers
+
+    def ids(self) -> set[CustomerId]:
+        """Every stored id."""
+        return set(self._customers)
+
+    def select(
+        self, rule: RuleLike, now: dt.datetime | None = None, *, groups: GroupLookup | None = None
+    ) -> set[CustomerId]:
+        """The ids of the customers for whom ``rule`` is true at ``now`` (default: the current time)."""
+        predicate = compile_rule(rule, schema=self._schema, tz=self._tz, region=self._region)
+        return set(predicate.select(self._customers.values(), now, groups=groups))
+
+    # -- other modules' state, and transactions
+
+    def extension(self, key: str, factory: Callable[[], T]) -> T:
+        """A per-repository object kept under ``key``, made by ``factory`` on first use.
+
+        Other modules keep their state here (group memberships, campaign
+        ledgers). During :meth:`transaction`, an extension with ``snapshot()``
+        and ``restore(snapshot)`` methods is rolled back with the customers.
+
+        Example:
+            >>> repo = MemoryRepository()
+            >>> repo.extension("notes", dict) is repo.extension("notes", dict)
+            True
+        """
+        if key not in self._extensions:
+            self._extensions[key] = factory()
+        value: T = self._extensions[key]
+        return value
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Writes inside the block are kept at its end, or all undone if it raises.
+
+        Transactions nest: an inner block that raises undoes its own writes.
+
+        Example:
+            >>> from cohorts import Customer
+            >>> repo = MemoryRepository([Customer(1)])
+            >>> try:
+            ...     with repo.transaction():
+            ...         repo.upsert([Customer(2)])
+            ...         raise RuntimeError("crash")
+            ... except RuntimeError:
+            ...     pass
+            >>> repo.ids()
+            {1}
+        """
+        customers = dict(self._customers)
+        extensions = dict(self._extensions)
+        snapshots = {
+            key: value.snapshot()
+            for key, value in self._extensions.items()
+            if callable(getattr(value, "snapshot", None)) and callable(getattr(value, "restore", None))
+        }
+        try:
+            yield
+        except BaseException:
+            self._customers = customers
+            for key, snapshot in snapshots.items():
+                extensions[key].restore(snapshot)
+            self._extensions = extensions
+            raise
+
+
+def members_of(groups: GroupLookup, name: str) -> Collection[CustomerId]:
+    """The members of group ``name`` as a collection SQL can bind (TypeError when not iterable)."""
+    members = groups(name)
+    if isinstance(members, Collection):
+        return members
+    raise TypeError(f"groups({name!r}) must return a collection of customer ids, not {type(members).__name__}")

@@ -1,0 +1,369 @@
+"""The group store of a ``SQLRepository``: tables beside the customers, written in its transactions.
+
+Tables (created on first use; every statement has bound parameters only):
+
+``cohorts_groups``
+    one row per group: ``id``, ``key`` (the case-folded name, unique),
+    ``name``, ``rule`` (canonical text), ``description``, ``version``,
+    ``evaluated`` and ``changed_at``.
+``cohorts_group_marks``
+    ``(group_id, customer, kind)`` for the ``manual``, ``imported`` and
+    ``excluded`` marks; indexed by customer for ``groups_of``.
+``cohorts_group_rules``
+    ``(group_id, customer)`` with ``matched``, ``version``, ``since``,
+    ``evaluated_at`` and ``due``: the last answer of the rules, kept for
+    members and for non-members whose answer time could change. Indexed by
+    ``due``, so a refresh at a later ``now`` reads only what is due.
+``cohorts_group_digests``
+    per customer, a digest of what the rules read (``key_set`` names what was read).
+``cohorts_group_meta``
+    settings such as the moment the stored memberships are valid at.
+
+Customer ids are stored as text with a type prefix (``i:42``, ``s:c1``) so
+integer and text ids stay distinct. Times are microseconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import uuid
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from .group_store import MARKS, GroupDef, RuleRow, Slot
+from .model import CustomerId
+
+__all__ = ["SQLGroupStore"]
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_CHUNK = 500
+_GENERATION = "definitions_generation"
+T = TypeVar("T")
+
+
+@functools.lru_cache(maxsize=65536)
+def _micros(value: dt.datetime | None) -> int | None:
+    if value is None:
+        return None
+    return (value - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def _insert(conn: Any, table: sa.Table, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert many rows with the driver's own executemany (bound parameters; the table name is ours)."""
+    if not rows:
+        return
+    columns = [c.name for c in table.columns]
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    quote = conn.dialect.identifier_preparer.quote
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "  # noqa: S608 - our own quoted names
+        f"VALUES ({', '.join(marker for _ in columns)})"
+    )
+    conn.exec_driver_sql(sql, list(rows))
+
+
+def _instant(value: int | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    return _EPOCH + dt.timedelta(microseconds=value)
+
+
+def _encode(customer_id: CustomerId) -> str:
+    if isinstance(customer_id, bool) or not isinstance(customer_id, str | int):
+        raise TypeError(f"a customer id is text or an integer, not {customer_id!r}")
+    return f"i:{customer_id}" if isinstance(customer_id, int) else f"s:{customer_id}"
+
+
+def _decode(text: str) -> CustomerId:
+    return int(text[2:]) if text.startswith("i:") else text[2:]
+
+
+def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+class SQLGroupStore:
+    """A :class:`cohorts.group_store.GroupStore` in the repository's database."""
+
+    def __init__(self, repository: Any, prefix: str = "cohorts_") -> None:
+        self.repository = repository
+        metadata = sa.MetaData()
+        self.groups = sa.Table(
+            f"{prefix}groups",
+            metadata,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("key", sa.Text, nullable=False, unique=True),
+            sa.Column("name", sa.Text, nullable=False),
+            sa.Column("rule", sa.Text),
+            sa.Column("description", sa.Text, nullable=False),
+            sa.Column("version", sa.Integer, nullable=False),
+            sa.Column("evaluated", sa.Integer, nullable=False),
+            sa.Column("changed_at", sa.BigInteger),
+            sa.Column("evaluated_at", sa.BigInteger),
+        )
+        self.marks = sa.Table(
+            f"{prefix}group_marks",
+            metadata,
+            sa.Column("group_id", sa.Integer, primary_key=True),
+            sa.Column("customer", sa.Text, primary_key=True),
+            sa.Column("kind", sa.String(8), primary_key=True),
+            sa.Index(f"{prefix}group_marks_customer", "customer"),
+        )
+        self.rules = sa.Table(
+            f"{prefix}group_rules",
+            metadata,
+            sa.Column("group_id", sa.Integer, primary_key=True),
+            sa.Column("customer", sa.Text, primary_key=True),
+            sa.Column("matched", sa.Boolean, nullable=False),
+            sa.Column("version", sa.Integer, nullable=False),
+            sa.Column("since", sa.BigInteger),
+            sa.Column("evaluated_at", sa.BigInteger, nullable=False),
+            sa.Column("due", sa.BigInteger),
+            sa.Index(f"{prefix}group_rules_customer", "customer"),
+            sa.Index(f"{prefix}group_rules_due", "due"),
+        )
+        self.digest_table = sa.Table(
+            f"{prefix}group_digests",
+            metadata,
+            sa.Column("customer", sa.Text, primary_key=True),
+            sa.Column("key_set", sa.Text, nullable=False),
+            sa.Column("digest", sa.LargeBinary, nullable=False),
+        )
+        self.meta = sa.Table(
+            f"{prefix}group_meta",
+            metadata,
+            sa.Column("key", sa.Text, primary_key=True),
+            sa.Column("value", sa.Text, nullable=False),
+        )
+        metadata.create_all(repository.engine)
+        self._definitions: tuple[str | None, tuple[GroupDef, ...]] | None = None
+
+    def _connect(self) -> Any:
+        return self.repository.connect()
+
+    # -- definitions -------------------------------------------------------
+
+    def definitions(self) -> list[GroupDef]:
+        """Every group definition (read again only when the stored generation changed)."""
+        generation = self.get_meta(_GENERATION)
+        if self._definitions is not None and self._definitions[0] == generation:
+            return list(self._definitions[1])
+        g = self.groups
+        with self._connect() as conn:
+            rows = conn.execute(sa.select(g).order_by(g.c.id)).all()
+        found = [
+            GroupDef(
+                row.id,
+                row.name,
+                row.rule,
+                row.description,
+                row.version,
+                row.evaluated,
+                _instant(row.changed_at),
+                _instant(row.evaluated_at),
+            )
+            for row in rows
+        ]
+        self._definitions = (generation, tuple(found))
+        return found
+
+    def forget(self) -> None:
+        """Drop cached definitions (after a rollback)."""
+        self._definitions = None
+
+    def _bump(self) -> None:
+        """Mark the definitions changed, for every store reading this database."""
+        self.set_meta(_GENERATION, uuid.uuid4().hex)  # never reused, even after a rollback
+        self._definitions = None
+
+    def save_definition(self, definition: GroupDef) -> None:
+        """Insert or replace the definition with this id."""
+        self.save_definitions([definition])
+
+    def save_definitions(self, definitions: Sequence[GroupDef]) -> None:
+        """Insert or replace several definitions."""
+        from .groups import _key
+
+        rows = [
+            (
+                d.id,
+                _key(d.name),
+                d.name,
+                d.rule,
+                d.description,
+                d.version,
+                d.evaluated,
+                _micros(d.changed_at),
+                _micros(d.evaluated_at),
+            )
+            for d in definitions
+        ]
+        with self._connect() as conn:
+            conn.execute(sa.delete(self.groups).where(self.groups.c.id.in_([d.id for d in definitions])))
+            _insert(conn, self.groups, rows)
+        self._bump()
+
+    def new_id(self) -> int:
+        """An id no group uses."""
+        with self._connect() as conn:
+            top = conn.execute(sa.select(sa.func.max(self.groups.c.id))).scalar()
+        return int(top or 0) + 1
+
+    def drop_group(self, group_id: int) -> None:
+        """Delete a group's definition and everything stored for it."""
+        with self._connect() as conn:
+            conn.execute(sa.delete(self.marks).where(self.marks.c.group_id == group_id))
+            conn.execute(sa.delete(self.rules).where(self.rules.c.group_id == group_id))
+            conn.execute(sa.delete(self.groups).where(self.groups.c.id == group_id))
+        self._bump()
+
+    # -- slots ---------------------------------------------------------------
+
+    @staticmethod
+    def _row(row: Any) -> RuleRow:
+        evaluated = _instant(row.evaluated_at)
+        assert evaluated is not None
+        return RuleRow(bool(row.matched), row.version, _instant(row.since), evaluated, _instant(row.due))
+
+    def slots(self, customer_ids: Collection[CustomerId]) -> dict[CustomerId, dict[int, Slot]]:
+        """The non-empty slots of these customers, by group id."""
+        found: dict[str, dict[int, dict[str, Any]]] = {}
+        keys = [_encode(cid) for cid in customer_ids]
+        with self._connect() as conn:
+            for chunk in _chunks(keys):
+                marks = conn.execute(
+                    sa.select(self.marks.c.group_id, self.marks.c.customer, self.marks.c.kind).where(
+                        self.marks.c.customer.in_(chunk)
+                    )
+                )
+                for gid, customer, kind in marks:
+                    found.setdefault(customer, {}).setdefault(gid, {})[kind] = True
+                rules = conn.execute(sa.select(self.rules).where(self.rules.c.customer.in_(chunk)))
+                for row in rules:
+                    found.setdefault(row.customer, {}).setdefault(row.group_id, {})["rule"] = self._row(row)
+        return {
+            _decode(key): {gid: Slot(**fields) for gid, fields in by_group.items()} for key, by_group in found.items()
+        }
+
+    def group_slots(self, group_id: int) -> dict[CustomerId, Slot]:
+        """The non-empty slots of one group, by customer."""
+        found: dict[str, dict[str, Any]] = {}
+        with self._connect() as conn:
+            marks = conn.execute(
+                sa.select(self.marks.c.customer, self.marks.c.kind).where(self.marks.c.group_id == group_id)
+            )
+            for customer, kind in marks:
+                found.setdefault(customer, {})[kind] = True
+            for row in conn.execute(sa.select(self.rules).where(self.rules.c.group_id == group_id)):
+                found.setdefault(row.customer, {})["rule"] = self._row(row)
+        return {_decode(key): Slot(**fields) for key, fields in found.items()}
+
+    def set_marks(self, group_id: int, kind: str, customer_ids: Iterable[CustomerId], value: bool) -> None:
+        """Set or clear a mark (``manual``, ``imported``, ``excluded``)."""
+        if kind not in MARKS:
+            raise ValueError(f"unknown mark {kind!r}")
+        keys = list(dict.fromkeys(_encode(cid) for cid in customer_ids))
+        m = self.marks
+        with self._connect() as conn:
+            for chunk in _chunks(keys):
+                conn.execute(sa.delete(m).where(m.c.group_id == group_id, m.c.kind == kind, m.c.customer.in_(chunk)))
+                if value:
+                    conn.execute(sa.insert(m), [{"group_id": group_id, "customer": key, "kind": kind} for key in chunk])
+
+    def put_rules(self, group_id: int, rows: Mapping[CustomerId, RuleRow | None], *, new: bool = False) -> None:
+        """Store rule rows (None deletes the row); ``new`` says none of them is stored yet."""
+        self.put_many({group_id: rows}, new=new)
+
+    def put_many(self, rows: Mapping[int, Mapping[CustomerId, RuleRow | None]], *, new: bool = False) -> None:
+        """Store the rule rows of several groups at once (None deletes the row).
+
+        Few customers in many groups (an incremental refresh) are replaced
+        customer by customer; many customers, group by group. Then one insert.
+        """
+        r = self.rules
+        items = [(gid, _encode(cid), row) for gid, by_customer in rows.items() for cid, row in by_customer.items()]
+        with self._connect() as conn:
+            if not new:  # replace: delete what is stored first
+                by_customer: dict[str, list[int]] = {}
+                for gid, key, _ in items:
+                    by_customer.setdefault(key, []).append(gid)
+                if len(by_customer) <= len(rows):
+                    for key, gids in by_customer.items():
+                        for part in _chunks(gids):
+                            conn.execute(sa.delete(r).where(r.c.customer == key, r.c.group_id.in_(part)))
+                else:
+                    for gid, by_id in rows.items():
+                        for keys in _chunks([_encode(cid) for cid in by_id]):
+                            conn.execute(sa.delete(r).where(r.c.group_id == gid, r.c.customer.in_(keys)))
+            values = [
+                (gid, key, row.matched, row.version, _micros(row.since), _micros(row.evaluated_at), _micros(row.due))
+                for gid, key, row in items
+                if row is not None
+            ]
+            for chunk in _chunks(values):
+                _insert(conn, r, chunk)
+
+    def due(self, now: dt.datetime) -> list[tuple[int, CustomerId]]:
+        """The (group id, customer id) pairs whose ``due`` is at or before ``now``."""
+        r = self.rules
+        with self._connect() as conn:
+            rows = conn.execute(sa.select(r.c.group_id, r.c.customer).where(r.c.due <= _micros(now))).all()
+        return [(gid, _decode(key)) for gid, key in rows]
+
+    # -- digests and customers ---------------------------------------------------
+
+    def digests(self, customer_ids: Collection[CustomerId]) -> dict[CustomerId, tuple[str, bytes]]:
+        """The stored (keys version, digest) of these customers."""
+        d = self.digest_table
+        out: dict[CustomerId, tuple[str, bytes]] = {}
+        keys = [_encode(cid) for cid in customer_ids]
+        with self._connect() as conn:
+            for chunk in _chunks(keys):
+                for key, version, digest in conn.execute(
+                    sa.select(d.c.customer, d.c.key_set, d.c.digest).where(d.c.customer.in_(chunk))
+                ):
+                    out[_decode(key)] = (version, bytes(digest))
+        return out
+
+    def put_digests(self, rows: Mapping[CustomerId, tuple[str, bytes] | None]) -> None:
+        """Store digests (None deletes)."""
+        d = self.digest_table
+        items = [(_encode(cid), value) for cid, value in rows.items()]
+        with self._connect() as conn:
+            for chunk in _chunks(items):
+                conn.execute(sa.delete(d).where(d.c.customer.in_([k for k, _ in chunk])))
+                _insert(conn, d, [(key, value[0], value[1]) for key, value in chunk if value is not None])
+
+    def customer_ids(self) -> set[CustomerId]:
+        """Every customer with a digest or a slot."""
+        query = sa.union(
+            sa.select(self.digest_table.c.customer),
+            sa.select(self.marks.c.customer),
+            sa.select(self.rules.c.customer),
+        )
+        with self._connect() as conn:
+            return {_decode(key) for (key,) in conn.execute(query)}
+
+    def drop_customers(self, customer_ids: Collection[CustomerId]) -> None:
+        """Forget these customers everywhere."""
+        keys = [_encode(cid) for cid in customer_ids]
+        with self._connect() as conn:
+            for chunk in _chunks(keys):
+                for table in (self.marks, self.rules, self.digest_table):
+                    conn.execute(sa.delete(table).where(table.c.customer.in_(chunk)))
+
+    def get_meta(self, key: str) -> str | None:
+        """A stored setting."""
+        with self._connect() as conn:
+            value = conn.execute(sa.select(self.meta.c.value).where(self.meta.c.key == key)).scalar()
+        return None if value is None else str(value)
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a setting."""
+        with self._connect() as conn:
+            conn.execute(sa.delete(self.meta).where(self.meta.c.key == key))
+            conn.execute(sa.insert(self.meta).values(key=key, value=value))
