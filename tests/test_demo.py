@@ -6,7 +6,6 @@ import datetime as dt
 import io
 import json
 import types
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,30 +142,17 @@ def test_read_jsonl_numbers_lines() -> None:
     assert str(errors[1]) == "line 4: id 'a' repeats line 1"
 
 
-class _FakeRepository:
+class _FakeRepository(cohorts.MemoryRepository):
     """A stand-in SQL repository that evaluates in memory and can be told to lose a customer."""
 
     lose: str | None = None
 
     def __init__(self, url: str, schema: cohorts.Schema | None = None) -> None:
+        super().__init__(schema=schema)
         self.url = url
-        self.schema = schema
-        self.customers: dict[Any, cohorts.Customer] = {}
 
-    def upsert(self, customers: Iterable[cohorts.Customer]) -> None:
-        for customer in customers:
-            self.customers[customer.id] = customer
-
-    def __iter__(self) -> Iterator[cohorts.Customer]:
-        return iter(list(self.customers.values()))
-
-    def delete(self, *ids: Any) -> None:
-        for ident in ids:
-            self.customers.pop(ident, None)
-
-    def select(self, rule: str, now: dt.datetime | None = None) -> set[Any]:
-        predicate = cohorts.compile(rule, schema=self.schema)
-        found = set(predicate.select(self.customers.values(), now))
+    def select(self, rule: Any, now: dt.datetime | None = None, **kwargs: Any) -> set[Any]:
+        found = set(super().select(rule, now, **kwargs))
         found.discard(self.lose)
         return found
 
@@ -218,16 +204,17 @@ def test_demo_with_db_url_replaces_its_own_customers(tmp_path: Path, monkeypatch
     def repository(url: str, schema: cohorts.Schema | None = None) -> _FakeRepository:
         if not made:
             made.append(_FakeRepository(url, schema))
-            made[0].customers["other"] = cohorts.Customer("other", {"tags": ["VIP"]})
-            made[0].customers["c0001"] = cohorts.Customer("c0001", {"tags": ["stale"]})
+            made[0].upsert(
+                [cohorts.Customer("other", {"tags": ["VIP"]}), cohorts.Customer("c0001", {"tags": ["stale"]})]
+            )
         return made[0]
 
     monkeypatch.setattr(demo, "_sql_module", lambda: types.SimpleNamespace(SQLRepository=repository))
     code, text = _run(tmp_path, size=50, db="postgresql+psycopg://me:secret@db.example/demo")
     assert "Database: postgresql+psycopg://me:***@db.example/demo" in text
     assert "secret" not in text
-    assert made[0].customers["c0001"] == sample_customers(1)[0]
-    assert "other" in made[0].customers  # the host's own customer is untouched, and left out of the comparison
+    assert made[0].get("c0001") == sample_customers(1)[0]
+    assert made[0].get("other") is not None  # the host's own customer is untouched, and left out of the comparison
     assert "(1 other customers in this database are left out of the comparison)" in text
     assert code == 0, text
 
@@ -248,6 +235,29 @@ def test_demo_memory_only_and_speed(tmp_path: Path) -> None:
     assert text.startswith(f"cohorts demo: folder {tmp_path.resolve()}\n")
     assert "3,000 customers of a car dealership" in text
     assert "The same scenarios in a SQL database" not in text
+
+
+
+def test_demo_groups_import_campaign_and_report_on_sqlite(tmp_path: Path) -> None:
+    """On SQLite the demo builds groups with origins, imports with one bad row, runs campaigns once, reports."""
+    pytest.importorskip("sqlalchemy")
+    code, text = _run(tmp_path, size=600)
+    assert code == 0, text
+    customers = sample_customers(600)
+    schema = sample_schema()
+    escape = demo.DEMO_GROUPS[0][1]
+    assert escape is not None
+    expected = len(list(cohorts.compile(escape, schema=schema).select(customers, SAMPLE_NOW)))
+    assert f"  {expected:>8,}  {'Escape service':<18} rules {expected:,}\n" in text
+    assert "excluded by hand" in text
+    assert "line 7 (Cell): two phone numbers in one cell" in text
+    assert "Spring clinic now has 9 customers (imported 9)." in text
+    rejects = (tmp_path / "rejects.csv").read_text(encoding="utf-8-sig")
+    assert "two phone numbers" in rejects
+    assert "Winter tires             no: not published" in text
+    assert "Actions repeated: 0 (each runs exactly once per customer)." in text
+    assert "unsubscribed" in text  # suppressed with the reason, not dropped
+    assert "sum(invoice.total)" in text
 
 
 _keys = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=8)

@@ -4,7 +4,11 @@ The demo generates the sample customers (:mod:`cohorts.sample`), evaluates
 every scenario of the reference articles in memory, prints each rule with its
 match count and one explained match, then loads the same customers into a SQL
 database (SQLite in the demo folder by default, or ``--db URL``) and checks
-that the database selects exactly the same customers.
+that the database selects exactly the same customers. On that database it then
+creates the articles' groups (with a manual addition and an exclusion), imports
+a bundled spreadsheet with a bad row into a group, runs one campaign cycle with a
+recording sender (and runs it again to show nothing is sent twice), and prints a
+report by group.
 
 Each part is a step: a function of the :class:`DemoContext` that prints what it
 did. :data:`STEPS` runs in order; a failed check makes :func:`run` return 1.
@@ -19,16 +23,22 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path as FilePath
 from typing import Any, TextIO
 
 import attrs
 
+from .campaigns import Action, Campaign, Message, run_campaigns, standard_handlers
 from .cli import CommandError
 from .evaluate import compile, explain  # noqa: A004 - cohorts.compile, not the builtin
+from .groups import Groups, Origin
+from .importers import ImportReport, import_file
 from .model import Customer, CustomerId
+from .reports import report
+from .repository import MemoryRepository
 from .sample import SAMPLE_NOW, SAMPLE_SEED, SAMPLE_SIZE, SCENARIOS, sample_customers, sample_schema, write_jsonl
 from .schema import Schema
 
@@ -49,7 +59,9 @@ class DemoContext:
         customers: the sample customers (filled by the first step).
         schema: the sample schema.
         memory: each scenario's rule and the ids it selects in memory.
-        repository: the SQL repository, once loaded.
+        repository: the SQL repository, once loaded (a memory one when SQL is skipped).
+        groups: the demo's groups, once created.
+        imported: the import report, once the spreadsheet is imported.
         problems: checks that failed; the demo exits with 1 when there are any.
     """
 
@@ -63,6 +75,8 @@ class DemoContext:
     schema: Schema = attrs.field(factory=sample_schema)
     memory: dict[str, set[CustomerId]] = attrs.field(factory=dict)
     repository: Any = None
+    groups: Groups | None = None
+    imported: ImportReport | None = None
     problems: list[str] = attrs.field(factory=list)
 
     def say(self, text: str = "") -> None:
@@ -243,7 +257,183 @@ def step_try(ctx: DemoContext) -> None:
     ctx.say("The language: docs/language.md; the command: docs/cli.md")
 
 
-STEPS: list[Callable[[DemoContext], None]] = [step_sample, step_scenarios, step_sql, step_try]
+# -- groups, import, campaign and report: the product around the rules ----------------------------------------
+
+#: The groups the demo creates: the reference articles' examples, a group of groups, and an empty group
+#: that the import fills.
+DEMO_GROUPS: tuple[tuple[str, str | None, str], ...] = (
+    (
+        "Escape service",
+        'repair_order.closed.last_time < 730 days ago AND customer.vehicle_model contains "Escape"',
+        "Escape owners whose car was serviced in the last two years",
+    ),
+    ("January renewals", "customer.`Date de renouvellement`.month = january", "insurance renewal in January"),
+    ("VIP", 'customer.tags contains "VIP"', "VIP customers"),
+    ("Do not contact", "customer.subscribed is false", "asked not to receive campaigns"),
+    (
+        "Escape mailing",
+        'customer in group "Escape service" AND customer not in group "Do not contact"',
+        "a group of groups",
+    ),
+    ("Spring clinic", None, "filled by the spreadsheet import"),
+)
+
+#: The spreadsheet the demo imports (a bundled export with one bad row).
+SAMPLE_IMPORT = FilePath(__file__).parent / "data" / "sample_import.csv"
+
+
+@attrs.define
+class RecordingSender:
+    """A stand-in for an email/SMS provider: it records messages, keyed by idempotency key, as a provider would."""
+
+    sent: dict[str, Message] = attrs.field(factory=dict)
+
+    def send(self, message: Message) -> None:
+        """Record ``message``; a repeated key is delivered once."""
+        self.sent.setdefault(message.idempotency_key, message)
+
+
+def _workspace(ctx: DemoContext) -> Any:
+    """The repository the product steps use: the SQL one when it was loaded, memory otherwise."""
+    if ctx.repository is None:
+        ctx.repository = MemoryRepository(ctx.customers, schema=ctx.schema)
+    return ctx.repository
+
+
+def _origin_counts(members: Mapping[CustomerId, frozenset[Origin]]) -> str:
+    counts = Counter(origin for found in members.values() for origin in found)
+    return ", ".join(f"{origin.value} {counts[origin]:,}" for origin in Origin if counts[origin]) or "-"
+
+
+def step_groups(ctx: DemoContext) -> None:
+    """Create the articles' groups, add and exclude by hand, refresh, and explain memberships."""
+    ctx.title("Customer groups")
+    repository = _workspace(ctx)
+    groups = Groups(repository)
+    ctx.groups = groups
+    start = time.perf_counter()
+    for name, rule, description in DEMO_GROUPS:
+        if name.casefold() in {n.casefold() for n in groups.names()}:
+            groups.delete(name, force=True)  # a database kept from an earlier run
+        groups.create(name, rule, description)
+    changes = groups.refresh(now=ctx.now)
+    ctx.say(f"{len(DEMO_GROUPS)} groups created; the first refresh made {len(changes):,} memberships "
+            f"in {time.perf_counter() - start:.2f} s.")
+    vip = groups.members("VIP", ctx.now)
+    outsider = next(c.id for c in ctx.customers if c.id not in vip)
+    unwanted = min(vip, key=str)
+    groups.add("VIP", outsider, now=ctx.now)
+    groups.exclude("VIP", unwanted, now=ctx.now)
+    ctx.say(f"By hand: {outsider} added to VIP (whatever the rules say); {unwanted} excluded from VIP.")
+    ctx.say()
+    ctx.say(f"  {'members':>8}  {'group':<18} origins")
+    for name in groups.names():
+        members = groups.members(name, ctx.now)
+        ctx.say(f"  {len(members):>8,}  {name:<18} {_origin_counts(members)}")
+    mailing = sorted(groups.members("Escape mailing", ctx.now), key=str)
+    if mailing:
+        ctx.say()
+        ctx.say("Why is this customer in the group of groups?")
+        ctx.say(_indent(str(groups.why("Escape mailing", mailing[0], ctx.now)), 2))
+    ctx.say()
+    ctx.say("And why not this one?")
+    ctx.say(_indent(str(groups.why("VIP", unwanted, ctx.now)), 2))
+
+
+def step_import(ctx: DemoContext) -> None:
+    """Import the bundled spreadsheet (one row holds two phone numbers) into a group."""
+    ctx.title("Importing a spreadsheet")
+    repository = _workspace(ctx)
+    report = import_file(SAMPLE_IMPORT, repository, group="Spring clinic", region="CA")
+    ctx.imported = report
+    ctx.say(str(report))
+    if report.rejects:
+        rejects = ctx.folder / "rejects.csv"
+        report.write_rejects(rejects)
+        ctx.say(f"The rejected rows, with their reasons, ready to fix and re-import: {rejects}")
+    if ctx.groups is not None:
+        members = ctx.groups.members("Spring clinic", ctx.now)
+        ctx.say(f"Spring clinic now has {_customers(len(members))} ({_origin_counts(members)}).")
+        expected = report.created + report.updated + report.merged
+        if len(members) != expected:
+            ctx.problems.append(f"the import reported {expected} customers but the group has {len(members)}")
+
+
+def demo_campaigns(now: dt.datetime) -> list[Campaign]:
+    """The demo's campaigns: one at a rules group filtered on status, one at the imported group."""
+    return [
+        Campaign(
+            "Escape service reminder",
+            group="Escape service",
+            status="active",
+            published=True,
+            start=now - dt.timedelta(days=7),
+            end=now + dt.timedelta(days=30),
+            actions=[Action("email", {"subject": "Time for your Escape's service"}), Action("points", {"points": 50})],
+        ),
+        Campaign(
+            "Spring clinic welcome",
+            group="Spring clinic",
+            published=True,
+            start=now - dt.timedelta(days=1),
+            end=now + dt.timedelta(days=60),
+            actions=[Action("sms", {"body": "See you at the spring clinic!"}), Action("stage", {"stage": "invited"})],
+        ),
+        Campaign("Winter tires", group="VIP", published=False, actions=[Action("email")]),
+    ]
+
+
+def step_campaigns(ctx: DemoContext) -> None:
+    """Run one cron cycle with a recording sender, then run it again: nothing is sent twice."""
+    ctx.title("A campaign run (the cron job)")
+    repository = _workspace(ctx)
+    sender = RecordingSender()
+    campaigns = demo_campaigns(ctx.now)
+    handlers = standard_handlers(repository, sender)
+    first = run_campaigns(campaigns, repository, ctx.groups, handlers, ctx.now)
+    ctx.say(str(first))
+    ctx.say(f"The recording sender holds {len(sender.sent):,} messages "
+            f"({_count_by(m.channel for m in sender.sent.values())}).")
+    suppressed = {reason: n for c in first.campaigns for reason, n in c.suppressed_reasons.items()}
+    if suppressed:
+        ctx.say("Suppressed, not dropped: " + ", ".join(f"{n:,} {reason}" for reason, n in suppressed.items()))
+    again = run_campaigns(campaigns, repository, ctx.groups, handlers, ctx.now + dt.timedelta(hours=1))
+    ctx.say()
+    ctx.say("The same job an hour later:")
+    ctx.say(str(again))
+    repeated = sum(c.done for c in again.campaigns)
+    ctx.say(f"Actions repeated: {repeated} (each runs exactly once per customer).")
+    if repeated:
+        ctx.problems.append(f"the second campaign run repeated {repeated} actions")
+    if not first.ok:
+        failures = "; ".join(str(f) for c in first.campaigns for f in c.failures)
+        ctx.problems.append(f"the campaign run failed: {failures}")
+
+
+def _count_by(values: Iterable[str]) -> str:
+    return ", ".join(f"{n:,} {value}" for value, n in sorted(Counter(values).items())) or "none"
+
+
+def step_report(ctx: DemoContext) -> None:
+    """Report by group: customers, and invoice totals of the last year (a customer counts in each of its groups)."""
+    if ctx.groups is None:
+        return
+    ctx.title("Report by group")
+    start = ctx.now - dt.timedelta(days=365)
+    ctx.say(str(report(ctx.groups, "sum(invoice.total)", start=start, end=ctx.now, now=ctx.now)))
+    ctx.say("(invoice totals of the last 12 months; a customer in several groups counts in each)")
+
+
+STEPS: list[Callable[[DemoContext], None]] = [
+    step_sample,
+    step_scenarios,
+    step_sql,
+    step_groups,
+    step_import,
+    step_campaigns,
+    step_report,
+    step_try,
+]
 """The demo's steps, in order."""
 
 
