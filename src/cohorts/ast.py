@@ -284,6 +284,12 @@ class Node:
 
     __slots__ = ()
 
+    def _repr_html_(self) -> str:
+        """The canonical text in a notebook."""
+        import html
+
+        return f"<code>{html.escape(str(self))}</code>"
+
 
 class _Branch(Node):
     """AND, OR and NOT: equality and hashing by value, without recursion (rules may nest deeply)."""

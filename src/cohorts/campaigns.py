@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 import attrs
 
+from ._html import html_table, html_text
 from .ast import Condition, Node, Op, Or, Path
 from .errors import CohortsError
 from .ledger import ActionSpec, Ledger, ledger_for
@@ -965,6 +966,25 @@ class RunReport:
     def to_json(self, indent: int | None = 2) -> str:
         """The report as JSON text."""
         return json.dumps(self.to_dict(), indent=indent, default=str)
+
+    def _repr_html_(self) -> str:
+        rows = [
+            {
+                "campaign": c.name,
+                "eligible": "yes" if c.eligible else "no: " + "; ".join(c.reasons),
+                "audience": c.audience,
+                "added": c.added,
+                "done": c.done,
+                "failed": c.failed,
+                "suppressed": c.suppressed,
+                "deferred": c.deferred,
+                "seconds": round(c.seconds, 3),
+            }
+            for c in self.campaigns
+        ]
+        table = html_table(rows, caption=f"campaign run at {self.now.isoformat()}")
+        problems = [line for line in str(self).splitlines() if line.startswith("! ")]
+        return table + (html_text("\n".join(problems)) if problems else "")
 
     def __str__(self) -> str:
         rows = [list(_COLUMNS)]

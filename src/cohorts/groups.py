@@ -32,6 +32,7 @@ from typing import Any, TypeAlias
 
 import attrs
 
+from ._html import html_text
 from .ast import Aggregate, Anchor, And, Condition, Duration, InGroup, Node, Not, Op, Or, Path, Relative, Unit, walk
 from .errors import GroupError, GroupNotEmptyError, RuleError, UnknownGroupError
 from .evaluate import Explanation, Predicate, _shape, _time_test, compile  # noqa: A004
@@ -270,6 +271,9 @@ class Why:
     def __str__(self) -> str:
         return "\n".join(self.lines())
 
+    def _repr_html_(self) -> str:
+        return html_text(str(self))
+
 
 def _day(moment: dt.datetime | None) -> str:
     return "" if moment is None else moment.date().isoformat()
@@ -298,6 +302,9 @@ class Preview:
     leaving: int
     joining_sample: tuple[CustomerId, ...]
     leaving_sample: tuple[CustomerId, ...]
+
+    def _repr_html_(self) -> str:
+        return html_text(str(self))
 
     def __str__(self) -> str:
         lines = [

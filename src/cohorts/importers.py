@@ -33,6 +33,7 @@ import attrs
 import phonenumbers
 from dateutil import parser as date_parser
 
+from ._html import html_table, html_text
 from .ast import CUSTOMER, EVENT_TIME, Condition, Op, Path
 from .errors import CohortsError, UnknownAttributeError
 from .model import Customer, CustomerId, Event
@@ -1014,6 +1015,10 @@ class ImportPreview:
     encoding: str | None = None
     sheet: str | None = None
 
+    def _repr_html_(self) -> str:
+        heads = [f"{c} -> {self.guessed.get(c) or 'skip'}" for c in self.columns]
+        return html_table([dict(zip(heads, row, strict=False)) for row in self.rows], caption="preview")
+
     def __str__(self) -> str:
         heads = [f"{c} -> {self.guessed.get(c) or 'skip'}" for c in self.columns]
         table = [heads, *[[cell.replace("\n", " ") for cell in row] for row in self.rows]]
@@ -1241,6 +1246,12 @@ class ImportReport:
                 texts += [""] * (width - len(texts))
                 writer.writerow([*texts, _neutralise(f"line {line}: " + "; ".join(reasons))])
         return len(rows)
+
+    def _repr_html_(self) -> str:
+        summary = "\n".join(line for line in str(self).splitlines() if not line.startswith("  line "))
+        rejects = [{"line": r.line, "column": r.column, "reason": r.reason} for r in self.rejects[:100]]
+        more = f"<p>... and {len(self.rejects) - 100} more rejected rows</p>" if len(self.rejects) > 100 else ""
+        return html_text(summary) + (html_table(rejects, caption="rejected rows") if rejects else "") + more
 
     def __str__(self) -> str:
         state = "dry run, nothing written" if self.dry_run else "nothing written" if not self.written else "done"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._html import html_table
 from .model import Customer, CustomerId
 from .values import day_start, to_number, to_time
 
@@ -86,6 +87,9 @@ class Report(list[dict[str, Any]]):
 
     def __str__(self) -> str:
         return format_table(self)
+
+    def _repr_html_(self) -> str:
+        return html_table(self) if self else "<p>(no rows)</p>"
 
 
 def _cell(value: Any) -> str:
