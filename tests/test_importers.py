@@ -890,10 +890,10 @@ def test_cli_progress_bar() -> None:
     """The progress bar shows the share of the file, the rows and the rejects."""
     import io
 
-    from cohorts.cli_import import _Bar
+    from cohorts.progress import TerminalBar
 
     stream = io.StringIO()
-    bar = _Bar(stream)
+    bar = TerminalBar(stream)
     bar(Progress(1500, 0.5, 2))
     bar(Progress(3000, 1.0, 3))
     bar.done()

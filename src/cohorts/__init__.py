@@ -57,7 +57,6 @@ from .importers import (
     ImportPreview,
     ImportReport,
     MappingError,
-    Progress,
     Reject,
     import_file,
     preview_file,
@@ -65,6 +64,7 @@ from .importers import (
 from .jsonform import from_json, to_json
 from .model import Customer, Event
 from .parser import parse
+from .progress import Progress
 from .reports import Measure, Report, report
 from .repository import CustomerDataError, MemoryRepository, Repository, UnknownCustomerError
 from .schema import AttributeType, Schema, default_schema

@@ -30,6 +30,7 @@ from .ast import Condition, Node, Op, Or, Path
 from .errors import CohortsError
 from .ledger import ActionSpec, Ledger, ledger_for
 from .model import Customer, CustomerId, Event
+from .progress import Progress, ProgressCallback
 from .values import fold_text, resolve_tz, to_bool, to_number
 
 __all__ = [
@@ -1061,6 +1062,7 @@ def _run_one(
     moment: dt.datetime,
     policy: Policy,
     ledger: Ledger,
+    progress: ProgressCallback | None = None,
 ) -> CampaignReport:
     started = time.perf_counter()
     verdict = eligibility(campaign, moment)
@@ -1080,9 +1082,14 @@ def _run_one(
     work: dict[CustomerId, list[str]] = {}
     for customer_id, key in ledger.due(campaign.name, keys, policy.retries):
         work.setdefault(customer_id, []).append(key)
-    for customer_id, customer in _load(repository, work):
+    stage = f"campaign {campaign.name}"
+    for done, (customer_id, customer) in enumerate(_load(repository, work)):
+        if progress is not None and done % 100 == 0:
+            progress(Progress(done, done / len(work), what="customers", stage=stage))
         for key in sorted(work[customer_id], key=order.__getitem__):
             _run_action(campaign, customer_id, customer, key, by_key[key], handlers, moment, policy, ledger, tally)
+    if progress is not None and work:
+        progress(Progress(len(work), 1.0, what="customers", stage=stage))
     return CampaignReport(
         campaign.name, True, (), len(members), added, tally.done, tally.failed, tally.suppressed, tally.deferred,
         tally.busy, time.perf_counter() - started, dict(tally.reasons), tuple(tally.failures),
@@ -1198,6 +1205,7 @@ def run_campaigns(
     *,
     policy: Policy | None = None,
     ledger: Ledger | None = None,
+    progress: ProgressCallback | None = None,
 ) -> RunReport:
     """The cron job: run every eligible campaign's actions once per customer of its audience.
 
@@ -1213,6 +1221,8 @@ def run_campaigns(
     next one starts: a rerun, two runners at once on one PostgreSQL database or a
     crash between two actions never runs an action twice, and an interrupted
     claim is rolled back, so the next run picks it up. See docs/campaigns.md.
+    ``progress``, when given, is called with a :class:`cohorts.Progress` (customers
+    done, and the share of the campaign's due work) as each campaign runs.
 
     Example:
         >>> import datetime as dt
@@ -1235,5 +1245,5 @@ def run_campaigns(
     _check(chosen, handlers)
     rules = policy if policy is not None else Policy()
     store = ledger if ledger is not None else ledger_for(repository)
-    reports = tuple(_run_one(c, repository, groups, handlers, moment, rules, store) for c in chosen)
+    reports = tuple(_run_one(c, repository, groups, handlers, moment, rules, store, progress) for c in chosen)
     return RunReport(moment, reports, time.perf_counter() - started)

@@ -20,6 +20,7 @@ from typing import Any
 from .campaigns import Campaign, Sender, audience, eligibility, run_campaigns, standard_handlers
 from .cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, add_json_option, parse_now, print_json
 from .config import Config, load_config
+from .progress import TerminalBar
 
 __all__ = ["load_sender", "register"]
 
@@ -64,6 +65,8 @@ def register(subparsers: Any) -> None:
     run.add_argument("--sender", metavar="MODULE:NAME",
                      help="the email/SMS provider: a cohorts Sender, or a callable returning one, in an importable "
                      "module (needed when a campaign has email or sms actions)")
+    run.add_argument("--no-progress", dest="show_progress", action="store_false",
+                     help="no progress bar (shown when standard error is a terminal)")
     run.set_defaults(handler=_run)
 
     show = commands.add_parser(
@@ -158,8 +161,13 @@ def _run(args: argparse.Namespace) -> int:
                     EXIT_USAGE,
                 )
     groups = _groups(config, campaigns, repository)
-    report = run_campaigns(campaigns, repository, groups, standard_handlers(repository, sender), now,
-                           policy=config.policy)
+    bar = TerminalBar.for_terminal(enabled=args.show_progress and not args.json)
+    try:
+        report = run_campaigns(campaigns, repository, groups, standard_handlers(repository, sender), now,
+                               policy=config.policy, progress=bar)
+    finally:
+        if bar is not None:
+            bar.done()
     if args.json:
         print_json(report.to_dict())
     else:

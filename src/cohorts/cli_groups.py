@@ -17,6 +17,7 @@ from typing import Any
 
 from .cli import EXIT_OK, EXIT_USAGE, CommandError, add_json_option, parse_now, print_json, read_rule
 from .groups import Change, Groups
+from .progress import TerminalBar
 from .reports import Measure, format_table, report
 
 __all__ = ["register"]
@@ -150,7 +151,13 @@ def _run_groups(args: argparse.Namespace) -> int:
                 print(why)
         case "refresh":
             ids = [_known_id(groups, c) for c in args.customer] or None
-            changes = groups.refresh(now, customer_ids=ids, full=args.full)
+            bar = TerminalBar.for_terminal(enabled=args.show_progress and not args.json)
+            groups.progress = bar
+            try:
+                changes = groups.refresh(now, customer_ids=ids, full=args.full)
+            finally:
+                if bar is not None:
+                    bar.done()
             if args.json:
                 print_json([_change_data(c) for c in changes])
             else:
@@ -214,6 +221,9 @@ def register(subparsers: Any) -> None:
         "--customer", metavar="ID", action="append", default=[], help="re-evaluate a changed customer (repeatable)"
     )
     refresh.add_argument("--full", action="store_true", help="re-evaluate every rule over every customer")
+    refresh.add_argument(
+        "--no-progress", dest="show_progress", action="store_false", help="no progress bar (shown on a terminal)"
+    )
 
     rep = subparsers.add_parser(
         "report",

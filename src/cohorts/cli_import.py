@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
-import time
-from typing import Any, TextIO
+from typing import Any
 
 from .cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, print_json
 from .errors import CohortsError
-from .importers import Column, ImportReport, Progress, import_file, preview_file
+from .importers import Column, ImportReport, import_file, preview_file
+from .progress import TerminalBar
 
 __all__ = ["mapping_of", "register"]
 
@@ -134,34 +133,6 @@ def _open_repository(url: str) -> Any:
     raise CommandError("--db is not available: this version of cohorts has no SQL repository")
 
 
-class _Bar:
-    """A progress bar on a terminal: rows read, and the share of the file when known."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.started = time.monotonic()
-        self.shown = 0.0
-
-    def __call__(self, progress: Progress) -> None:
-        now = time.monotonic()
-        if now - self.shown < 0.1 and progress.fraction != 1.0:
-            return
-        self.shown = now
-        rate = int(progress) / max(now - self.started, 1e-9)
-        fraction = progress.fraction
-        bar = ""
-        if fraction is not None:
-            filled = int(fraction * 30)
-            bar = f"[{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%} "
-        rejected = f", {progress.rejected:,} rejected" if progress.rejected else ""
-        self.stream.write(f"\r{bar}{int(progress):,} rows ({rate:,.0f}/s){rejected}   ")
-        self.stream.flush()
-
-    def done(self) -> None:
-        self.stream.write("\n")
-        self.stream.flush()
-
-
 def _report_data(report: ImportReport, rejects_file: str | None) -> dict[str, Any]:
     return {
         "ok": report.ok,
@@ -210,7 +181,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.group:
         raise CommandError("cohorts import needs --group NAME: the group imported customers join", EXIT_USAGE)
     repository = _open_repository(args.db)
-    bar = _Bar(sys.stderr) if args.show_progress and not args.json and sys.stderr.isatty() else None
+    bar = TerminalBar.for_terminal(enabled=args.show_progress and not args.json)
     try:
         report = import_file(
             args.file,

@@ -39,6 +39,7 @@ from .evaluate import Explanation, Predicate, _shape, _time_test, compile  # noq
 from .group_store import EMPTY, GroupDef, GroupStore, MemoryGroupStore, RuleRow, Slot
 from .model import Customer, CustomerId
 from .parser import parse
+from .progress import Progress, ProgressCallback
 from .repository import UnknownCustomerError
 from .schema import Schema
 from .values import DEFAULT_REGION, Kind, day_start, fold_text, resolve_tz, shift, to_time
@@ -747,6 +748,8 @@ class Groups:
     rules are evaluated, and memberships whose rules could have changed their
     answer since the last evaluation (time-based rules) are revisited.
     After changing customers' data, call ``refresh(customer_ids=...)``.
+    ``progress``, when given, is called with a :class:`cohorts.Progress` as a
+    full evaluation goes through the rules and then the customers.
 
     Example:
         >>> import datetime as dt
@@ -770,8 +773,11 @@ class Groups:
     .. versionadded:: 0.1
     """
 
-    def __init__(self, repository: Any, *, store: GroupStore | None = None) -> None:
+    def __init__(
+        self, repository: Any, *, store: GroupStore | None = None, progress: ProgressCallback | None = None
+    ) -> None:
         self.repository = repository
+        self.progress = progress
         self._store: GroupStore = store if store is not None else _store_for(repository)
         self._subscribers: list[tuple[Callable[[Change], object], str | None, bool, bool]] = []
         self._plans: dict[tuple[int, int, str | None], _Plan] = {}
@@ -784,6 +790,10 @@ class Groups:
         return f"<Groups: {len(self._store.definitions())} groups>"
 
     # -- plumbing ------------------------------------------------------------
+
+    def _report(self, progress: Progress) -> None:
+        if self.progress is not None:
+            self.progress(progress)
 
     @contextlib.contextmanager
     def _atomic(self) -> Iterator[list[Change]]:
@@ -1062,6 +1072,17 @@ class Groups:
             changes.extend(self._set_marks(name, customer_ids, {kind: value}, now, must_exist))
         return changes
 
+    def _add_imported(self, name: str, customer_ids: Sequence[CustomerId]) -> list[Change]:
+        """``add(name, *customer_ids, origin=Origin.IMPORTED)`` for customers the caller has just written.
+
+        The importer's bulk path: the ids are not looked up in the repository
+        again (they were upserted in the same transaction), so adding a batch
+        costs the batch's size, not the repository's.
+        """
+        with self._atomic() as changes:
+            changes.extend(self._set_marks(name, customer_ids, {"imported": True}, None, True, stored=True))
+        return changes
+
     def _set_marks(
         self,
         name: str,
@@ -1069,6 +1090,8 @@ class Groups:
         marks: Mapping[str, bool],
         now: dt.datetime | None,
         must_exist: bool,
+        *,
+        stored: bool = False,
     ) -> list[Change]:
         at = self._mark_time(now)
         caught = self._catch_up(at)
@@ -1077,7 +1100,7 @@ class Groups:
         gid = catalog.known(name)
         ids = list(dict.fromkeys(customer_ids))
         slots = self._store.slots(ids)
-        exists = self._existing(ids)
+        exists = set(ids) if stored else self._existing(ids)
         for cid in ids:
             if cid not in exists and (must_exist or gid not in slots.get(cid, {})):
                 raise UnknownCustomerError(cid)
@@ -1085,17 +1108,22 @@ class Groups:
             self._store.set_marks(gid, kind, ids, value)
         work = _Work()
         group_name = catalog.defs[gid].name
+        # Most customers share a few slots (none, mostly): work out each slot's change once.
+        outcomes: dict[Slot, tuple[Slot, frozenset[Origin], frozenset[Origin]]] = {}
         for cid in ids:
             current = slots.setdefault(cid, {})
             before_slot = current.get(gid, EMPTY)
-            after_slot = attrs.evolve(
-                before_slot,
-                manual=marks.get("manual", before_slot.manual),
-                imported=marks.get("imported", before_slot.imported),
-                excluded=marks.get("excluded", before_slot.excluded),
-            )
+            outcome = outcomes.get(before_slot)
+            if outcome is None:
+                after_slot = attrs.evolve(
+                    before_slot,
+                    manual=marks.get("manual", before_slot.manual),
+                    imported=marks.get("imported", before_slot.imported),
+                    excluded=marks.get("excluded", before_slot.excluded),
+                )
+                outcome = outcomes[before_slot] = (after_slot, _slot_origins(before_slot), _slot_origins(after_slot))
+            after_slot, before, after = outcome
             current[gid] = after_slot
-            before, after = _slot_origins(before_slot), _slot_origins(after_slot)
             if before != after:
                 changes.append(Change(group_name, cid, before, after, at))
             if bool(before) != bool(after) and cid in exists and catalog.dependents[gid]:
@@ -1106,11 +1134,19 @@ class Groups:
         return changes + work.changes
 
     def _existing(self, customer_ids: Sequence[CustomerId]) -> set[CustomerId]:
-        """Which of these ids the repository holds (one query for many ids when it can)."""
-        ids_of = getattr(self.repository, "ids", None)
-        if len(customer_ids) > 20 and ids_of is not None:
-            return set(customer_ids) & set(ids_of())
-        return {cid for cid in customer_ids if self.repository.get(cid) is not None}
+        """Which of these ids the repository holds, at a cost in their number (not the repository's size).
+
+        A repository with ``existing(ids)`` answers for many ids at once (one
+        query per few hundred on SQL); one with ``in`` (a dict in memory) id by
+        id; any other through ``get``.
+        """
+        repository = self.repository
+        existing = getattr(repository, "existing", None)
+        if callable(existing):
+            return set(existing(customer_ids))
+        if hasattr(repository, "__contains__"):
+            return {cid for cid in customer_ids if cid in repository}
+        return {cid for cid in customer_ids if repository.get(cid) is not None}
 
     # -- evaluation ------------------------------------------------------------
 
@@ -1218,7 +1254,8 @@ class Groups:
             return members(gid)
 
         matched_by: dict[int, set[CustomerId]] = {}
-        for gid in order:
+        for index, gid in enumerate(order):
+            self._report(Progress(index, index / len(order), what="groups", stage="refresh: rules"))
             plan = catalog.plans[gid]
             matched = set() if plan.rule is None else set(self.repository.select(plan.rule, now, groups=lookup))
             matched_by[gid] = matched
@@ -1233,7 +1270,9 @@ class Groups:
         stale_customers: dict[CustomerId, set[int]] = {}
         seen: set[CustomerId] = set()
         iterator = iter(self.repository)
+        total = _size(self.repository) if self.progress is not None else None
         while batch := list(itertools.islice(iterator, _BATCH)):
+            self._report(Progress(len(seen), _share(len(seen), total), what="customers", stage="refresh: customers"))
             previous = store.digests([c.id for c in batch])
             digests: dict[CustomerId, tuple[str, bytes] | None] = {}
             for customer in batch:
@@ -1251,6 +1290,7 @@ class Groups:
                     if due is not None:
                         dues[gid][cid] = due
             store.put_digests(digests)
+        self._report(Progress(len(seen), 1.0, what="customers", stage="refresh: customers"))
 
         changes: list[Change] = []
         for gid in order:
@@ -1531,6 +1571,18 @@ class Groups:
             tuple(joining[:sample]),
             tuple(leaving[:sample]),
         )
+
+
+def _size(repository: Any) -> int | None:
+    """How many customers ``repository`` holds, when it can say cheaply."""
+    try:
+        return len(repository)
+    except TypeError:
+        return None
+
+
+def _share(done: int, total: int | None) -> float | None:
+    return None if not total else min(1.0, done / total)
 
 
 def _latest(*moments: dt.datetime | None) -> dt.datetime | None:

@@ -37,6 +37,7 @@ from ._html import html_table, html_text
 from .ast import CUSTOMER, EVENT_TIME, Condition, Op, Path
 from .errors import CohortsError, UnknownAttributeError
 from .model import Customer, CustomerId, Event
+from .progress import Progress
 from .repository import MemoryRepository
 from .schema import AttributeType, Schema, default_schema
 from .values import DEFAULT_REGION, fold_text, is_known, to_bool
@@ -1135,23 +1136,6 @@ class Reject:
     cells: tuple[Any, ...] = attrs.field(default=(), eq=False, repr=False)
 
 
-class Progress(int):
-    """The number of rows read so far, passed to ``progress`` callbacks.
-
-    It is an ``int``; ``fraction`` tells how much of the file was read (0 to 1,
-    or None when unknown) and ``rejected`` how many rows were rejected so far.
-    """
-
-    fraction: float | None
-    rejected: int
-
-    def __new__(cls, rows: int, fraction: float | None = None, rejected: int = 0) -> Progress:
-        value = super().__new__(cls, rows)
-        value.fraction = fraction
-        value.rejected = rejected
-        return value
-
-
 @attrs.define(kw_only=True)
 class ImportReport:
     """What an import did: counts, the mapping used, and every rejected row.
@@ -1643,7 +1627,7 @@ class _Writer:
         for key, ident in created_keys:
             self._keys.created(key, ident)
         if self.group is not None and customers:
-            self.groups.add(self.group, *[c.id for c in customers], origin=_imported())
+            self.groups._add_imported(self.group, [c.id for c in customers])  # just upserted: not looked up again
         report.created += created
         report.updated += updated
 
@@ -1667,12 +1651,6 @@ class _Writer:
             self.report.rejects.append(Reject(duplicate.line, column, again, duplicate.cells))
             self.report.rejected += 1
             self.report.merged -= 1
-
-
-def _imported() -> Any:
-    from .groups import Origin
-
-    return Origin.IMPORTED
 
 
 def _groups_of(repository: Any) -> Any:
