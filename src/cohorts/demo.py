@@ -312,9 +312,11 @@ def step_groups(ctx: DemoContext) -> None:
     groups = Groups(repository)
     ctx.groups = groups
     start = time.perf_counter()
+    existing = {n.casefold() for n in groups.names()}
+    for name, _, _ in reversed(DEMO_GROUPS):  # a database kept from an earlier run: groups of groups go first
+        if name.casefold() in existing:
+            groups.delete(name, force=True)
     for name, rule, description in DEMO_GROUPS:
-        if name.casefold() in {n.casefold() for n in groups.names()}:
-            groups.delete(name, force=True)  # a database kept from an earlier run
         groups.create(name, rule, description)
     changes = groups.refresh(now=ctx.now)
     ctx.say(f"{len(DEMO_GROUPS)} groups created; the first refresh made {len(changes):,} memberships "
@@ -394,6 +396,8 @@ def step_campaigns(ctx: DemoContext) -> None:
     ctx.say(str(first))
     ctx.say(f"The recording sender holds {len(sender.sent):,} messages "
             f"({_count_by(m.channel for m in sender.sent.values())}).")
+    if not sender.sent and any(c.audience and not c.added for c in first.campaigns):
+        ctx.say("(this database ran these campaigns before: each action runs once per customer, ever)")
     suppressed = {reason: n for c in first.campaigns for reason, n in c.suppressed_reasons.items()}
     if suppressed:
         ctx.say("Suppressed, not dropped: " + ", ".join(f"{n:,} {reason}" for reason, n in suppressed.items()))
