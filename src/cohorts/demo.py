@@ -464,8 +464,13 @@ def run(
     ctx = DemoContext(stream, now, SAMPLE_SIZE if size is None else size, folder.resolve(), db, sql)
     start = time.perf_counter()
     ctx.say(f"cohorts demo: folder {ctx.folder}")
-    for step in STEPS:
-        step(ctx)
+    try:
+        for step in STEPS:
+            step(ctx)
+    finally:
+        close = getattr(ctx.repository, "close", None)
+        if callable(close):
+            close()  # the SQL repository's connections
     ctx.say()
     if ctx.problems:
         for problem in ctx.problems:
