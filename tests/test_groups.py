@@ -487,6 +487,46 @@ def test_groups_command(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> No
     assert main(["groups", "list"]) == 2
 
 
+def test_groups_command_changes_groups_as_a_user_would(tmp_path: Any) -> None:
+    """add / exclude / preview / set-rule / rename / delete, run as the `cohorts` command."""
+    import subprocess
+    import sys
+
+    from cohorts.sql import SQLRepository
+
+    path = str(tmp_path / "g.db")
+    SQLRepository(path).upsert(_garage())
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cohorts", "groups", *args, "--db", path, "--now", "2026-11-22T12:00"],
+            capture_output=True, text=True, encoding="utf-8", timeout=120, check=False,
+        )
+
+    assert run("create", "Laval", 'customer.city = "Laval"').returncode == 0
+    added = run("add", "Laval", "d", "--json")
+    assert added.returncode == 0, added.stderr
+    assert [(c["customer"], c["change"], c["after"]) for c in json.loads(added.stdout)] == [("d", "joined", ["manual"])]
+    excluded = run("exclude", "Laval", "a")
+    assert excluded.returncode == 0 and "'a' left 'Laval' (rules -> none)" in excluded.stdout
+    preview = run("preview", "Laval", 'customer.vehicle_model contains "escape"', "--json")
+    assert json.loads(preview.stdout) | {"joining_sample": None} == {
+        "group": "Laval", "rule": 'customer.vehicle_model contains "escape"', "saved": False, "before": 2,
+        "after": 2, "joining": 1, "leaving": 1, "joining_sample": None, "leaving_sample": ["c"],
+    }
+    members = run("members", "Laval", "--json")
+    assert {m["customer"] for m in json.loads(members.stdout)} == {"c", "d"}  # the preview saved nothing
+    saved = run("set-rule", "Laval", 'customer.vehicle_model contains "escape"')
+    assert saved.returncode == 0 and "saved: rule version 2" in saved.stdout
+    assert run("rename", "Laval", "Escapes").returncode == 0
+    refused = run("delete", "Escapes")
+    assert refused.returncode == 1 and "2 member" in refused.stderr and "Traceback" not in refused.stderr
+    deleted = run("delete", "Escapes", "--force")
+    assert deleted.returncode == 0 and "deleted group 'Escapes' (2 member(s))" in deleted.stdout
+    bad = run("add", "Nope", "a")
+    assert bad.returncode == 1 and "no group named 'Nope'" in bad.stderr
+
+
 def test_groups_referring_to_time_based_groups_follow_them(make_repo: Any) -> None:
     """When time moves a customer out of a group, groups whose rules refer to it follow."""
     groups = Groups(make_repo(_garage()))

@@ -30,6 +30,11 @@ examples:
   cohorts groups members "Recent Escapes" --db customers.db --now 2026-11-22
   cohorts groups why "Recent Escapes" c42 --db customers.db
   cohorts groups refresh --db customers.db --customer c42 --customer c43
+  cohorts groups preview VIP 'customer.tags contains "VIP" and invoice.count >= 3' --db customers.db
+  cohorts groups set-rule VIP 'customer.tags contains "VIP" and invoice.count >= 3' --db customers.db
+  cohorts groups add VIP c42 c43 --db customers.db
+  cohorts groups exclude VIP c7 --db customers.db
+  cohorts groups delete "Old list" --force --db customers.db
 """
 
 _REPORT_EXAMPLES = """\
@@ -85,6 +90,15 @@ def _change_data(change: Change) -> dict[str, Any]:
         "after": sorted(o.value for o in change.after),
         "at": change.at,
     }
+
+
+def _print_changes(args: argparse.Namespace, changes: list[Change]) -> None:
+    if args.json:
+        print_json([_change_data(c) for c in changes])
+    else:
+        for change in changes:
+            print(change)
+        print(f"{len(changes)} change(s)")
 
 
 def _run_groups(args: argparse.Namespace) -> int:
@@ -158,12 +172,47 @@ def _run_groups(args: argparse.Namespace) -> int:
             finally:
                 if bar is not None:
                     bar.done()
+            _print_changes(args, changes)
+        case "add" | "remove" | "exclude" | "unexclude":
+            ids = [_known_id(groups, c) for c in args.customers]
+            changes = getattr(groups, args.action)(args.name, *ids, now=now)
+            _print_changes(args, changes)
+        case "preview" | "set-rule":
+            rule = None if args.rule is None else read_rule(args.rule)
+            preview = groups.preview(args.name, rule, now)
+            if args.action == "set-rule":
+                groups.set_rule(args.name, rule)
             if args.json:
-                print_json([_change_data(c) for c in changes])
+                print_json(
+                    {
+                        "group": preview.group,
+                        "rule": preview.rule,
+                        "saved": args.action == "set-rule",
+                        "before": preview.before,
+                        "after": preview.after,
+                        "joining": preview.joining,
+                        "leaving": preview.leaving,
+                        "joining_sample": list(preview.joining_sample),
+                        "leaving_sample": list(preview.leaving_sample),
+                    }
+                )
             else:
-                for change in changes:
-                    print(change)
-                print(f"{len(changes)} change(s)")
+                print(preview)
+                if args.action == "set-rule":
+                    print(f"saved: rule version {groups.definition(args.name).version}")
+        case "rename":
+            groups.rename(args.name, args.new_name)
+            if args.json:
+                print_json({"group": args.new_name, "renamed_from": args.name})
+            else:
+                print(f"renamed group {args.name!r} to {args.new_name!r}")
+        case "delete":
+            count = groups.count(args.name, now)
+            groups.delete(args.name, force=args.force)
+            if args.json:
+                print_json({"group": args.name, "deleted": True, "members": count})
+            else:
+                print(f"deleted group {args.name!r} ({count} member(s))")
         case _:  # pragma: no cover - argparse allows only the choices above
             raise CommandError(f"unknown action {args.action!r}", EXIT_USAGE)
     return EXIT_OK
@@ -191,7 +240,7 @@ def register(subparsers: Any) -> None:
     """Add the ``groups`` and ``report`` subcommands to the ``cohorts`` parser's subparsers."""
     parser = subparsers.add_parser(
         "groups",
-        help="customer groups: list, create, members, why, refresh",
+        help="customer groups: list, create, members, why, add, exclude, preview, set-rule, refresh ...",
         description="Customer groups stored in a database: members come from rules, imports and manual adds.",
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -216,6 +265,28 @@ def register(subparsers: Any) -> None:
     why = action("why", "explain why a customer is or is not in a group")
     why.add_argument("name", metavar="NAME")
     why.add_argument("customer", metavar="CUSTOMER_ID")
+    for name, help_text in (
+        ("add", "add customers by hand (they stay whatever the rules say)"),
+        ("remove", "remove customers added by hand or imported (those the rules match stay)"),
+        ("exclude", "keep customers out of the group even when the rules match"),
+        ("unexclude", "undo an exclusion"),
+    ):
+        marked = action(name, help_text)
+        marked.add_argument("name", metavar="NAME")
+        marked.add_argument("customers", metavar="CUSTOMER_ID", nargs="+")
+    for name, help_text in (
+        ("preview", "show who would join and who would leave with a new rule, without saving it"),
+        ("set-rule", "change a group's rule (prints the same preview); no RULE removes the rule"),
+    ):
+        ruled = action(name, help_text)
+        ruled.add_argument("name", metavar="NAME")
+        ruled.add_argument("rule", metavar="RULE", nargs="?", help="the new rule ('-' reads it from standard input)")
+    rename = action("rename", "rename a group (rules that name it follow)")
+    rename.add_argument("name", metavar="NAME")
+    rename.add_argument("new_name", metavar="NEW_NAME")
+    delete = action("delete", "delete a group; one with members needs --force")
+    delete.add_argument("name", metavar="NAME")
+    delete.add_argument("--force", action="store_true", help="delete it even though it has members")
     refresh = action("refresh", "bring memberships up to date and print who joined and who left")
     refresh.add_argument(
         "--customer", metavar="ID", action="append", default=[], help="re-evaluate a changed customer (repeatable)"
