@@ -4,21 +4,26 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit docs bench clean
 
 demo: $(VENV)/.installed
 	$(BIN)/cohorts demo
 
-test: lint typecheck unit
+test: lint typecheck unit docs
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs/examples
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
 unit: $(VENV)/.installed
 	$(BIN)/pytest
+
+# The documentation site (mkdocs.yml), strict: a broken link or anchor fails.
+# Its code examples run as doctests in `unit`.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
 
 bench: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[bench]'
@@ -27,8 +32,8 @@ bench: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[sql,postgres,excel,dev]'
+	$(BIN)/pip install -q -e '.[sql,postgres,excel,dev,docs]'
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build/site
