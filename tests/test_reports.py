@@ -180,3 +180,16 @@ def test_report_command(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> No
     assert {"group": "Laval", "origin": "rules", "customers": 2} in rows
     assert main(["report", "--db", path, "--measure", "median(x.y)"]) == 2
     assert "unknown measure" in capsys.readouterr().err
+
+
+def test_money_sums_are_exact() -> None:
+    """Ten invoices of 0.10 add up to 1.00, not 0.9999999999999999."""
+    from cohorts.repository import MemoryRepository
+
+    customer = Customer(1, {}, [Event("invoice", NOW - dt.timedelta(days=d), {"total": 0.1}) for d in range(1, 11)])
+    groups = Groups(MemoryRepository([customer]))
+    groups.create("All")
+    groups.add("All", 1, now=NOW)
+    rows = report(groups, "sum(invoice.total)", now=NOW)
+    assert rows[0]["sum(invoice.total)"] == 1.0
+    assert report(groups, "average(invoice.total)", now=NOW)[0]["average(invoice.total)"] == 0.1
