@@ -284,6 +284,10 @@ class Node:
 
     __slots__ = ()
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's plain text: the same text as ``str``."""
+        printer.text(str(self))
+
     def _repr_html_(self) -> str:
         """The canonical text in a notebook."""
         import html

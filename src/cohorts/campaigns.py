@@ -968,6 +968,10 @@ class RunReport:
         """The report as JSON text."""
         return json.dumps(self.to_dict(), indent=indent, default=str)
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's plain text: the same text as ``str``."""
+        printer.text(str(self))
+
     def _repr_html_(self) -> str:
         rows = [
             {
@@ -979,7 +983,7 @@ class RunReport:
                 "failed": c.failed,
                 "suppressed": c.suppressed,
                 "deferred": c.deferred,
-                "seconds": round(c.seconds, 3),
+                "seconds": f"{c.seconds:.3f}",
             }
             for c in self.campaigns
         ]

@@ -272,6 +272,10 @@ class Why:
     def __str__(self) -> str:
         return "\n".join(self.lines())
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's plain text: the same text as ``str``."""
+        printer.text(str(self))
+
     def _repr_html_(self) -> str:
         return html_text(str(self))
 
@@ -303,6 +307,10 @@ class Preview:
     leaving: int
     joining_sample: tuple[CustomerId, ...]
     leaving_sample: tuple[CustomerId, ...]
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's plain text: the same text as ``str``."""
+        printer.text(str(self))
 
     def _repr_html_(self) -> str:
         return html_text(str(self))

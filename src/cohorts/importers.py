@@ -1016,6 +1016,10 @@ class ImportPreview:
     encoding: str | None = None
     sheet: str | None = None
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's plain text: the same text as ``str``."""
+        printer.text(str(self))
+
     def _repr_html_(self) -> str:
         heads = [f"{c} -> {self.guessed.get(c) or 'skip'}" for c in self.columns]
         return html_table([dict(zip(heads, row, strict=False)) for row in self.rows], caption="preview")
@@ -1230,6 +1234,10 @@ class ImportReport:
                 texts += [""] * (width - len(texts))
                 writer.writerow([*texts, _neutralise(f"line {line}: " + "; ".join(reasons))])
         return len(rows)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's plain text: the same text as ``str``."""
+        printer.text(str(self))
 
     def _repr_html_(self) -> str:
         summary = "\n".join(line for line in str(self).splitlines() if not line.startswith("  line "))

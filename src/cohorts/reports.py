@@ -89,6 +89,10 @@ class Report(list[dict[str, Any]]):
     def __str__(self) -> str:
         return format_table(self)
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's plain text: the same text as ``str``."""
+        printer.text(str(self))
+
     def _repr_html_(self) -> str:
         return html_table(self) if self else "<p>(no rows)</p>"
 
