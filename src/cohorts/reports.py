@@ -15,9 +15,9 @@ A customer in several groups counts in each. Rows work with
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -155,11 +155,11 @@ def _aggregate(
 ) -> tuple[int, float | int | None]:
     """(events counted, value) of a measure over some customers' events in [start, end).
 
-    Sums are exact over the numbers given (``math.fsum``): invoice totals add up to
-    what an accountant gets, not to 37390.020000000004.
+    Sums are taken in decimal over the numbers as written (``repr`` of a float), so
+    invoice totals add up to what an accountant gets: 37390.02, not 37390.020000000004.
     """
     count = 0
-    values: list[float] = []
+    values: list[Decimal] = []
     for customer in customers:
         for event in customer.events_named(measure.event or ""):
             at = to_time(event.at, tz)
@@ -169,13 +169,13 @@ def _aggregate(
             if measure.kind != "count":
                 number = to_number(event.attributes.get(measure.field or ""))
                 if number is not None:
-                    values.append(number)
+                    values.append(Decimal(number) if isinstance(number, int) else Decimal(repr(number)))
     if measure.kind == "count":
         return count, count
-    total = math.fsum(values)
+    total = sum(values, Decimal(0))
     if measure.kind == "sum":
-        return count, total
-    return count, (total / len(values) if values else None)
+        return count, float(total)
+    return count, (float(total / len(values)) if values else None)
 
 
 def report(
