@@ -6,9 +6,14 @@ Measures, each import in a fresh child process so peak memory is its own:
 - the importer alone: ``import_file`` into a repository that discards writes;
 - the repository alone: ``SQLRepository.upsert`` of the same, prebuilt customers;
 - ``import_file`` into a new SQLite database (matching on phone, every row
-  normalised: phone to E.164, email checked, a date read), into a group;
-- peak RSS (``resource.getrusage``) of the child, at the full size and at a
-  tenth of it: memory must not grow with the file.
+  normalised: phone to E.164, email checked, a date read), into a group
+  (every customer joins it with origin IMPORTED), and the same without a group;
+- ``import_file`` into a MemoryRepository, into a group (it keeps every
+  customer in memory, so its RSS grows with the file by design);
+- peak RSS (``resource.getrusage``) of each child, and for SQLite with a
+  group at the full size and at a tenth of it: memory must not grow with the file;
+- the CPU seconds of each child beside its wall time: on a shared machine the
+  rate per CPU second is the steadier figure.
 
 Goals (issue 5): at least 20,000 rows/s, under 300 MB peak RSS at 1,000,000 rows.
 
@@ -102,10 +107,10 @@ class NullRepository:
 def child(path: str, db: str, mode: str) -> dict[str, float]:
     """Run one measurement (in this process) and return its figures.
 
-    ``sqlite``: the whole import into SQLite, with a group. ``null``: the
-    same into a repository that discards writes, without a group (reading,
-    normalising and matching: the importer's own cost); ``memory`` into
-    MemoryRepository. ``upsert``: the customers the file
+    ``sqlite``: the whole import into SQLite, with a group; ``sqlite-nogroup``
+    without one. ``null``: the same into a repository that discards writes,
+    without a group (reading, normalising and matching: the importer's own
+    cost); ``memory`` into MemoryRepository, with a group. ``upsert``: the customers the file
     holds, already normalised, written with ``SQLRepository.upsert`` in the
     importer's batches (the repository's floor).
     """
@@ -120,7 +125,7 @@ def child(path: str, db: str, mode: str) -> dict[str, float]:
         with open(path, encoding="utf-8-sig", newline="") as file:
             records = csv.reader(file, delimiter=";")
             next(records)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), _cpu_seconds()
             batch: list[Customer] = []
             with repository.transaction():
                 for i, (first, last, _phone, email, city, day, _notes) in enumerate(records):
@@ -138,7 +143,7 @@ def child(path: str, db: str, mode: str) -> dict[str, float]:
             from cohorts.repository import MemoryRepository
 
             repository = MemoryRepository(region="CA")
-            group = None
+            group = "Imported"
         elif mode == "null":
             repository = NullRepository()
             group = None
@@ -146,13 +151,30 @@ def child(path: str, db: str, mode: str) -> dict[str, float]:
             from cohorts.sql import SQLRepository
 
             repository = SQLRepository(f"sqlite:///{db}", region="CA")
-            group = "Imported"
-        start = time.perf_counter()
+            group = None if mode == "sqlite-nogroup" else "Imported"
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         report = import_file(path, repository, group=group, region="CA", match_on="phone")
         rows, created, rejected = report.rows_read, report.created, report.rejected
     seconds = time.perf_counter() - start
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"rows": rows, "created": created, "rejected": rejected, "seconds": seconds, "peak_rss_mb": peak_kb / 1024}
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime - cpu_start
+    return {
+        "rows": rows,
+        "created": created,
+        "rejected": rejected,
+        "seconds": seconds,
+        "cpu": cpu,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+    }
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_note(figures: dict[str, float]) -> str:
+    return f"{figures['cpu']:.2f} s CPU, {figures['rows'] / figures['cpu']:,.0f} rows per CPU s"
 
 
 def run_child(path: Path, mode: str) -> dict[str, float]:
@@ -189,20 +211,33 @@ def main() -> None:
         print(
             f"importer alone (writes discarded):    {alone['rows'] / alone['seconds']:>9,.0f} rows/s "
             f"({alone['seconds']:.2f} s, {alone['seconds'] / read_seconds:.0f}x the baseline, "
-            f"peak RSS {alone['peak_rss_mb']:.0f} MB)"
+            f"peak RSS {alone['peak_rss_mb']:.0f} MB; {_cpu_note(alone)})"
         )
         upsert = run_child(full_path, "upsert")
         print(
             f"SQLRepository.upsert alone:           {upsert['rows'] / upsert['seconds']:>9,.0f} rows/s "
-            f"({upsert['seconds']:.2f} s, prebuilt customers in the same batches)"
+            f"({upsert['seconds']:.2f} s, prebuilt customers in the same batches; {_cpu_note(upsert)})"
         )
         small = run_child(small_path, "sqlite")
         full = run_child(full_path, "sqlite")
+        plain = run_child(full_path, "sqlite-nogroup")
+        memory = run_child(full_path, "memory")
     rate = full["rows"] / full["seconds"]
     print(
         f"import_file into SQLite with a group: {rate:>9,.0f} rows/s ({full['seconds']:.2f} s; "
         f"{full['created']:,.0f} created, {full['rejected']:,.0f} rejected; "
-        f"{full['seconds'] / read_seconds:.0f}x the baseline)"
+        f"{full['seconds'] / read_seconds:.0f}x the baseline, peak RSS {full['peak_rss_mb']:.0f} MB; {_cpu_note(full)})"
+    )
+    print(
+        f"import_file into SQLite, no group:    {plain['rows'] / plain['seconds']:>9,.0f} rows/s "
+        f"({plain['seconds']:.2f} s, {plain['seconds'] / read_seconds:.0f}x the baseline, "
+        f"peak RSS {plain['peak_rss_mb']:.0f} MB; {_cpu_note(plain)}; the group costs "
+        f"{full['cpu'] / plain['cpu']:.2f}x in CPU)"
+    )
+    print(
+        f"import_file into memory, a group:     {memory['rows'] / memory['seconds']:>9,.0f} rows/s "
+        f"({memory['seconds']:.2f} s, {memory['seconds'] / read_seconds:.0f}x the baseline, "
+        f"peak RSS {memory['peak_rss_mb']:.0f} MB: it holds every customer; {_cpu_note(memory)})"
     )
     print(
         f"peak RSS of the SQLite import: {full['peak_rss_mb']:.0f} MB at {rows:,} rows, "

@@ -31,6 +31,8 @@ from cohorts.ast import (
     Relative,
     Unit,
     Weekday,
+    Window,
+    WindowKind,
 )
 
 NOW = dt.datetime(2026, 11, 22, 15, 30, tzinfo=dt.UTC)
@@ -52,21 +54,36 @@ _event_names = st.lists(_segments, min_size=1, max_size=3).filter(lambda s: s[0]
 _parts = st.none() | st.sampled_from(DatePart)
 
 
-@st.composite
-def paths(draw: st.DrawFn) -> Path:
-    """A customer or event path, with or without an aggregate or date part."""
-    if draw(st.booleans()):
-        return Path("customer", draw(names), draw(_parts))
-    attribute = draw(names | st.sampled_from([a.value for a in Aggregate]) | st.just("at"))
-    return Path(draw(_event_names), attribute, draw(_parts))
-
-
 # -- values -------------------------------------------------------------------
 
 _offsets = st.integers(-23 * 60 - 59, 23 * 60 + 59).map(lambda m: dt.timezone(dt.timedelta(minutes=m)))
 units = st.sampled_from(Unit)
 relatives = st.builds(Relative, st.integers(0, 10_000), units, st.booleans())
 durations = st.builds(Duration, st.integers(0, 10_000), units)
+_any_times = st.one_of(
+    st.dates(), st.datetimes(timezones=st.one_of(st.none(), _offsets)), relatives, st.sampled_from(Anchor)
+)
+
+
+def _windows(times: st.SearchStrategy[Any], spans: st.SearchStrategy[Duration]) -> st.SearchStrategy[Window]:
+    return st.one_of(
+        st.builds(Window, st.sampled_from([WindowKind.LAST, WindowKind.NEXT]), spans),
+        st.builds(Window, st.just(WindowKind.SINCE), times),
+        st.builds(Window, st.just(WindowKind.BETWEEN), st.tuples(times, times)),
+    )
+
+
+windows = _windows(_any_times, durations)
+
+
+@st.composite
+def paths(draw: st.DrawFn) -> Path:
+    """A customer or event path, with or without an aggregate, a date part or a window."""
+    window = draw(st.none() | windows)  # the AST holds a window anywhere; validation says where it applies
+    if draw(st.booleans()):
+        return Path("customer", draw(names), draw(_parts), window)
+    attribute = draw(names | st.sampled_from([a.value for a in Aggregate]) | st.just("at"))
+    return Path(draw(_event_names), attribute, draw(_parts), window)
 
 scalars: st.SearchStrategy[Any] = st.one_of(
     st.text(max_size=12),
@@ -187,6 +204,24 @@ def _time_condition(draw: st.DrawFn) -> Condition:
     return Condition(path, op, draw(_time_values))
 
 
+typed_windows = _windows(_time_values, st.builds(Duration, st.integers(0, 40), units))
+
+
+@st.composite
+def _window_condition(draw: st.DrawFn) -> Condition:
+    """A count of appointments (or invoices) in a window, compared with a small number."""
+    path = Path(draw(st.sampled_from(["appointment", "invoice"])), "count", window=draw(typed_windows))
+    op = draw(st.sampled_from([Op.EQ, Op.NE, *_ORDER, Op.IN, Op.BETWEEN, Op.IS_KNOWN]))
+    numbers = st.integers(0, 3)
+    if op is Op.IN:
+        return Condition(path, op, tuple(draw(st.lists(numbers, max_size=3))))
+    if op is Op.BETWEEN:
+        return Condition(path, op, (draw(numbers), draw(numbers)))
+    if op is Op.IS_KNOWN:
+        return Condition(path, op)
+    return Condition(path, op, draw(numbers))
+
+
 _other_conditions = st.one_of(
     st.builds(Condition, st.just(Path("customer", "subscribed")), st.sampled_from([Op.EQ, Op.NE]), st.booleans()),
     st.builds(
@@ -230,7 +265,9 @@ _other_conditions = st.one_of(
     st.builds(InGroup, st.sampled_from(["VIP", "Wholesale"]), st.booleans()),
 )
 
-typed_conditions = st.one_of(_text_condition(), _number_condition(), _time_condition(), _other_conditions)
+typed_conditions = st.one_of(
+    _text_condition(), _number_condition(), _time_condition(), _window_condition(), _other_conditions
+)
 
 
 def typed_rules(max_leaves: int = 8) -> st.SearchStrategy[Node]:

@@ -296,3 +296,28 @@ def test_read_jsonl_never_raises(lines: list[str]) -> None:
         assert isinstance(item, cohorts.Customer | RecordError)
         if isinstance(item, RecordError):
             assert 1 <= item.line <= len(lines)
+
+
+@pytest.mark.postgres
+def test_demo_on_postgresql_twice(tmp_path: Path, postgres_url: str) -> None:
+    """--db runs the whole demo on PostgreSQL; a second run on the same database works and sends nothing again."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql("DROP DATABASE IF EXISTS cohorts_demo")
+        conn.exec_driver_sql("CREATE DATABASE cohorts_demo")
+    url = postgres_url.rsplit("/", 1)[0] + "/cohorts_demo"
+    try:
+        code, text = _run(tmp_path / "first", size=400, db=url)
+        assert code == 0, text
+        assert "The database and memory select exactly the same customers" in text
+        assert "Spring clinic now has 9 customers (imported 9)." in text
+        code, text = _run(tmp_path / "second", size=400, db=url)
+        assert code == 0, text
+        assert "this database ran these campaigns before" in text
+        assert "Actions repeated: 0" in text
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql("DROP DATABASE IF EXISTS cohorts_demo WITH (FORCE)")
+        admin.dispose()

@@ -33,6 +33,8 @@ from cohorts.ast import (
     Relative,
     Unit,
     Weekday,
+    Window,
+    WindowKind,
 )
 from cohorts.errors import RuleError
 from cohorts.evaluate import compile as compile_rule
@@ -356,7 +358,33 @@ def other_conditions(draw: st.DrawFn) -> Node:
     return InGroup(draw(st.sampled_from(["VIP", "Empty", "Mixed"])), draw(st.booleans()))
 
 
-conditions = st.one_of(text_conditions(), number_conditions(), part_conditions(), time_conditions(), other_conditions())
+@st.composite
+def window_conditions(draw: st.DrawFn) -> Condition:
+    """A count in a window whose edges fall where the event times cluster (relative times and days at NOW)."""
+    kind = draw(st.sampled_from(list(WindowKind)))
+    value: Any
+    if kind in (WindowKind.LAST, WindowKind.NEXT):
+        value = Duration(draw(st.sampled_from(AMOUNTS)), draw(st.sampled_from(UNITS)))
+    elif kind is WindowKind.SINCE:
+        value = draw(rule_times)
+    else:
+        value = (draw(rule_times), draw(rule_times))
+    category = draw(st.sampled_from(["appointment", "repair_order.closed", "invoice"]))
+    path = Path(category, "count", window=Window(kind, value))
+    op = draw(st.sampled_from([*ORDER_OPS, Op.IN, Op.NOT_IN, Op.BETWEEN, Op.IS_KNOWN, Op.IS_UNKNOWN]))
+    if op in (Op.IS_KNOWN, Op.IS_UNKNOWN):
+        return Condition(path, op)
+    return Condition(path, op, draw(listed(st.integers(0, 3), op)))
+
+
+conditions = st.one_of(
+    text_conditions(),
+    number_conditions(),
+    part_conditions(),
+    time_conditions(),
+    window_conditions(),
+    other_conditions(),
+)
 
 
 def _combine(children: st.SearchStrategy[Node]) -> st.SearchStrategy[Node]:
@@ -450,3 +478,17 @@ def _listy(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [_listy(v) for v in value]
     return value
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_window_bounds_are_bound_parameters(dialect: str) -> None:
+    """A count in a window compiles to a COUNT over the events whose time is between bound parameters."""
+    from cohorts.sql import micros, to_sql
+
+    sql, params = to_sql("invoice.count(between 2026-01-01 and 2026-03-31) >= 2", dialect, now=NOW)
+    values = list(params.values()) if isinstance(params, dict) else params
+    low = micros(dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    high = micros(dt.datetime(2026, 4, 1, tzinfo=dt.UTC))
+    assert values == ["invoice", low, high, 2]
+    assert "count(*)" in sql
+    assert "2026" not in sql and str(low) not in sql and "invoice" not in sql.replace("cohorts_events", "")

@@ -8,10 +8,21 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from cohorts import Customer, Event, RuleError, compile, explain, matches, parse  # noqa: A004
-from cohorts.ast import And, Condition, Node, Not, Op, Or
+from cohorts import (
+    Customer,
+    Event,
+    RuleError,
+    RuleTypeError,
+    UnknownAttributeError,
+    compile,  # noqa: A004
+    explain,
+    matches,
+    parse,
+    validate,
+)
+from cohorts.ast import And, Condition, Node, Not, Op, Or, Path, Window, WindowKind
 
-from .strategies import NOW, customers, groups, typed_conditions, typed_rules
+from .strategies import NOW, customers, groups, typed_conditions, typed_rules, typed_windows
 
 _NEGATIVE = {Op.NE: Op.EQ, Op.NOT_CONTAINS: Op.CONTAINS, Op.NOT_IN: Op.IN, Op.IS_UNKNOWN: Op.IS_KNOWN}
 _SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -473,3 +484,150 @@ def test_reference_scenarios(name: str, rule: str, member: Customer, other: Cust
     assert predicate(other, NOW, groups=groups) is False
     assert list(predicate.select([member, other], NOW, groups=groups)) == [member.id]
     assert parse(str(parse(rule))) == parse(rule)
+
+
+# -- counts in a window -----------------------------------------------------------
+
+_WINDOW_OPS = {WindowKind.LAST: Op.WITHIN_LAST, WindowKind.NEXT: Op.WITHIN_NEXT, WindowKind.BETWEEN: Op.BETWEEN}
+
+
+def _in_window(window: Window, event: Event) -> bool:
+    """Whether the condition of the window's words on ``at`` holds for this one event."""
+    at = Path("appointment", "at")
+    if window.kind is WindowKind.SINCE:
+        test: Node = Not(Condition(at, Op.BEFORE, window.value))
+    else:
+        test = Condition(at, _WINDOW_OPS[window.kind], window.value)
+    return matches(test, Customer(0, {}, [event]), NOW)
+
+
+@given(typed_windows, customers())
+@_SETTINGS
+def test_a_window_counts_the_events_its_words_select(window: Window, customer: Customer) -> None:
+    """count(last/next/between ...) counts the events the same words select on ``at``; since X, those not before X."""
+    expected = sum(_in_window(window, event) for event in customer.events_named("appointment"))
+    rule = Condition(Path("appointment", "count", window=window), Op.EQ, expected)
+    explained = explain(rule, customer, NOW)
+    assert (explained.result, explained.value) == (True, expected)
+
+
+_EDGE = NOW - dt.timedelta(days=90)
+
+
+@pytest.mark.parametrize(
+    ("times", "rule", "expected"),
+    [
+        ([_EDGE, NOW], "appointment.count(last 90 days) = 2", True),  # both ends are in
+        ([_EDGE - dt.timedelta(microseconds=1), NOW], "appointment.count(last 90 days) = 1", True),
+        ([NOW + dt.timedelta(seconds=1)], "appointment.count(last 90 days) = 0", True),  # the future is not "last"
+        ([NOW + dt.timedelta(days=30)], "appointment.count(next 30 days) = 1", True),
+        ([NOW - dt.timedelta(seconds=1)], "appointment.count(next 30 days) = 0", True),
+        ([dt.datetime(2026, 1, 1, tzinfo=UTC)], "appointment.count(since 2026-01-01) = 1", True),
+        ([dt.datetime(2025, 12, 31, 23, 59, tzinfo=UTC)], "appointment.count(since 2026-01-01) = 0", True),
+        ([dt.datetime(2027, 5, 1, tzinfo=UTC)], "appointment.count(since 2026-01-01) = 1", True),  # not capped at now
+        ([dt.datetime(2027, 5, 1, tzinfo=UTC)], "appointment.count(between 2026-01-01 and now) = 0", True),
+        (  # a date as the end of between is the whole day
+            [dt.datetime(2026, 3, 31, 23, 59, tzinfo=UTC), dt.datetime(2026, 4, 1, tzinfo=UTC)],
+            "appointment.count(between 2026-01-01 and 2026-03-31) = 1",
+            True,
+        ),
+        (  # calendar months: one month before November 22 is October 22
+            [dt.datetime(2026, 10, 22, 15, 30, tzinfo=UTC), dt.datetime(2026, 10, 22, 15, 29, tzinfo=UTC)],
+            "appointment.count(last 1 month) = 1",
+            True,
+        ),
+        ([], "appointment.count(last 90 days) = 0", True),  # no events: zero, never unknown
+        ([NOW], "appointment.count(last 90 days) is known", True),
+    ],
+)
+def test_window_edges(times: list[dt.datetime], rule: str, expected: bool) -> None:
+    """Windows include their ends, as within last/next and between do."""
+    assert _is(rule, _with_events(*(Event("appointment", t) for t in times))) is expected
+
+
+def test_a_window_reads_naive_and_date_times_in_the_zone() -> None:
+    """Naive event times are read in the evaluation's zone, as everywhere else."""
+    customer = _with_events(Event("appointment", "2026-01-01T00:30"), Event("appointment", dt.date(2026, 1, 1)))
+    assert matches("appointment.count(since 2026-01-01) = 2", customer, NOW, tz="America/Montreal")
+    assert matches("appointment.count(since 2026-01-01T05:01Z) = 1", customer, NOW, tz="America/Montreal")
+
+
+def test_a_compiled_window_moves_with_now() -> None:
+    """One compiled predicate re-resolves its window at each ``now``."""
+    predicate = compile("appointment.count(last 7 days) >= 1")
+    customer = _with_events(Event("appointment", NOW))
+    assert predicate(customer, NOW) is True
+    assert predicate(customer, NOW + dt.timedelta(days=7)) is True
+    assert predicate(customer, NOW + dt.timedelta(days=7, microseconds=1)) is False
+
+
+def test_explain_shows_the_count_and_the_window() -> None:
+    """explain shows how many events were counted and the window resolved at now."""
+    customer = _with_events(*(Event("appointment", NOW - dt.timedelta(days=d)) for d in (1, 10, 100)))
+    text = str(explain("appointment.count(last 90 days) >= 3", customer, NOW))
+    assert text == (
+        "[false] appointment.count(last 90 days) >= 3  (value: 2 counted in [2026-08-24T15:30:00+00:00,"
+        " 2026-11-22T15:30:00+00:00]; compared with 3)"
+    )
+    text = str(explain("invoice.count(between 2026-01-01 and 2026-03-31) = 0", customer, NOW))
+    assert text == (
+        "[true] invoice.count(between 2026-01-01 and 2026-03-31) = 0  (value: 0 counted in"
+        " [2026-01-01T00:00:00+00:00, 2026-04-01T00:00:00+00:00); compared with 0)"
+    )
+    assert explain("invoice.count(since 2026-01-01) = 0", customer, NOW).window == "[2026-01-01T00:00:00+00:00, ...)"
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (
+            'customer.city(last 90 days) = "Laval"',
+            "a window counts events, as in appointment.count(last 90 days); customer.city is not a count:"
+            ' customer.city(last 90 days) = "Laval"',
+        ),
+        (
+            "repair_order.closed.last_time(since 2026-01-01) is known",
+            "a window counts events, as in repair_order.closed.count(since 2026-01-01);"
+            " repair_order.closed.last_time is not a count: repair_order.closed.last_time(since 2026-01-01) is known",
+        ),
+        (
+            'appointment.service(next 3 days) contains "oil"',
+            "a window counts events, as in appointment.count(next 3 days); appointment.service is not a count:"
+            ' appointment.service(next 3 days) contains "oil"',
+        ),
+        (
+            "appointment.count(last 90 days) >= 2026-01-01",
+            "2026-01-01 is not a number: appointment.count(last 90 days) >= 2026-01-01",
+        ),
+    ],
+)
+def test_a_window_on_what_is_not_a_count_is_a_type_error(rule: str, message: str) -> None:
+    """validate (and compile) reject a window anywhere but on an event count, naming the fix."""
+    with pytest.raises(RuleTypeError) as caught:
+        validate(rule)
+    assert str(caught.value) == message
+    with pytest.raises(RuleTypeError):
+        compile(rule)
+
+
+def test_a_window_of_non_times_built_by_hand_is_a_type_error() -> None:
+    """An AST built in code with text in a window is caught by validate, not at evaluation."""
+    rule = Condition(Path("appointment", "count", window=Window(WindowKind.SINCE, "monday")), Op.EQ, 0)
+    with pytest.raises(RuleTypeError, match='a window takes times, and "monday" is not a time'):
+        validate(rule)
+
+
+def test_a_window_out_of_range_is_a_rule_error() -> None:
+    """A window whose bound leaves the calendar at now is a clear RuleTypeError."""
+    with pytest.raises(RuleTypeError, match="the window is out of range"):
+        matches("appointment.count(last 10000 years) = 0", _with_events(), NOW)
+
+
+def test_a_typo_near_a_window_suggests_the_path_with_its_window() -> None:
+    """An unknown category or aggregate under a window is suggested back with the window kept."""
+    with pytest.raises(UnknownAttributeError) as caught:
+        validate("appointment.cout(last 90 days) >= 3")
+    assert caught.value.suggestion == "appointment.count(last 90 days)"
+    with pytest.raises(UnknownAttributeError) as caught:
+        validate("apointment.count(since 2026-01-01) = 0")
+    assert caught.value.suggestion == "appointment.count(since 2026-01-01)"

@@ -350,13 +350,21 @@ def test_incremental_membership_equals_fresh_evaluation(
         ]
         attributes = {} if renewal is None else {"renewal": start + dt.timedelta(hours=renewal)}
         customers.append(Customer(i, attributes, events))
-    repo = MemoryRepository(customers, tz=tz)
-    groups = Groups(repo)
+    _assert_catching_up_agrees(rule, customers, tz, start, steps, refresh=False)
+
+
+def _assert_catching_up_agrees(
+    rule: str, customers: list[Customer], tz: dt.tzinfo, start: dt.datetime, steps: list[int], refresh: bool
+) -> None:
+    """At later and later nows (reading, or refreshing first), members equal a fresh evaluation's."""
+    groups = Groups(MemoryRepository(customers, tz=tz))
     groups.create("G", rule)
     definition = Group("G", rule)
     at = start
     for step in steps:
         at = at + dt.timedelta(hours=step, minutes=step % 7)
+        if refresh:
+            groups.refresh(at)
         expected = {c.id for c in customers if origins(definition, c, at, tz=tz)}
         assert set(groups.members("G", at)) == expected, at
 
@@ -644,3 +652,88 @@ def test_times_at_the_ends_of_the_calendar() -> None:
     assert set(groups.members("Recent", NOW)) == {1}
     assert groups.members("Soon", NOW) == {}
     assert groups.refresh(NOW + 400 * DAY) == []
+
+
+# -- counts in a window over time ---------------------------------------------------------
+
+FREQUENT = "appointment.count(last 90 days) >= 3"
+
+
+def _regular(visits: list[int], *, customer_id: Any = "r") -> Customer:
+    return Customer(customer_id, {}, [Event("appointment", NOW + days * DAY) for days in visits])
+
+
+def test_a_customer_leaves_a_windowed_count_the_right_day(make_repo: Any) -> None:
+    """3+ appointments in the last 90 days: the customer leaves when the oldest one turns 90 days old, with no data
+    change, and not a moment before."""
+    groups = Groups(make_repo([_regular([-80, -60, -10]), _regular([-5], customer_id="s")]))
+    groups.create("Frequent", FREQUENT)
+    assert set(groups.members("Frequent", NOW)) == {"r"}
+    groups.refresh(NOW)
+    assert groups.refresh(NOW + 9 * DAY) == []
+    assert groups.refresh(NOW + 10 * DAY) == []  # exactly 90 days: still inside (the window includes its ends)
+    left = groups.refresh(NOW + 10 * DAY + dt.timedelta(microseconds=1))
+    assert [(c.customer_id, c.kind) for c in left] == [("r", "left")]
+    assert groups.count("Frequent", NOW + 11 * DAY) == 0
+
+
+def test_a_windowed_count_is_revisited_only_when_an_event_crosses_an_edge() -> None:
+    """Customers are re-read when an event enters or leaves the window, not at every refresh."""
+    customers = [_regular([-80, -60, -10], customer_id=1), _regular([-200], customer_id=2)]
+    repo = _CountingRepository(customers)
+    groups = Groups(repo)
+    groups.create("Frequent", FREQUENT)
+    groups.refresh(NOW)
+    repo.gets = 0
+    assert groups.refresh(NOW + 5 * DAY) == []
+    assert repo.gets == 0  # nobody is due: the next edge is 10 days away
+    changes = groups.refresh(NOW + 11 * DAY)
+    assert [(c.customer_id, c.kind) for c in changes] == [(1, "left")]
+    assert repo.gets == 1
+
+
+def test_a_future_appointment_joins_next_30_days_when_it_comes_near() -> None:
+    """A booked appointment enters "appointment.count(next 30 days) > 0" 30 days before it, and leaves once past."""
+    groups = Groups(MemoryRepository([_regular([45])]))
+    groups.create("Soon", "appointment.count(next 30 days) > 0")
+    assert groups.refresh(NOW) == []
+    assert groups.refresh(NOW + 15 * DAY - dt.timedelta(microseconds=1)) == []
+    assert [c.kind for c in groups.refresh(NOW + 15 * DAY)] == ["joined"]
+    assert groups.refresh(NOW + 45 * DAY) == []
+    assert [c.kind for c in groups.refresh(NOW + 45 * DAY + dt.timedelta(microseconds=1))] == ["left"]
+
+
+WINDOW_RULES = [
+    "repair_order.closed.count(last 30 days) >= 2",
+    "repair_order.closed.count(last 1 month) = 1",
+    "repair_order.closed.count(next 2 weeks) > 0",
+    "repair_order.closed.count(last 36 hours) = 0",
+    "repair_order.closed.count(since 10 days ago) between 1 and 2",
+    "repair_order.closed.count(since today) = 0 AND customer.renewal is known",
+    "repair_order.closed.count(between yesterday and in 3 days) != 1",
+    "repair_order.closed.count(between 2026-03-01 and now) >= 2",
+    "repair_order.closed.count(since 2026-03-05) >= 1",
+    "NOT repair_order.closed.count(last 2 months) in [1, 3] OR customer.renewal within next 1 month",
+]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rule=st.sampled_from(WINDOW_RULES),
+    zone=st.sampled_from(["UTC", "America/Montreal"]),
+    offsets=st.lists(st.integers(-90 * 24, 90 * 24), min_size=1, max_size=6),
+    renewals=st.lists(st.one_of(st.none(), st.integers(-60 * 24, 60 * 24)), min_size=6, max_size=6),
+    steps=st.lists(st.integers(0, 40 * 24), min_size=1, max_size=6),
+)
+def test_windowed_count_membership_equals_fresh_evaluation(
+    rule: str, zone: str, offsets: list[int], renewals: list[int | None], steps: list[int]
+) -> None:
+    """With counts in windows, catching up at later nows gives the members a fresh evaluation gives."""
+    tz = zoneinfo.ZoneInfo(zone)
+    start = dt.datetime(2026, 3, 1, 12, tzinfo=tz)
+    customers = []
+    for i, renewal in enumerate(renewals):
+        events = [Event("repair_order.closed", start + dt.timedelta(hours=h)) for h in offsets[: i % 4 + 1]]
+        attributes = {} if renewal is None else {"renewal": start + dt.timedelta(hours=renewal)}
+        customers.append(Customer(i, attributes, events))
+    _assert_catching_up_agrees(rule, customers, tz, start, steps, refresh=True)

@@ -187,7 +187,7 @@ def test_editor_spellings_are_accepted() -> None:
         (
             {"rules": [{"sub_rules": [{**_row("x", "=", 1), "colour": "red"}]}]},
             "invalid rule JSON at /rules/0/sub_rules/0/colour: unexpected key 'colour' in a sub-rule; expected"
-            " attribute, category, operator, part, value",
+            " attribute, category, operator, part, value, window",
         ),
         (
             {"rules": [{"sub_rules": [{**_row("x", "=", 1), "part": "hour"}]}]},
@@ -268,3 +268,39 @@ def test_random_documents_raise_only_rule_json_error(data: Any) -> None:
     except RuleJsonError:
         return
     assert from_json(to_json(rule)) == rule
+
+
+def test_windows_round_trip_as_a_row_key() -> None:
+    """A count's window is the row's "window": its kind and value, typed like condition values."""
+    rule = parse("appointment.count(last 90 days) >= 3 AND invoice.count(between 2026-01-01 and today) = 0")
+    data = to_json(rule)
+    rows = [r["sub_rules"][0] for r in data["rules"]]
+    assert rows[0]["window"] == {"kind": "last", "value": {"type": "duration", "amount": 90, "unit": "days"}}
+    assert rows[1]["window"] == {
+        "kind": "between",
+        "value": [{"type": "date", "value": "2026-01-01"}, {"type": "anchor", "value": "today"}],
+    }
+    assert from_json(data) == rule
+    assert from_json(json.dumps(data)) == rule
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        ({"kind": "lately", "value": 3}, "/window/kind: expected one of last, next, since, between, got 'lately'"),
+        ({"kind": "last", "value": 90}, '/window/value: a last window takes {"type": "duration", ...}, got 90'),
+        ({"kind": "since", "value": "monday"}, "/window/value: a window takes times (dates, relative times,"
+         " today...), got 'monday'"),
+        ({"kind": "between", "value": [{"type": "date", "value": "2026-01-01"}]},
+         "/window/value: a between window takes a list of two times, got a list of 1"),
+        ({"kind": "since"}, "/window: missing 'value' for a since window"),
+        ({"kind": "since", "value": {"type": "date", "value": "2026-01-01"}, "to": 1},
+         "/window/to: unexpected key 'to' in a window; expected kind, value"),
+    ],
+)
+def test_malformed_windows_say_where(window: Any, message: str) -> None:
+    """A malformed window is a RuleJsonError pointing into the row's "window"."""
+    row = {"category": "appointment", "attribute": "count", "window": window, "operator": ">=", "value": 3}
+    with pytest.raises(RuleJsonError) as caught:
+        from_json({"rules": [{"sub_rules": [row]}]})
+    assert str(caught.value) == f"invalid rule JSON at /rules/0/sub_rules/0{message}"

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from cohorts import parse
+from cohorts import RuleSyntaxError, parse
 from cohorts.ast import (
     Anchor,
     And,
@@ -23,6 +23,8 @@ from cohorts.ast import (
     Span,
     Unit,
     Weekday,
+    Window,
+    WindowKind,
 )
 
 CITY = Path("customer", "city")
@@ -224,3 +226,134 @@ def test_parse_rejects_non_text() -> None:
     """parse() takes text; anything else is a TypeError."""
     with pytest.raises(TypeError, match="rule text"):
         parse(42)  # type: ignore[arg-type]
+
+
+# -- windows of event counts ----------------------------------------------------
+
+
+def _count(window: Window, category: str = "appointment") -> Path:
+    return Path(category, "count", window=window)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "appointment.count(last 90 days) >= 3",
+            c(_count(Window(WindowKind.LAST, Duration(90, Unit.DAYS))), Op.GE, 3),
+        ),
+        (
+            "APPOINTMENT.count( Last 1 Month ) >= 3",
+            c(Path("APPOINTMENT", "count", window=Window(WindowKind.LAST, Duration(1, Unit.MONTHS))), Op.GE, 3),
+        ),
+        (
+            "appointment.count(NEXT 30 days) > 0",
+            c(_count(Window(WindowKind.NEXT, Duration(30, Unit.DAYS))), Op.GT, 0),
+        ),
+        (
+            "invoice.count(since 2026-01-01) = 0",
+            c(_count(Window(WindowKind.SINCE, dt.date(2026, 1, 1)), "invoice"), Op.EQ, 0),
+        ),
+        (
+            "invoice.count(Since 3 weeks ago) = 0",
+            c(_count(Window(WindowKind.SINCE, Relative(3, Unit.WEEKS)), "invoice"), Op.EQ, 0),
+        ),
+        (
+            "repair_order.closed.count(between 2026-01-01 and 2026-03-31) > 0",
+            c(
+                _count(Window(WindowKind.BETWEEN, (dt.date(2026, 1, 1), dt.date(2026, 3, 31))), "repair_order.closed"),
+                Op.GT,
+                0,
+            ),
+        ),
+        (
+            "appointment.count(between today and in 2 weeks) between 1 and 2",
+            c(
+                _count(Window(WindowKind.BETWEEN, (Anchor.TODAY, Relative(2, Unit.WEEKS, ago=False)))),
+                Op.BETWEEN,
+                (1, 2),
+            ),
+        ),
+    ],
+)
+def test_windows(text: str, expected: Condition) -> None:
+    """A window in parentheses after an aggregate: last, next, since and between, keywords in any case."""
+    assert parse(text) == expected
+
+
+def test_window_between_and_the_logical_and_do_not_mix() -> None:
+    """The window's AND stays inside its parentheses; the next AND joins conditions."""
+    rule = parse("appointment.count(between 2026-01-01 and 2026-02-01) > 0 and customer.a = 1")
+    assert isinstance(rule, And)
+    assert rule.items[0] == c(
+        _count(Window(WindowKind.BETWEEN, (dt.date(2026, 1, 1), dt.date(2026, 2, 1)))), Op.GT, 0
+    )
+    assert rule.items[1] == A
+
+
+def test_window_words_stay_names_elsewhere() -> None:
+    """since, last and next remain usable as attribute names."""
+    assert parse("customer.since = 1") == c(Path("customer", "since"), Op.EQ, 1)
+    assert parse("customer.last is known") == c(Path("customer", "last"), Op.IS_KNOWN)
+
+
+def test_windows_compare_by_value() -> None:
+    """Equal windows make equal, equally hashed paths; different windows and no window differ."""
+    last = parse("appointment.count(last 90 days) >= 3")
+    assert hash(last) == hash(parse("appointment.count(LAST 90 DAY) >= 3"))
+    assert len({last, parse("appointment.count(last 91 days) >= 3"), parse("appointment.count >= 3")}) == 3
+    assert parse("a.count(since 2026-01-01T10:00+01:00) = 0") != parse("a.count(since 2026-01-01T09:00+00:00) = 0")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "appointment.count(last 90) >= 3",
+            "Unexpected ')' at line 1, column 26:\n"
+            "appointment.count(last 90) >= 3\n"
+            "                         ^\n"
+            "Expected one of: a unit (days, months...)",
+        ),
+        (
+            "appointment.count(lst 90 days) >= 3",
+            "Unexpected 'lst' at line 1, column 19:\n"
+            "appointment.count(lst 90 days) >= 3\n"
+            "                  ^\n"
+            'did you mean "last"?\n'
+            "Expected one of: between, last, next, since",
+        ),
+        (
+            "appointment.count(last 90 days >= 3",
+            "Unexpected '>=' at line 1, column 32:\n"
+            "appointment.count(last 90 days >= 3\n"
+            "                               ^\n"
+            "Expected one of: )",
+        ),
+        (
+            'invoice.count(since "monday") = 0',
+            "Unexpected '\"monday\"' at line 1, column 21:\n"
+            'invoice.count(since "monday") = 0\n'
+            "                    ^\n"
+            "Expected one of: a date, a date and time, a number, in, today/now",
+        ),
+        (
+            "appointment.count(last 1.5 days) = 0",
+            "Expected a whole number of units at line 1, column 24:\n"
+            "appointment.count(last 1.5 days) = 0\n"
+            "                       ^",
+        ),
+        (
+            "customer.a = 1 and\n  invoice.count(between 2026-01-01) = 1",
+            "Unexpected ')' at line 2, column 35:\n"
+            "  invoice.count(between 2026-01-01) = 1\n"
+            "                                  ^\n"
+            "Expected one of: AND",
+        ),
+    ],
+)
+def test_malformed_windows_point_at_the_fault(text: str, message: str) -> None:
+    """A malformed window is a RuleSyntaxError with its line, column, caret and what was expected."""
+    with pytest.raises(RuleSyntaxError) as caught:
+        parse(text)
+    assert str(caught.value) == message

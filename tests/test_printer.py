@@ -71,3 +71,23 @@ def test_names_are_quoted_only_when_needed() -> None:
     assert str(Path("ev", "year")) == "ev.`year`"
     assert str(Path("customer", "été")) == "customer.été"
     assert parse(str(Condition(Path("not", "x"), Op.IS_KNOWN))) == Condition(Path("not", "x"), Op.IS_KNOWN)
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("Appointment.COUNT( LAST 90 Days ) >= 3", "Appointment.COUNT(last 90 days) >= 3"),
+        ("appointment.count(next 1 weeks) > 0", "appointment.count(next 1 week) > 0"),
+        ("invoice.count(SINCE 2026-01-01) = 0", "invoice.count(since 2026-01-01) = 0"),
+        ("invoice.count(since 2026-01-01 10:00Z) = 0", "invoice.count(since 2026-01-01T10:00:00+00:00) = 0"),
+        (
+            "repair_order.closed.count(Between Yesterday AND in 3 days) > 0",
+            "repair_order.closed.count(between yesterday and in 3 days) > 0",
+        ),
+        ("`a b`.count(last 2 months) is known", "`a b`.count(last 2 months) is known"),
+    ],
+)
+def test_windows_print_canonically(text: str, canonical: str) -> None:
+    """A window prints right after its aggregate, in lower case, and reads back the same."""
+    assert str(parse(text)) == canonical
+    assert parse(canonical) == parse(text)

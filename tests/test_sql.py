@@ -248,3 +248,21 @@ def test_host_table_on_postgres(postgres_engine: Any) -> None:
         assert host.select(postgres_engine, rule, NOW, groups=groups) == reference.select(rule, NOW, groups=groups), (
             rule
         )
+
+
+def test_close_releases_connections_and_the_repository_still_works(tmp_path: Any) -> None:
+    """close() (or a with block) disposes of the engine it made; an engine passed in is left to its host."""
+    import sqlalchemy as sa
+
+    path = tmp_path / "c.db"
+    with SQLRepository(path) as repo:
+        repo.upsert([Customer(1, {"city": "Laval"})])
+    assert repo.engine.pool.checkedin() == 0
+    assert repo.select('customer.city = "laval"') == {1}  # new connections on demand
+    repo.close()
+    engine = sa.create_engine(f"sqlite:///{path}")
+    hosted = SQLRepository(engine)
+    assert hosted.select('customer.city = "laval"') == {1}
+    hosted.close()
+    assert engine.pool.checkedin() == 1  # the host's pool is untouched
+    engine.dispose()

@@ -39,6 +39,8 @@ __all__ = [
     "Unit",
     "Value",
     "Weekday",
+    "Window",
+    "WindowKind",
     "abbreviate",
     "children",
     "walk",
@@ -225,12 +227,15 @@ class Path:
     ``category`` is ``"customer"`` or an event name (which may be dotted, as in
     ``repair_order.closed``); ``attribute`` is a field of it, or for events an
     aggregate (``count``, ``first_time``, ``last_time``); ``part`` picks a part
-    of a date. ``Path.of("customer.created_at.year")`` reads dotted text.
+    of a date; ``window`` restricts an aggregate to the events of a time window
+    (``appointment.count(last 90 days)``). ``Path.of("customer.created_at.year")``
+    reads dotted text.
     """
 
     category: str = attrs.field(converter=_category)
     attribute: str
     part: DatePart | None = None
+    window: Window | None = None
 
     @classmethod
     def of(cls, segments: str | Iterable[str], *, last_is_quoted: bool = False) -> Path:
@@ -276,7 +281,14 @@ class Path:
             text += f".`{self.attribute}`"  # never read back as a date part
         else:
             text += "." + _quote_name(self.attribute)
-        return f"{text}.{self.part.value}" if self.part else text
+        if self.part:
+            text += f".{self.part.value}"
+        return f"{text}({self.window})" if self.window is not None else text
+
+    def __repr__(self) -> str:
+        # The window shows only when there is one, so paths without one print as they always did.
+        window = "" if self.window is None else f", window={self.window!r}"
+        return f"Path(category={self.category!r}, attribute={self.attribute!r}, part={self.part!r}{window})"
 
 
 class Node:
@@ -378,6 +390,52 @@ def _value_key(value: object) -> object:
         # Equal instants written with different offsets are different rules.
         return (dt.datetime, value, value.utcoffset())
     return (type(value), value)
+
+
+class WindowKind(enum.Enum):
+    """How a window is written; the value is its keyword."""
+
+    LAST = "last"
+    NEXT = "next"
+    SINCE = "since"
+    BETWEEN = "between"
+
+
+def _window_value(instance: Window, attribute: attrs.Attribute[Value], value: Value) -> None:
+    if instance.kind in (WindowKind.LAST, WindowKind.NEXT):
+        if not isinstance(value, Duration):
+            raise ValueError(f"a {instance.kind.value} window takes a Duration, not {value!r}")
+    elif instance.kind is WindowKind.BETWEEN:
+        if not isinstance(value, tuple) or len(value) != 2:
+            raise ValueError(f"a between window takes a pair of times, not {value!r}")
+    elif value is None or isinstance(value, tuple | Duration):
+        raise ValueError(f"a since window takes one time, not {value!r}")
+
+
+@attrs.frozen
+class Window:
+    """Which events an aggregate looks at: those whose time falls in the window.
+
+    Each kind reads as the condition of the same words on the event's time:
+    ``last 90 days`` as ``at within last 90 days``, ``next 30 days`` as
+    ``at within next 30 days``, ``between X and Y`` as ``at between X and Y``;
+    ``since X`` keeps the events not ``before X``. ``value`` is a ``Duration``
+    for last/next, a pair for between and one time for since.
+
+    Example:
+        >>> str(Window(WindowKind.LAST, Duration(90, Unit.DAYS)))
+        'last 90 days'
+    """
+
+    kind: WindowKind
+    value: Value = attrs.field(converter=_as_value, eq=_value_key, validator=_window_value)
+
+    def __str__(self) -> str:
+        if self.kind is WindowKind.BETWEEN:
+            assert isinstance(self.value, tuple)
+            low, high = self.value
+            return f"between {_format_scalar(low)} and {_format_scalar(high)}"
+        return f"{self.kind.value} {format_value(self.value)}"
 
 
 @attrs.frozen

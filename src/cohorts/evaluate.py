@@ -37,8 +37,11 @@ from .ast import (
     Not,
     Op,
     Or,
+    Path,
     Relative,
     Weekday,
+    Window,
+    WindowKind,
     abbreviate,
     children,
     format_value,
@@ -140,6 +143,8 @@ def _shape(condition: Condition, schema: Schema | None) -> _Shape:
     lookup = (schema or default_schema()).lookup(path)
     if schema is not None and lookup is None:
         schema.type_of(path)  # raises UnknownAttributeError with a suggestion
+    if path.window is not None:
+        _check_window(condition)
     if lookup is None and not path.is_customer:
         lookup = _IMPLICIT.get(path.aggregate or path.attribute)
     declared = lookup is not None
@@ -170,6 +175,67 @@ def _shape(condition: Condition, schema: Schema | None) -> _Shape:
             raise RuleTypeError(str(condition), f"{condition.op.value} does not apply to {_kind_word(kind)}")
         value = _prepare(condition, op, kind, value, path.part)
     return _Shape(condition, op, negated, kind, declared, is_list, value)
+
+
+def _check_window(condition: Condition) -> None:
+    """A window restricts an event count to the events of a time window; it needs times."""
+    path = condition.path
+    window = path.window
+    assert window is not None
+    if path.aggregate is not Aggregate.COUNT:
+        bare = attrs.evolve(path, window=None)
+        example = Path("appointment" if path.is_customer else path.category, Aggregate.COUNT.value, window=window)
+        raise RuleTypeError(str(condition), f"a window counts events, as in {example}; {bare} is not a count")
+    if window.kind in (WindowKind.SINCE, WindowKind.BETWEEN):
+        times = window.value if isinstance(window.value, tuple) else (window.value,)
+        for time in times:
+            if isinstance(time, bool) or not isinstance(time, dt.date | Relative | Anchor):
+                raise RuleTypeError(str(condition), f"a window takes times, and {format_value(time)} is not a time")
+
+
+def window_spec(window: Window, now: dt.datetime, tz: dt.tzinfo) -> Spec:
+    """The test an event's time passes to be in ``window`` at ``now``: the one its words have on ``at``.
+
+    ``last N units`` is ``at within last N units``, ``next N units`` is
+    ``at within next N units``, ``between X and Y`` is ``at between X and Y``
+    and ``since X`` is ``NOT at before X``. Raises OverflowError or ValueError
+    when a bound is out of the calendar's range.
+    """
+    if window.kind is WindowKind.SINCE:
+        start = resolve_time(window.value, now, tz).start
+        return (((">=", start),),)
+    spec, _ = _time_test(window_op(window)[0], window.value, now, tz)
+    return spec
+
+
+def window_op(window: Window) -> tuple[Op, Any]:
+    """A condition on the event time that flips at the same instants as membership of ``window``.
+
+    The same test for last, next and between; for ``since X``, ``before X``
+    (its negation, which flips at the same instants).
+    """
+    match window.kind:
+        case WindowKind.LAST:
+            return Op.WITHIN_LAST, window.value
+        case WindowKind.NEXT:
+            return Op.WITHIN_NEXT, window.value
+        case WindowKind.BETWEEN:
+            return Op.BETWEEN, window.value
+    return Op.BEFORE, window.value
+
+
+def _describe_spec(spec: Spec) -> str:
+    """A window's resolved bounds as an interval: ``[a, b]``, ``[a, b)``, ``[a, ...)``."""
+    if len(spec) != 1:
+        return " or ".join(_describe_spec((clause,)) for clause in spec)
+    low, high = "(...", "...)"
+    for symbol, bound in spec[0]:
+        shown = bound.isoformat() if isinstance(bound, dt.datetime) else str(bound)
+        if symbol in (">=", ">"):
+            low = ("[" if symbol == ">=" else "(") + shown
+        elif symbol in ("<=", "<"):
+            high = shown + ("]" if symbol == "<=" else ")")
+    return f"{low}, {high}"
 
 
 def _kind_word(kind: Kind | None) -> str:
@@ -204,12 +270,17 @@ def _prepare(condition: Condition, op: Op, kind: Kind, value: Any, part: object)
     return _prepare_scalar(condition, kind, value, part)
 
 
+def _mismatch(condition: Condition, kind: Kind, value: Any) -> RuleTypeError:
+    """The error for a rule value of the wrong kind; built only when raised, as ``str(condition)``
+    costs the rule's length and values are checked one by one (``in`` lists)."""
+    return RuleTypeError(str(condition), f"{format_value(value)} is not {_kind_word(kind)}")
+
+
 def _prepare_scalar(condition: Condition, kind: Kind, value: Any, part: object) -> Any:
-    mismatch = RuleTypeError(str(condition), f"{format_value(value)} is not {_kind_word(kind)}")
     match kind:
         case Kind.TEXT:
             if isinstance(value, bool) or not isinstance(value, str | int | float):
-                raise mismatch
+                raise _mismatch(condition, kind, value)
             folded = fold_text(value)
             if folded is None:
                 raise RuleTypeError(str(condition), 'blank text matches nothing; use "is unknown"')
@@ -220,20 +291,20 @@ def _prepare_scalar(condition: Condition, kind: Kind, value: Any, part: object) 
             if isinstance(value, Weekday) and getattr(part, "value", None) != "weekday":
                 raise RuleTypeError(str(condition), "day names compare with .weekday")
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise mismatch
+                raise _mismatch(condition, kind, value)
             return int(value) if isinstance(value, Month | Weekday) else value
         case Kind.BOOLEAN:
             if not isinstance(value, bool):
-                raise mismatch
+                raise _mismatch(condition, kind, value)
             return value
         case Kind.TIME:
             if not isinstance(value, dt.date | Relative | Anchor):
-                raise mismatch
+                raise _mismatch(condition, kind, value)
             return value
         case Kind.PHONE:
             phone = to_phone(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
             if phone is None:
-                raise mismatch
+                raise _mismatch(condition, kind, value)
             return phone
     raise AssertionError(kind)
 
@@ -326,6 +397,7 @@ class _Bound:
     shown: Any  # the resolved value, for explanations
     spec: Spec | None = None  # the test as checks, when the generated code can inline it
     get_source: tuple[str, tuple[Any, ...]] | None = None  # ``get`` as source: template and constants
+    window: str | None = None  # a count's window, resolved, for explanations
 
 
 def _time_test(op: Op, value: Any, now: dt.datetime, tz: dt.tzinfo) -> tuple[Spec, Any]:
@@ -423,7 +495,13 @@ def _bind(shape: _Shape, now: dt.datetime, tz: dt.tzinfo, region: str) -> _Bound
         equality = op is Op.CONTAINS and kind is not Kind.TEXT and kind is not Kind.PHONE
         spec, shown = _plain_test(Op.EQ if equality else op, shape.value), shape.value
 
-    bound = _bind_source(shape, read, spec, shown, tz, region)
+    counted: Spec | None = None
+    if path.window is not None:
+        try:
+            counted = window_spec(path.window, now, tz)
+        except (OverflowError, ValueError):
+            raise RuleTypeError(str(shape.condition), f"the window is out of range at {now.isoformat()}") from None
+    bound = _bind_source(shape, read, spec, shown, tz, region, counted)
     if op is Op.IS_KNOWN and not bound.existential:
         get = bound.get
         return attrs.evolve(
@@ -433,9 +511,15 @@ def _bind(shape: _Shape, now: dt.datetime, tz: dt.tzinfo, region: str) -> _Bound
 
 
 def _bind_source(
-    shape: _Shape, read: Callable[[Any], Any], spec: Spec, shown: Any, tz: dt.tzinfo, region: str
+    shape: _Shape,
+    read: Callable[[Any], Any],
+    spec: Spec,
+    shown: Any,
+    tz: dt.tzinfo,
+    region: str,
+    counted: Spec | None = None,
 ) -> _Bound:
-    """Attach the condition's test to where its value comes from."""
+    """Attach the condition's test to where its value comes from (``counted``: a count's window)."""
     op, path = shape.op, shape.condition.path
     test = _spec_function(spec)
     if path.is_customer:
@@ -460,6 +544,9 @@ def _bind_source(
     event = path.category
     aggregate = path.aggregate
     if aggregate is Aggregate.COUNT:
+        if counted is not None:
+            get = _window_count(event, _spec_function(counted), tz)
+            return _Bound(shape, get, test, False, shown, spec, ("{0}(c)", (get,)), _describe_spec(counted))
         get = lambda c: len(c.events_named(event))
         return _Bound(shape, get, test, False, shown, spec, ("len(c.events_named({0}))", (event,)))
     if aggregate is not None:
@@ -480,6 +567,25 @@ def _bind_source(
             return [v for e in c.events_named(event) if (v := read(e.attributes.get(field))) is not None]
 
     return _Bound(shape, get, test, True, shown)
+
+
+def _window_count(event: str, inside: Callable[[Any], bool], tz: dt.tzinfo) -> Callable[[Customer], int]:
+    """The getter of a count in a window: the events whose readable time passes ``inside``."""
+    datetime = dt.datetime
+
+    def get(c: Customer) -> int:
+        count = 0
+        for e in c.events_named(event):
+            t = e.at
+            if t.__class__ is not datetime or t.tzinfo is None:  # type: ignore[union-attr]
+                t = to_time(t, tz)  # type: ignore[assignment]
+                if t is None:
+                    continue
+            if inside(t):
+                count += 1
+        return count
+
+    return get
 
 
 def _extreme_time(event: str, latest: bool, tz: dt.tzinfo) -> Callable[[Customer], dt.datetime | None]:
@@ -680,7 +786,9 @@ class Predicate:
         self._shapes = {id(c): _shape(c, schema) for c in _conditions(rule)}
         self._lock = threading.Lock()
         self._cached: tuple[dt.datetime, Callable[[Customer, GroupLookup], bool]] | None = None
-        self._has_time = any(s.kind is Kind.TIME for s in self._shapes.values())
+        self._has_time = any(
+            s.kind is Kind.TIME or s.condition.path.window is not None for s in self._shapes.values()
+        )
 
     def __repr__(self) -> str:
         return f"<Predicate {self.rule}>"
@@ -793,6 +901,9 @@ class Explanation:
         compared_to: the resolved value it was compared with (``30 days ago``
             becomes an instant).
         children: the explanations of an AND, OR or NOT's parts.
+        window: for a count in a window (``appointment.count(last 90 days)``),
+            the window resolved at ``now``, as an interval of instants
+            (``[start, end]``; a parenthesis excludes its end).
     """
 
     rule: str
@@ -800,6 +911,7 @@ class Explanation:
     value: Any = None
     compared_to: Any = None
     children: tuple[Explanation, ...] = ()
+    window: str | None = attrs.field(default=None, repr=False)  # shown by str(); reprs stay as before windows
 
     @property
     def matched(self) -> bool:
@@ -815,6 +927,8 @@ class Explanation:
             line = f"{'  ' * level}[{word}] {node.rule}"
             if not node.children:
                 line += f"  (value: {_show(node.value)}"
+                if node.window is not None:
+                    line += f" counted in {node.window}"
                 if node.compared_to is not None:
                     line += f"; compared with {_show(node.compared_to)}"
                 line += ")"
@@ -888,7 +1002,7 @@ def _explain_node(
                 outcome = not outcome
             if b.shape.op is Op.IS_KNOWN and node.path.is_customer:
                 value = customer.attributes.get(node.path.attribute)  # show what was there
-            return Explanation(str(node), outcome, value=value, compared_to=b.shown)
+            return Explanation(str(node), outcome, value=value, compared_to=b.shown, window=b.window)
     raise TypeError(f"not a rule node: {node!r}")
 
 

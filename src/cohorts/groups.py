@@ -33,9 +33,25 @@ from typing import Any, TypeAlias
 import attrs
 
 from ._html import html_text
-from .ast import Aggregate, Anchor, And, Condition, Duration, InGroup, Node, Not, Op, Or, Path, Relative, Unit, walk
+from .ast import (
+    EVENT_TIME,
+    Aggregate,
+    Anchor,
+    And,
+    Condition,
+    Duration,
+    InGroup,
+    Node,
+    Not,
+    Op,
+    Or,
+    Path,
+    Relative,
+    Unit,
+    walk,
+)
 from .errors import GroupError, GroupNotEmptyError, RuleError, UnknownGroupError
-from .evaluate import Explanation, Predicate, _shape, _time_test, compile  # noqa: A004
+from .evaluate import Explanation, Predicate, _shape, _time_test, compile, window_op  # noqa: A004
 from .group_store import EMPTY, GroupDef, GroupStore, MemoryGroupStore, RuleRow, Slot
 from .model import Customer, CustomerId
 from .parser import parse
@@ -550,6 +566,12 @@ class _Plan:
                 shape = _shape(node, schema)
                 if shape.kind is Kind.TIME and _moves(shape.value):
                     timed.append((node, _TimeCondition(node.path, shape.op, shape.value, tz)))
+                elif node.path.window is not None and _moves(node.path.window.value):
+                    # A count in a moving window changes only when one of its events enters or
+                    # leaves the window: when the window's test of that event's time flips.
+                    op, value = window_op(node.path.window)
+                    events = Path(node.path.category, EVENT_TIME)
+                    timed.append((node, _TimeCondition(events, op, value, tz)))
             elif isinstance(node, InGroup):
                 refs.add(known(node.group))
         self.reads, self.refs = frozenset(reads), frozenset(refs)
@@ -1080,16 +1102,19 @@ class Groups:
             changes.extend(self._set_marks(name, customer_ids, {kind: value}, now, must_exist))
         return changes
 
-    def _add_imported(self, name: str, customer_ids: Sequence[CustomerId]) -> list[Change]:
+    def _add_imported(self, name: str, customer_ids: Sequence[CustomerId]) -> None:
         """``add(name, *customer_ids, origin=Origin.IMPORTED)`` for customers the caller has just written.
 
         The importer's bulk path: the ids are not looked up in the repository
         again (they were upserted in the same transaction), so adding a batch
-        costs the batch's size, not the repository's.
+        costs the batch's size, not the repository's; the changes are only
+        made for subscribers.
         """
         with self._atomic() as changes:
-            changes.extend(self._set_marks(name, customer_ids, {"imported": True}, None, True, stored=True))
-        return changes
+            listened = bool(self._subscribers)
+            changes.extend(
+                self._set_marks(name, customer_ids, {"imported": True}, None, True, stored=True, quiet=not listened)
+            )
 
     def _set_marks(
         self,
@@ -1100,13 +1125,20 @@ class Groups:
         must_exist: bool,
         *,
         stored: bool = False,
+        quiet: bool = False,
     ) -> list[Change]:
+        """Set marks; ``stored`` promises the ids are stored customers, ``quiet`` leaves out their own changes."""
         at = self._mark_time(now)
         caught = self._catch_up(at)
         changes = [] if caught is None else caught[1]
         catalog = self._catalog()
         gid = catalog.known(name)
         ids = list(dict.fromkeys(customer_ids))
+        if stored and quiet and not catalog.dependents[gid]:
+            # Nothing to check, to report or to re-evaluate: the marks are all there is to write.
+            for kind, value in marks.items():
+                self._store.set_marks(gid, kind, ids, value)
+            return changes
         slots = self._store.slots(ids)
         exists = set(ids) if stored else self._existing(ids)
         for cid in ids:
@@ -1132,7 +1164,7 @@ class Groups:
                 outcome = outcomes[before_slot] = (after_slot, _slot_origins(before_slot), _slot_origins(after_slot))
             after_slot, before, after = outcome
             current[gid] = after_slot
-            if before != after:
+            if before != after and not quiet:
                 changes.append(Change(group_name, cid, before, after, at))
             if bool(before) != bool(after) and cid in exists and catalog.dependents[gid]:
                 customer = self.repository.get(cid)

@@ -225,12 +225,15 @@ def _filled(cell: Any) -> bool:
 
 def _non_blank(rows: Iterator[tuple[int, Sequence[Any]]]) -> Iterator[Row]:
     for line, cells in rows:
-        if cells and type(last := cells[-1]) is str and last and not last[-1].isspace() and not last[0].isspace():
-            yield Row(line, tuple(cells))  # the usual row: nothing to trim
-            continue
-        trimmed = _trim(cells)
-        if trimmed:
-            yield Row(line, tuple(trimmed))
+        size = end = len(cells)
+        while end:  # _trim, inlined: it runs for every row whose last cells are empty
+            cell = cells[end - 1]
+            if cell is None or (isinstance(cell, str) and (not cell or cell[0].isspace()) and not cell.strip()):
+                end -= 1
+            else:
+                break
+        if end:
+            yield Row(line, tuple(cells) if end == size else tuple(cells[:end]))
 
 
 def open_table(
@@ -297,18 +300,23 @@ def detect_encoding(path: str) -> str:
 def sniff_delimiter(sample: str, candidates: Sequence[str] = DELIMITERS) -> str:
     """The delimiter that splits the sample's rows into the most consistent number of cells.
 
+    A delimiter that splits the first row (the header, in an export) comes
+    first: one found only in a quoted cell of the data does not win.
+
     Example:
         >>> sniff_delimiter("nom;montant\\nA;1,5\\nB;2,5\\n"), sniff_delimiter("a,b\\n1,2\\n")
         (';', ',')
+        >>> sniff_delimiter('Cell,Nom\\n514 555 0101,";=\\n;"\\n')
+        ','
     """
-    best: tuple[tuple[bool, float, int], str] | None = None
+    best: tuple[tuple[bool, bool, float, int], str] | None = None
     for delimiter in candidates:
         records = list(csv.reader(io.StringIO(sample), delimiter=delimiter))
         widths = [len(_trim(r)) for r in records[:100] if any(c.strip() for c in r)]
         if not widths:
             continue
         width = max(set(widths), key=lambda w: (widths.count(w), w))
-        score = (width > 1, widths.count(width) / len(widths), width)
+        score = (widths[0] > 1, width > 1, widths.count(width) / len(widths), width)
         if best is None or score > best[0]:
             best = (score, delimiter)
     return best[1] if best else candidates[0]
@@ -1424,28 +1432,62 @@ _LOOKUP_CHUNK = 64  # keys per select(): the rule's list is checked value by val
 _EXACT_LIMIT = 200_000  # stored customers indexed exactly at the start of an import
 
 
+_HASH_BITS = 0xFFFFFFFFFFFFFFFF
+
+
 class _Bloom:
-    """A set of keys in fixed memory (8 MiB), without false negatives: may say "maybe" for a new key."""
+    """A set of keys in fixed memory (8 MiB), without false negatives: may say "maybe" for a new key.
 
-    def __init__(self, bits: int = 1 << 26, hashes: int = 4) -> None:
+    Each key sets four bits, at ``h1 + i * h2`` for i in 0..3 (two halves of
+    its hash); the loops are written out, as they run for every row of an import.
+    """
+
+    def __init__(self, bits: int = 1 << 26) -> None:
         self.size = bits
-        self.hashes = hashes
-        self.bits = bytearray(bits // 8)
-
-    def _positions(self, key: Any) -> list[int]:
-        first = hash(key) & 0xFFFFFFFFFFFFFFFF
-        step = (first >> 32) | 1
-        size = self.size
-        return [(first + i * step) % size for i in range(self.hashes)]
+        self.bits = bytearray((bits + 7) // 8)
 
     def add(self, key: Any) -> None:
-        bits = self.bits
-        for position in self._positions(key):
-            bits[position >> 3] |= 1 << (position & 7)
+        self.add_all((key,))
 
     def __contains__(self, key: Any) -> bool:
-        bits = self.bits
-        return all(bits[position >> 3] & (1 << (position & 7)) for position in self._positions(key))
+        return bool(self.maybe((key,)))
+
+    def add_all(self, keys: Iterable[Any]) -> None:
+        """Add every key."""
+        bits, size = self.bits, self.size
+        for key in keys:
+            first = hash(key) & _HASH_BITS
+            step = (first >> 32) | 1
+            p = first % size
+            bits[p >> 3] |= 1 << (p & 7)
+            p = (first + step) % size
+            bits[p >> 3] |= 1 << (p & 7)
+            p = (first + 2 * step) % size
+            bits[p >> 3] |= 1 << (p & 7)
+            p = (first + 3 * step) % size
+            bits[p >> 3] |= 1 << (p & 7)
+
+    def maybe(self, keys: Iterable[Any]) -> list[Any]:
+        """The keys that may have been added (all that were, and rarely others), in order."""
+        bits, size = self.bits, self.size
+        found = []
+        for key in keys:
+            first = hash(key) & _HASH_BITS
+            step = (first >> 32) | 1
+            p = first % size
+            if not bits[p >> 3] >> (p & 7) & 1:
+                continue
+            p = (first + step) % size
+            if not bits[p >> 3] >> (p & 7) & 1:
+                continue
+            p = (first + 2 * step) % size
+            if not bits[p >> 3] >> (p & 7) & 1:
+                continue
+            p = (first + 3 * step) % size
+            if not bits[p >> 3] >> (p & 7) & 1:
+                continue
+            found.append(key)
+        return found
 
 
 class _KeyIndex:
@@ -1476,7 +1518,7 @@ class _KeyIndex:
             if self.exact is not None:
                 self.exact.setdefault(key, []).append(customer.id)
             elif self.seen is not None:
-                self.seen.add(key)
+                self.seen.add_all((key,))
 
     def stored_key(self, customer: Customer) -> Any:
         """The match key of a stored customer, read as the file's keys are."""
@@ -1494,17 +1536,20 @@ class _KeyIndex:
         """The ids known for some keys, and the keys to look up in the repository."""
         if self.exact is None:
             assert self.seen is not None
-            return {}, [key for key in keys if key in self.seen]
-        known = {key: self.exact[key] for key in keys if key in self.exact}
-        unsure = [key for key in keys if key not in known and self.seen is not None and key in self.seen]
-        return known, unsure
+            return {}, self.seen.maybe(keys)
+        exact = self.exact
+        known = {key: exact[key] for key in keys if key in exact}
+        if self.seen is None:
+            return known, []
+        return known, self.seen.maybe(key for key in keys if key not in known)
 
-    def created(self, key: Any, ident: CustomerId) -> None:
-        """Note a customer the import created."""
+    def created(self, pairs: Sequence[tuple[Any, CustomerId]]) -> None:
+        """Note the customers the import created: (key, id) pairs."""
         if self.seen is not None:
-            self.seen.add(key)
+            self.seen.add_all(key for key, _ in pairs)
         elif self.exact is not None:
-            self.exact.setdefault(key, []).append(ident)
+            for key, ident in pairs:
+                self.exact.setdefault(key, []).append(ident)
 
 
 class _Writer:
@@ -1632,8 +1677,7 @@ class _Writer:
             customers.append(Customer(ident, attributes, record.events))
         if customers:
             self.repository.upsert(customers)  # adds the events an existing customer lacks
-        for key, ident in created_keys:
-            self._keys.created(key, ident)
+        self._keys.created(created_keys)
         if self.group is not None and customers:
             self.groups._add_imported(self.group, [c.id for c in customers])  # just upserted: not looked up again
         report.created += created

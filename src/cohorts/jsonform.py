@@ -37,6 +37,8 @@ from .ast import (
     Relative,
     Unit,
     Weekday,
+    Window,
+    WindowKind,
 )
 from .errors import RuleJsonError
 
@@ -47,7 +49,8 @@ JsonValue = Any  # what json.loads returns
 _OPERATORS = {op.value: op for op in Op}
 # Spellings of the articles' editor, accepted on input.
 _ALIASES = {"is": Op.EQ, "is not": Op.NE, "<>": Op.NE, "not contains": Op.NOT_CONTAINS}
-_ROW_KEYS = frozenset({"category", "attribute", "part", "operator", "value"})
+_ROW_KEYS = frozenset({"category", "attribute", "part", "window", "operator", "value"})
+_WINDOW_KINDS = {kind.value: kind for kind in WindowKind}
 
 
 # -- to JSON ------------------------------------------------------------------
@@ -91,6 +94,8 @@ def _row(node: Node) -> dict[str, JsonValue]:
             row: dict[str, JsonValue] = {"category": path.category, "attribute": path.attribute}
             if path.part is not None:
                 row["part"] = path.part.value
+            if path.window is not None:
+                row["window"] = {"kind": path.window.kind.value, "value": _value(path.window.value)}
             row["operator"] = op.value
             if value is not None:
                 row["value"] = _value(value)
@@ -250,7 +255,40 @@ def _read_path(row: Mapping[str, JsonValue], pointer: str) -> Path:
         if not isinstance(word, str) or word.lower() not in parts:
             raise _fail(_at(pointer, "part"), f"expected one of {', '.join(parts)}, got {_describe(word)}")
         part = DatePart(word.lower())
-    return Path(category, attribute, part)
+    window = None
+    if row.get("window") is not None:
+        window = _read_window(row["window"], _at(pointer, "window"))
+    return Path(category, attribute, part, window)
+
+
+def _read_window(data: JsonValue, pointer: str) -> Window:
+    fields = _object(data, pointer, frozenset({"kind", "value"}), "a window")
+    word = _text(fields, "kind", pointer)
+    kind = _WINDOW_KINDS.get(word.lower())
+    if kind is None:
+        raise _fail(_at(pointer, "kind"), f"expected one of {', '.join(_WINDOW_KINDS)}, got {_describe(word)}")
+    where = _at(pointer, "value")
+    value = fields.get("value")
+    if value is None:
+        raise _fail(pointer, f"missing 'value' for a {kind.value} window")
+    match kind:
+        case WindowKind.LAST | WindowKind.NEXT:
+            duration = _read_scalar(value, where, allow_duration=True)
+            if not isinstance(duration, Duration):
+                raise _fail(where, f'a {kind.value} window takes {{"type": "duration", ...}}, got {_describe(value)}')
+            return Window(kind, duration)
+        case WindowKind.BETWEEN:
+            if not isinstance(value, list) or len(value) != 2:
+                raise _fail(where, f"a between window takes a list of two times, got {_describe(value)}")
+            return Window(kind, (_read_time(value[0], _at(where, 0)), _read_time(value[1], _at(where, 1))))
+    return Window(kind, _read_time(value, where))
+
+
+def _read_time(value: JsonValue, pointer: str) -> Any:
+    time = _read_scalar(value, pointer)
+    if not isinstance(time, dt.date | Relative | Anchor):
+        raise _fail(pointer, f"a window takes times (dates, relative times, today...), got {_describe(value)}")
+    return time
 
 
 def _read_operator(row: Mapping[str, JsonValue], pointer: str) -> Op:

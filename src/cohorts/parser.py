@@ -8,6 +8,7 @@ import functools
 import re
 from typing import Any
 
+import attrs
 from lark import Lark, Token, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 from lark.visitors import Transformer_NonRecursive
@@ -28,6 +29,8 @@ from .ast import (
     Span,
     Unit,
     Weekday,
+    Window,
+    WindowKind,
 )
 from .errors import RuleSyntaxError
 
@@ -55,6 +58,7 @@ _TERMINAL_WORDS = {
     "_WITHIN": "within",
     "_LAST": "last",
     "_NEXT": "next",
+    "_SINCE": "since",
     "_AGO": "ago",
     "_TRUE": "true",
     "_FALSE": "false",
@@ -74,7 +78,7 @@ _TERMINAL_WORDS = {
 # Words a typo is compared against for "did you mean".
 _KEYWORDS = (
     "and or not is in group known unknown contains does starts ends with between before "
-    "after within last next ago now today yesterday tomorrow true false "
+    "after within last next since ago now today yesterday tomorrow true false "
     "minutes hours days weeks months years"
 ).split()
 _OPERATORS = [op.value for op in Op]
@@ -233,15 +237,35 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
         duration = Duration(_integer(amount, self.text), Unit.from_word(unit))
         return self._condition(Op.WITHIN_NEXT, meta, path, duration)
 
-    def path(self, meta: Any, *segments: Token) -> Path:
+    def path(self, meta: Any, *items: Token | Window | None) -> Path:
+        *tokens, last = items
+        segments = [t for t in tokens if isinstance(t, Token)]
+        window = last if isinstance(last, Window) else None
         names = [
             segment[1:-1].replace("``", "`") if segment.type == "QUOTED_NAME" else str(segment)
             for segment in segments
         ]
         try:
-            return Path.of(names, last_is_quoted=segments[-1].type == "QUOTED_NAME")
+            path = Path.of(names, last_is_quoted=segments[-1].type == "QUOTED_NAME")
         except ValueError as error:
             raise _token_error(segments[0], self.text, str(error).capitalize()) from None
+        return path if window is None else attrs.evolve(path, window=window)
+
+    # -- windows of aggregates
+    def window_last(self, meta: Any, amount: Token, unit: Token) -> Window:
+        return Window(WindowKind.LAST, Duration(_integer(amount, self.text), Unit.from_word(unit)))
+
+    def window_next(self, meta: Any, amount: Token, unit: Token) -> Window:
+        return Window(WindowKind.NEXT, Duration(_integer(amount, self.text), Unit.from_word(unit)))
+
+    def window_since(self, meta: Any, time: object) -> Window:
+        return Window(WindowKind.SINCE, self._time(time))
+
+    def window_between(self, meta: Any, low: object, high: object) -> Window:
+        return Window(WindowKind.BETWEEN, (self._time(low), self._time(high)))
+
+    def _time(self, value: object) -> Any:
+        return _convert_token(value, self.text) if isinstance(value, Token) else value
 
     # -- values
     def list(self, meta: Any, *items: object) -> tuple[object, ...]:
@@ -329,6 +353,10 @@ def _syntax_error(error: UnexpectedInput, text: str) -> RuleSyntaxError:
         expected = set(error.expected)
     elif isinstance(error, UnexpectedCharacters):
         expected = set(error.allowed or ())
+    if "_CONTAINS" in expected:
+        # After a path, "(" opens a window (appointment.count(last 90 days)): an aside, not
+        # what a user who typed a path and a wrong operator is looking for.
+        expected.discard("LPAR")
     words = sorted({_describe(name) for name in expected})
     at_end = isinstance(error, UnexpectedEOF) or (
         isinstance(error, UnexpectedToken) and error.token.type == "$END"

@@ -100,12 +100,12 @@ class Schema:
         if not path.is_customer:
             names += [EVENT_TIME, *(a.value for a in Aggregate)]
         close = difflib.get_close_matches(path.attribute, names, n=1, cutoff=0.6)
-        suggestion = str(Path(path.category, close[0], path.part)) if close else None
+        suggestion = str(Path(path.category, close[0], path.part, path.window)) if close else None
         raise UnknownAttributeError(str(path), suggestion)
 
     def _suggest_category(self, path: Path) -> str | None:
         close = difflib.get_close_matches(path.category, list(self.categories), n=1, cutoff=0.6)
-        return str(Path(close[0], path.attribute, path.part)) if close else None
+        return str(Path(close[0], path.attribute, path.part, path.window)) if close else None
 
     def paths(self) -> Iterable[str]:
         """Every declared path, as text."""

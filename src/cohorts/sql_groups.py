@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -51,16 +52,21 @@ def _micros(value: dt.datetime | None) -> int | None:
     return (value - _EPOCH) // dt.timedelta(microseconds=1)
 
 
-def _insert(conn: Any, table: sa.Table, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert many rows with the driver's own executemany (bound parameters; the table name is ours)."""
+def _insert(conn: Any, table: sa.Table, rows: Sequence[tuple[Any, ...]], *, or_ignore: bool = False) -> None:
+    """Insert many rows with the driver's own executemany (bound parameters; the table name is ours).
+
+    ``or_ignore`` skips the rows whose primary key is already stored.
+    """
     if not rows:
         return
     columns = [c.name for c in table.columns]
     marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     quote = conn.dialect.identifier_preparer.quote
+    sqlite = conn.dialect.name == "sqlite"
     sql = (
-        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "  # noqa: S608 - our own quoted names
-        f"VALUES ({', '.join(marker for _ in columns)})"
+        f"INSERT{' OR IGNORE' if or_ignore and sqlite else ''} INTO {quote(table.name)}"
+        f" ({', '.join(quote(c) for c in columns)}) VALUES ({', '.join(marker for _ in columns)})"
+        f"{' ON CONFLICT DO NOTHING' if or_ignore and not sqlite else ''}"
     )
     conn.exec_driver_sql(sql, list(rows))
 
@@ -233,18 +239,26 @@ class SQLGroupStore:
         """The non-empty slots of these customers, by group id."""
         found: dict[str, dict[int, dict[str, Any]]] = {}
         keys = [_encode(cid) for cid in customer_ids]
+        if not keys:
+            return {}
         with self._connect() as conn:
-            for chunk in _chunks(keys):
-                marks = conn.execute(
-                    sa.select(self.marks.c.group_id, self.marks.c.customer, self.marks.c.kind).where(
-                        self.marks.c.customer.in_(chunk)
-                    )
-                )
-                for gid, customer, kind in marks:
-                    found.setdefault(customer, {}).setdefault(gid, {})[kind] = True
-                rules = conn.execute(sa.select(self.rules).where(self.rules.c.customer.in_(chunk)))
-                for row in rules:
-                    found.setdefault(row.customer, {}).setdefault(row.group_id, {})["rule"] = self._row(row)
+            # One statement per table for any number of ids: the ids go as one JSON (SQLite) or array parameter.
+            sqlite = conn.dialect.name == "sqlite"
+            among, ids = ("IN (SELECT value FROM json_each(?))", json.dumps(keys)) if sqlite else ("= ANY(%s)", keys)
+            quote = conn.dialect.identifier_preparer.quote
+            marks = conn.exec_driver_sql(
+                f"SELECT group_id, customer, kind FROM {quote(self.marks.name)} WHERE customer {among}",  # noqa: S608 - our own quoted names
+                (ids,),
+            )
+            for gid, customer, kind in marks:
+                found.setdefault(customer, {}).setdefault(gid, {})[kind] = True
+            rules = conn.exec_driver_sql(
+                "SELECT group_id, customer, matched, version, since, evaluated_at, due"  # noqa: S608 - our own quoted names
+                f" FROM {quote(self.rules.name)} WHERE customer {among}",
+                (ids,),
+            )
+            for row in rules:
+                found.setdefault(row.customer, {}).setdefault(row.group_id, {})["rule"] = self._row(row)
         return {
             _decode(key): {gid: Slot(**fields) for gid, fields in by_group.items()} for key, by_group in found.items()
         }
@@ -269,10 +283,11 @@ class SQLGroupStore:
         keys = list(dict.fromkeys(_encode(cid) for cid in customer_ids))
         m = self.marks
         with self._connect() as conn:
+            if value:  # one executemany; a mark already set stays as it is
+                _insert(conn, m, [(group_id, key, kind) for key in keys], or_ignore=True)
+                return
             for chunk in _chunks(keys):
                 conn.execute(sa.delete(m).where(m.c.group_id == group_id, m.c.kind == kind, m.c.customer.in_(chunk)))
-                if value:
-                    conn.execute(sa.insert(m), [{"group_id": group_id, "customer": key, "kind": kind} for key in chunk])
 
     def put_rules(self, group_id: int, rows: Mapping[CustomerId, RuleRow | None], *, new: bool = False) -> None:
         """Store rule rows (None deletes the row); ``new`` says none of them is stored yet."""
