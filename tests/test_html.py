@@ -6,6 +6,8 @@ import datetime as dt
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
+
 import cohorts
 
 NOW = dt.datetime(2026, 11, 16, 14, tzinfo=dt.UTC)
@@ -110,3 +112,19 @@ def test_import_report_and_preview(tmp_path: Path) -> None:
     assert "3" in cells.cells and "Cell" in cells.cells
     assert any(cell.startswith("two phone numbers in one cell") for cell in cells.cells)
     assert "created 1" in page
+
+
+def test_ipython_shows_the_text_not_the_repr() -> None:
+    """In IPython (terminal or notebook text), results print as their readable text."""
+    pretty = pytest.importorskip("IPython.lib.pretty").pretty
+    customer = cohorts.Customer(1, {"city": "Laval", "tags": ["vip"]})
+    for text in ['customer.city = "Laval" AND customer in group "VIP"', 'NOT customer.tags contains "vip"',
+                 'customer.city = "Laval"', 'customer not in group "VIP"']:
+        rule = cohorts.parse(text)
+        assert pretty(rule) == str(rule)
+    explanation = cohorts.explain('customer.city = "laval"', customer, NOW)
+    assert pretty(explanation) == str(explanation)
+    groups = cohorts.Groups(cohorts.MemoryRepository([customer]))
+    groups.create("VIP", 'customer.tags contains "VIP"')
+    for value in (groups.why("VIP", 1, NOW), groups.preview("VIP", None, NOW), cohorts.report(groups, now=NOW)):
+        assert pretty(value) == str(value)

@@ -297,7 +297,12 @@ class Node:
     __slots__ = ()
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        """IPython's plain text: the same text as ``str``."""
+        """IPython's plain text: the same text as ``str``.
+
+        Subclasses repeat it in their own body: IPython takes the first of
+        ``_repr_pretty_`` or ``__repr__`` it finds along the MRO, and attrs
+        gives each node class its own ``__repr__``.
+        """
         printer.text(str(self))
 
     def _repr_html_(self) -> str:
@@ -309,6 +314,8 @@ class Node:
 
 class _Branch(Node):
     """AND, OR and NOT: equality and hashing by value, without recursion (rules may nest deeply)."""
+
+    _repr_pretty_ = Node._repr_pretty_
 
     __slots__ = ()
 
@@ -447,6 +454,8 @@ class Condition(Node):
     ``is known``/``is unknown``.
     """
 
+    _repr_pretty_ = Node._repr_pretty_
+
     path: Path
     op: Op
     value: Value = attrs.field(default=None, converter=_as_value, eq=_value_key)
@@ -467,6 +476,8 @@ class Condition(Node):
 @attrs.frozen
 class InGroup(Node):
     """``customer in group "NAME"``, or with ``negated``, ``not in group``."""
+
+    _repr_pretty_ = Node._repr_pretty_
 
     group: str
     negated: bool = False

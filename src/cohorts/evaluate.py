@@ -23,6 +23,7 @@ from typing import Any, TypeAlias
 
 import attrs
 
+from ._html import html_text
 from .ast import (
     ORDERING,
     TEXT_OPS,
@@ -938,10 +939,12 @@ class Explanation:
     def __str__(self) -> str:
         return "\n".join(self.lines())
 
-    def _repr_html_(self) -> str:
-        import html
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's plain text: the same text as ``str``."""
+        printer.text(str(self))
 
-        return "<pre>" + html.escape(str(self)) + "</pre>"
+    def _repr_html_(self) -> str:
+        return html_text(str(self))
 
 
 def _show(value: Any) -> str:
