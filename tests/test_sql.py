@@ -266,3 +266,21 @@ def test_close_releases_connections_and_the_repository_still_works(tmp_path: Any
     hosted.close()
     assert engine.pool.checkedin() == 1  # the host's pool is untouched
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        'customer.city = "Laval"',
+        'customer.tags contains "vip" AND NOT customer.city in ["Laval", "Lévis"]',
+        "repair_order.closed.last_time < 730 days ago OR appointment.count(last 90 days) >= 3",
+        "customer.phone is known AND customer.vehicle_year between 2015 and 2020",
+    ],
+)
+def test_to_sql_parameters_are_exactly_those_the_text_uses(rule: str) -> None:
+    """to_sql returns the parameters its SQL references, no more (users run it in their own warehouse)."""
+    text, params = to_sql(rule, dialect="postgresql")
+    assert isinstance(params, dict)
+    assert set(re.findall(r"%\((p\d+)\)s", text)) == set(params)
+    text, ordered = to_sql(rule, dialect="sqlite")
+    assert text.count("?") == len(ordered)

@@ -419,7 +419,8 @@ class _Params:
             return _MARK.sub(qmark, sql), ordered
         template = "%(p{})s" if style == "pyformat" else ":p{}"
         text = _MARK.sub(lambda m: template.format(m.group(1)), sql)
-        return text, {f"p{i}": value for i, value in enumerate(self.values)}
+        used = sorted({int(m.group(1)) for m in _MARK.finditer(sql)})  # parameters of dropped fragments are left out
+        return text, {f"p{i}": self.values[i] for i in used}
 
 
 def _sort_key(value: Any) -> tuple[str, Any]:
