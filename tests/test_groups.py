@@ -737,3 +737,25 @@ def test_windowed_count_membership_equals_fresh_evaluation(
         attributes = {} if renewal is None else {"renewal": start + dt.timedelta(hours=renewal)}
         customers.append(Customer(i, attributes, events))
     _assert_catching_up_agrees(rule, customers, tz, start, steps, refresh=True)
+
+
+def test_groups_command_notes_attributes_the_schema_lacks(tmp_path: Any) -> None:
+    """A misspelt attribute is allowed (custom attributes are) but named on stderr with the nearest one."""
+    import subprocess
+    import sys
+
+    from cohorts.sql import SQLRepository
+
+    path = str(tmp_path / "g.db")
+    SQLRepository(path).upsert(_garage())
+    done = subprocess.run(
+        [sys.executable, "-m", "cohorts", "groups", "create", "Typo", 'customer.cty = "Laval" OR customer.city = "X"',
+         "--db", path],
+        capture_output=True, text=True, encoding="utf-8", timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "created group 'Typo': 0 member(s)" in done.stdout
+    assert done.stderr.splitlines() == [
+        "note: customer.cty is not in the schema (did you mean customer.city?); it is read as a custom attribute, "
+        "unknown for customers without it"
+    ]

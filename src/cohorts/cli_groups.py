@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from typing import Any
 
+from .ast import Condition, walk
 from .cli import EXIT_OK, EXIT_USAGE, CommandError, add_json_option, parse_now, print_json, read_rule
+from .errors import RuleError, UnknownAttributeError
+from .evaluate import validate
 from .groups import Change, Groups
+from .parser import parse
 from .progress import TerminalBar
 from .reports import Measure, format_table, report
 
@@ -92,6 +97,26 @@ def _change_data(change: Change) -> dict[str, Any]:
     }
 
 
+def _note_custom_attributes(groups: Groups, rule: str | None) -> None:
+    """Name, on stderr, the attributes the schema lacks: custom ones are allowed, but a typo reads as unknown."""
+    if rule is None:
+        return
+    schema = getattr(groups.repository, "schema", None)
+    seen: set[str] = set()
+    for node in walk(parse(rule)):
+        if not isinstance(node, Condition) or str(node.path) in seen:
+            continue
+        seen.add(str(node.path))
+        try:
+            validate(node, schema)
+        except UnknownAttributeError as error:
+            hint = f" (did you mean {error.suggestion}?)" if error.suggestion else ""
+            print(f"note: {node.path} is not in the schema{hint}; it is read as a custom attribute, "
+                  "unknown for customers without it", file=sys.stderr)
+        except RuleError:
+            continue  # other problems were reported when the rule was saved
+
+
 def _print_changes(args: argparse.Namespace, changes: list[Change]) -> None:
     if args.json:
         print_json([_change_data(c) for c in changes])
@@ -125,6 +150,7 @@ def _run_groups(args: argparse.Namespace) -> int:
         case "create":
             rule = None if args.rule is None else read_rule(args.rule)
             groups.create(args.name, rule, description=args.description or "")
+            _note_custom_attributes(groups, rule)
             count = groups.count(args.name, now)
             if args.json:
                 print_json({"group": groups.definition(args.name).name, "members": count})
@@ -180,6 +206,7 @@ def _run_groups(args: argparse.Namespace) -> int:
         case "preview" | "set-rule":
             rule = None if args.rule is None else read_rule(args.rule)
             preview = groups.preview(args.name, rule, now)
+            _note_custom_attributes(groups, rule)
             if args.action == "set-rule":
                 groups.set_rule(args.name, rule)
             if args.json:
