@@ -759,3 +759,14 @@ def test_groups_command_notes_attributes_the_schema_lacks(tmp_path: Any) -> None
         "note: customer.cty is not in the schema (did you mean customer.city?); it is read as a custom attribute, "
         "unknown for customers without it"
     ]
+
+
+def test_why_at_an_earlier_now_says_the_rules_match_an_excluded_customer() -> None:
+    """Read before the stored state, an excluded customer the rules match is shown as matching, and kept out."""
+    groups = Groups(MemoryRepository(_garage()))
+    groups.create("Laval", 'customer.city = "Laval"')
+    groups.refresh(NOW + 10 * DAY)
+    groups.exclude("Laval", "a", now=NOW + 10 * DAY)
+    why = groups.why("Laval", "a", NOW)
+    assert why.excluded and not why.member and why.matched_version == 1
+    assert "matched rule version 1" in str(why) and "excluded by hand" in str(why)

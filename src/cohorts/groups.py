@@ -1567,7 +1567,7 @@ class Groups:
             rule_version=definition.version,
             matched_version=(row.version if row is not None and row.matched else None)
             if stored
-            else (definition.version if Origin.RULES in found else None),
+            else (definition.version if explanation is not None and explanation.result else None),
             since=row.since if row is not None else None,
             evaluated_at=_latest(row.evaluated_at if row is not None else None, definition.evaluated_at)
             if stored
