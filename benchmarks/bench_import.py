@@ -13,7 +13,9 @@ Measures, each import in a fresh child process so peak memory is its own:
 - peak RSS (``resource.getrusage``) of each child, and for SQLite with a
   group at the full size and at a tenth of it: memory must not grow with the file;
 - the CPU seconds of each child beside its wall time: on a shared machine the
-  rate per CPU second is the steadier figure.
+  rate per CPU second is the steadier figure;
+- the seconds the cyclic garbage collector took in each child (it walks every
+  tracked object: a share of the import's time that no code path shows).
 
 Goals (issue 5): at least 20,000 rows/s, under 300 MB peak RSS at 1,000,000 rows.
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import gc
 import json
 import os
 import random
@@ -118,6 +121,8 @@ def child(path: str, db: str, mode: str) -> dict[str, float]:
     from cohorts.importers import BATCH_SIZE, import_file, normalise_time
 
     rows = created = rejected = 0
+    collecting = _GcClock()
+    gc.callbacks.append(collecting)
     if mode == "upsert":
         from cohorts.sql import SQLRepository
 
@@ -130,8 +135,13 @@ def child(path: str, db: str, mode: str) -> dict[str, float]:
             with repository.transaction():
                 for i, (first, last, _phone, email, city, day, _notes) in enumerate(records):
                     events = [Event("appointment", normalise_time(day))] if day else []
-                    attributes = {"first_name": first, "last_name": last, "phone": f"+1514{i:07}", "email": email,
-                                  "city": city}
+                    attributes = {
+                        "first_name": first,
+                        "last_name": last,
+                        "phone": f"+1514{i:07}",
+                        "email": email,
+                        "city": city,
+                    }
                     batch.append(Customer(f"c{i}", attributes, events))
                     if len(batch) == BATCH_SIZE:
                         repository.upsert(batch)
@@ -156,6 +166,7 @@ def child(path: str, db: str, mode: str) -> dict[str, float]:
         report = import_file(path, repository, group=group, region="CA", match_on="phone")
         rows, created, rejected = report.rows_read, report.created, report.rejected
     seconds = time.perf_counter() - start
+    gc.callbacks.remove(collecting)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime - cpu_start
     return {
@@ -165,7 +176,22 @@ def child(path: str, db: str, mode: str) -> dict[str, float]:
         "seconds": seconds,
         "cpu": cpu,
         "peak_rss_mb": usage.ru_maxrss / 1024,
+        "gc_seconds": collecting.seconds,
     }
+
+
+class _GcClock:
+    """A ``gc.callbacks`` entry adding up the time spent in collections."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
 
 
 def _cpu_seconds() -> float:
@@ -174,7 +200,10 @@ def _cpu_seconds() -> float:
 
 
 def _cpu_note(figures: dict[str, float]) -> str:
-    return f"{figures['cpu']:.2f} s CPU, {figures['rows'] / figures['cpu']:,.0f} rows per CPU s"
+    return (
+        f"{figures['cpu']:.2f} s CPU, {figures['rows'] / figures['cpu']:,.0f} rows per CPU s, "
+        f"{figures['gc_seconds']:.2f} s in gc"
+    )
 
 
 def run_child(path: Path, mode: str) -> dict[str, float]:

@@ -640,6 +640,50 @@ def test_sql_store_agrees_with_memory_store(operations: list[tuple[str, str, str
             assert sides[0].members(name, at) == sides[1].members(name, at), name
 
 
+def test_sqlite_marks_table_without_rowid_and_older_databases(tmp_path: Any) -> None:
+    """New SQLite databases keep the group marks WITHOUT ROWID; one made with the older
+    layout (a rowid table) keeps its table and is read and written alike."""
+    import sqlite3
+
+    from cohorts.sql import SQLRepository
+
+    def marks_sql(path: Any) -> str:
+        with sqlite3.connect(path) as conn:
+            (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'cohorts_group_marks'").fetchone()
+        return str(sql)
+
+    new = tmp_path / "new.db"
+    repo = SQLRepository(new)
+    repo.upsert(_garage())
+    groups = Groups(repo)
+    groups.create("Imported")
+    groups.add("Imported", "a", "b", origin=Origin.IMPORTED)
+    assert "WITHOUT ROWID" in marks_sql(new).upper()
+    repo.close()
+
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.execute(
+            "CREATE TABLE cohorts_group_marks (group_id INTEGER NOT NULL, customer TEXT NOT NULL,"
+            " kind VARCHAR(8) NOT NULL, PRIMARY KEY (group_id, customer, kind))"
+        )
+        conn.execute("CREATE INDEX cohorts_group_marks_customer ON cohorts_group_marks (customer)")
+    for path in (old, new):
+        repo = SQLRepository(path)
+        if path == old:
+            repo.upsert(_garage())
+        groups = Groups(repo)
+        if path == old:
+            groups.create("Imported")
+        groups.add("Imported", "a", "b", origin=Origin.IMPORTED)
+        groups.add("Imported", "c")
+        groups.remove("Imported", "b")
+        assert groups.members("Imported", NOW) == {"a": {IMP}, "c": {M}}
+        assert groups.groups_of("a", NOW) == {"Imported": {IMP}}
+        repo.close()
+    assert "WITHOUT ROWID" not in marks_sql(old).upper()
+
+
 def test_times_at_the_ends_of_the_calendar() -> None:
     """Values near the limits of datetime do not break refreshes."""
     far = [

@@ -6,7 +6,7 @@ Example:
     >>> cohorts.matches(rule, cohorts.Customer(1, {"vehicle_model": "Ford Escape"}))
     True
 
-The SQL names (``SQLRepository``, ``HostTable``, ``to_sql``) need the ``sql`` extra
+The SQL names (``SQLRepository``, ``HostTable``, ``HostEvents``, ``JsonField``, ``to_sql``) need the ``sql`` extra
 (SQLAlchemy); they are imported on first use so that the rest works without it.
 """
 
@@ -70,7 +70,7 @@ from .repository import CustomerDataError, MemoryRepository, Repository, Unknown
 from .schema import AttributeType, Schema, default_schema
 
 if TYPE_CHECKING:
-    from .sql import HostTable, SQLRepository, to_sql
+    from .sql import HostEvents, HostTable, JsonField, SQLRepository, to_sql
 
 __all__ = [
     "Action",
@@ -93,11 +93,13 @@ __all__ = [
     "GroupError",
     "GroupNotEmptyError",
     "Groups",
+    "HostEvents",
     "HostTable",
     "Hours",
     "ImportFileError",
     "ImportPreview",
     "ImportReport",
+    "JsonField",
     "MappingError",
     "Measure",
     "MemoryRepository",
@@ -148,7 +150,7 @@ __all__ = [
     "validate",
 ]
 
-_SQL_NAMES = frozenset({"HostTable", "SQLRepository", "to_sql"})
+_SQL_NAMES = frozenset({"HostEvents", "HostTable", "JsonField", "SQLRepository", "to_sql"})
 
 
 def __getattr__(name: str) -> Any:

@@ -63,17 +63,19 @@ class Customer:
     id: CustomerId
     attributes: Mapping[str, Any] = attrs.field(factory=dict, converter=_attributes)
     events: tuple[Event, ...] = attrs.field(factory=tuple, converter=_events)
-    _by_name: Mapping[str, tuple[Event, ...]] = attrs.field(init=False, eq=False, repr=False)
-
-    def __attrs_post_init__(self) -> None:
-        by_name: dict[str, list[Event]] = {}
-        for event in self.events:
-            by_name.setdefault(event.name, []).append(event)
-        object.__setattr__(self, "_by_name", {name: tuple(evs) for name, evs in by_name.items()})
+    # The events by category, made by the first ``events_named`` (a customer only written is never indexed).
+    _by_name: Mapping[str, tuple[Event, ...]] | None = attrs.field(init=False, default=None, eq=False, repr=False)
 
     def events_named(self, name: str) -> tuple[Event, ...]:
         """This customer's events of one category, in the order given."""
-        return self._by_name.get(name, ())
+        by_name = self._by_name
+        if by_name is None:
+            grouped: dict[str, list[Event]] = {}
+            for event in self.events:
+                grouped.setdefault(event.name, []).append(event)
+            by_name = {category: tuple(events) for category, events in grouped.items()}
+            object.__setattr__(self, "_by_name", by_name)  # a cache: the customer's value does not change
+        return by_name.get(name, ())
 
     def with_attributes(self, **changes: Any) -> Customer:
         """A copy with some attributes changed."""

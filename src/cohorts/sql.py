@@ -32,7 +32,7 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from .ast import Aggregate, And, Condition, InGroup, Node, Not, Op, Or
+from .ast import Aggregate, And, Condition, DatePart, InGroup, Node, Not, Op, Or
 from .errors import RuleError, RuleTypeError
 from .evaluate import Spec, _as_rule, _now, _plain_test, _Shape, _shape, _spec_function, _time_test, window_spec
 from .model import Customer, CustomerId, Event
@@ -47,7 +47,7 @@ from .repository import (
 from .schema import AttributeType, Schema, default_schema
 from .values import DEFAULT_REGION, Kind, fold_text, is_known, resolve_tz, to_bool, to_number, to_phone, to_time
 
-__all__ = ["SCHEMA_VERSION", "HostTable", "SQLRepository", "to_sql"]
+__all__ = ["SCHEMA_VERSION", "HostEvents", "HostTable", "JsonField", "SQLRepository", "to_sql"]
 
 RuleLike: TypeAlias = Node | str
 GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
@@ -272,10 +272,35 @@ def shadow_of(
         {'city': {'t': 'montréal'}, 'tags': {'lt': ['vip', '7'], 'ln': [7]}}
     """
     out: dict[str, dict[str, Any]] = {}
+    keys = _SHADOW_KEYS
+    entry: dict[str, Any]
     for name, raw in attributes.items():
+        if raw.__class__ is str:  # the common case, with is_known and shadow_key inlined
+            if not raw.strip():
+                continue
+            if name in phones:  # a phone number seldom repeats: read it without the cache
+                entry = {}
+                _read_scalar(raw, tz, entry)
+                phone = _phone_reading(raw, region)
+                if phone is not None:
+                    entry["p"] = phone
+            elif readings is None:
+                entry = {}
+                _read_scalar(raw, tz, entry)
+            else:
+                found = readings.get(raw)
+                if found is None:
+                    found = {}
+                    _read_scalar(raw, tz, found)
+                    if len(readings) >= _READINGS_LIMIT:
+                        readings.clear()
+                    readings[raw] = found
+                entry = found
+            out[keys.get(name) or shadow_key(name)] = entry
+            continue
         if not is_known(raw):
             continue
-        entry: dict[str, Any] = {}
+        entry = {}
         if isinstance(raw, _SEQUENCES):
             if lists:
                 elements: dict[str, list[Any]] = {}
@@ -289,20 +314,7 @@ def shadow_of(
                             elements.setdefault("l" + field, []).append(one[field])
                 entry.update(elements)
         else:
-            if readings is not None and raw.__class__ is str:
-                found = readings.get(raw)
-                if found is None:
-                    found = {}
-                    _read_scalar(raw, tz, found)
-                    if len(readings) >= _READINGS_LIMIT:
-                        readings.clear()
-                    readings[raw] = found
-                if name not in phones:
-                    out[shadow_key(name)] = found
-                    continue
-                entry = found.copy()
-            else:
-                _read_scalar(raw, tz, entry)
+            _read_scalar(raw, tz, entry)
             if name in phones:
                 phone = _phone_reading(raw, region)
                 if phone is not None:
@@ -313,6 +325,64 @@ def shadow_of(
 
 def _shadow_text(shadow: Mapping[str, Any]) -> str:
     return _JSON(shadow) if shadow else "{}"
+
+
+_KEY_TEXTS: dict[str, str] = {}  # attribute name -> its shadow key as JSON, with the colon
+
+
+def shadow_text_of(
+    attributes: Mapping[str, Any],
+    tz: dt.tzinfo,
+    region: str,
+    phones: Container[str],
+    texts: dict[str, str],
+    readings: dict[str, dict[str, Any]] | None = None,
+) -> str:
+    """``shadow_of(attributes, tz, region, phones)`` as JSON text: the same text, made piece by piece.
+
+    Encoding a shadow's nested objects costs as much as reading the values,
+    so ``texts`` caches the JSON of each text value's readings (for ``tz``):
+    values that repeat (names, cities) are read and encoded once. Values other
+    than text go through :func:`shadow_of` (with ``readings``) one at a time.
+
+    Example:
+        >>> import datetime as dt
+        >>> shadow_text_of({"city": "Laval", "n": 7, "blank": " "}, dt.UTC, "US", (), {})
+        '{"city":{"t":"laval"},"n":{"t":"7","n":7}}'
+    """
+    parts = []
+    for name, raw in attributes.items():
+        key = _KEY_TEXTS.get(name)
+        if key is None:
+            key = _JSON(shadow_key(name)) + ":"
+            if len(_KEY_TEXTS) < _SHADOW_KEYS_LIMIT:
+                _KEY_TEXTS[name] = key
+        if raw.__class__ is not str:
+            one = shadow_of({name: raw}, tz, region, phones, readings=readings)
+            if one:
+                parts.append(key + _JSON(one[shadow_key(name)]))
+            continue
+        if not raw.strip():
+            continue
+        if name in phones:  # a phone number seldom repeats: read it without the cache
+            entry: dict[str, Any] = {}
+            _read_scalar(raw, tz, entry)
+            phone = _phone_reading(raw, region)
+            if phone is not None:
+                entry["p"] = phone
+            text = _JSON(entry)
+        else:
+            found = texts.get(raw)
+            if found is None:
+                entry = {}
+                _read_scalar(raw, tz, entry)
+                found = _JSON(entry)
+                if len(texts) >= _READINGS_LIMIT:
+                    texts.clear()
+                texts[raw] = found
+            text = found
+        parts.append(key + text)
+    return "{" + ",".join(parts) + "}"
 
 
 def _event_at(at: dt.datetime | dt.date, tz: dt.tzinfo) -> tuple[int, int, int, int, int, str]:
@@ -671,67 +741,106 @@ class _Compiler:
 
     # -- conditions on events
 
+    customer_key = "c.pk"
+    """The customer's key in the outer query, which event queries return as ``customer_pk``."""
+
     def semi(self, select: str, negate: bool) -> str:
-        """SQL true when the customer's pk is (not) among those ``select`` returns."""
+        """SQL true when the customer's key is (not) among those ``select`` returns."""
         if not self.pg:
-            return f"c.pk {'NOT IN' if negate else 'IN'} ({select})"
+            return f"{self.customer_key} {'NOT IN' if negate else 'IN'} ({select})"
         alias = f"s{next(self.aliases)}"
         return (
-            f"{'NOT ' if negate else ''}EXISTS (SELECT 1 FROM ({select}) AS {alias} WHERE {alias}.customer_pk = c.pk)"  # noqa: S608 - names are ours; values are bound
+            f"{'NOT ' if negate else ''}EXISTS (SELECT 1 FROM ({select}) AS {alias}"  # noqa: S608 - names are ours; values are bound
+            f" WHERE {alias}.customer_pk = {self.customer_key})"
         )
+
+    # Where events are read: the hooks a compiler over other tables overrides.
+
+    def event_source(self, shape: _Shape, e: str) -> tuple[str, str]:
+        """The query of the customer keys of the condition's events (alias ``e``), and the key's expression."""
+        name = self.param(shape.condition.path.category, "TEXT")
+        events = self.layout.events
+        return f"SELECT {e}.customer_pk FROM {events} AS {e} WHERE {e}.name = {name}", f"{e}.customer_pk"  # noqa: S608 - names are ours; values are bound
+
+    def event_time(self, shape: _Shape, e: str) -> str:
+        """The time of event ``e``, as the TIME tests of this compiler read times."""
+        return f"{e}.at"
+
+    def event_timed(self, shape: _Shape, e: str) -> str | None:
+        """SQL true when event ``e`` has a readable time (None: every event has one)."""
+        return None
+
+    def event_time_part(self, shape: _Shape, e: str, part: DatePart) -> str:
+        """A date part of the time of event ``e``, as a number."""
+        return f"{e}.{part.value}"
+
+    def event_value(self, shape: _Shape, e: str, field: str, kind: Kind) -> str:
+        """The reading ``field`` of the condition's attribute on event ``e`` (NULL when unknown)."""
+        return self.field(f"{e}.shadow", shape.condition.path.attribute, field, kind)
+
+    def event_known(self, shape: _Shape, e: str) -> str:
+        """SQL true when the condition's attribute is known on event ``e``."""
+        return self.present(f"{e}.shadow", shape.condition.path.attribute)
+
+    def extreme_part(self, shape: _Shape, spec: Spec, holds: bool, base: str, e: str, key: str) -> str:
+        """A date part of ``first_time``/``last_time``: the part of the customer's earliest/latest event."""
+        path = shape.condition.path
+        assert path.part is not None
+        extreme = "min" if path.aggregate is Aggregate.FIRST_TIME else "max"
+        e2 = f"e{next(self.aliases)}"
+        name2 = self.param(path.category, "TEXT")
+        latest = (
+            f"(SELECT {extreme}({e2}.at) FROM {self.layout.events} AS {e2}"  # noqa: S608 - names are ours; values are bound
+            f" WHERE {e2}.customer_pk = {key} AND {e2}.name = {name2})"
+        )
+        test = self.test(spec, self.event_time_part(shape, e, path.part), Kind.NUMBER)
+        return self.semi(f"{base} AND {e}.at = {latest} AND {test if holds else 'NOT ' + test}", negate=False)
 
     def event_condition(self, shape: _Shape, holds: bool) -> str:
         path, kind = shape.condition.path, shape.kind
-        events = self.layout.events
         e = f"e{next(self.aliases)}"
-        name = self.param(path.category, "TEXT")
-        base = f"SELECT {e}.customer_pk FROM {events} AS {e} WHERE {e}.name = {name}"  # noqa: S608 - names are ours; values are bound
+        base, key = self.event_source(shape, e)
         aggregate = path.aggregate
         if shape.op is Op.IS_KNOWN and aggregate is not None:
             if aggregate is Aggregate.COUNT:
                 return "(1 = 1)" if holds else "(1 = 0)"
-            return self.semi(base, negate=not holds)  # first/last time: known when there are events
+            timed = self.event_timed(shape, e)  # first/last time: known when there are events with times
+            return self.semi(base if timed is None else f"{base} AND {timed}", negate=not holds)
         spec = self.spec(shape) if shape.op is not Op.IS_KNOWN else ((),)
 
         if aggregate is Aggregate.COUNT:
             if path.window is not None:  # count only the events of the window: its bounds are parameters
-                base += f" AND {self.test(self.window(shape), f'{e}.at', Kind.TIME)}"
+                base += f" AND {self.test(self.window(shape), self.event_time(shape, e), Kind.TIME)}"
             count = "count(*)"
             passes_at_zero = _spec_function(spec)(0) == holds
             test = self.test(spec, count, Kind.NUMBER)
             having = test if holds else f"NOT {test}"
             if passes_at_zero:  # customers without events pass too
-                return self.semi(f"{base} GROUP BY {e}.customer_pk HAVING NOT {having}", negate=True)
-            return self.semi(f"{base} GROUP BY {e}.customer_pk HAVING {having}", negate=False)
+                return self.semi(f"{base} GROUP BY {key} HAVING NOT {having}", negate=True)
+            return self.semi(f"{base} GROUP BY {key} HAVING {having}", negate=False)
 
         if aggregate is not None:
+            if path.part is not None:
+                return self.extreme_part(shape, spec, holds, base, e, key)
             extreme = "min" if aggregate is Aggregate.FIRST_TIME else "max"
-            if path.part is None:
-                test = self.test(spec, f"{extreme}({e}.at)", Kind.TIME)
-                having = test if holds else f"NOT {test}"
-                return self.semi(f"{base} GROUP BY {e}.customer_pk HAVING {having}", negate=False)
-            e2 = f"e{next(self.aliases)}"
-            name2 = self.param(path.category, "TEXT")
-            latest = (
-                f"(SELECT {extreme}({e2}.at) FROM {events} AS {e2}"  # noqa: S608 - names are ours; values are bound
-                f" WHERE {e2}.customer_pk = {e}.customer_pk AND {e2}.name = {name2})"
-            )
-            test = self.test(spec, f"{e}.{path.part.value}", Kind.NUMBER)
-            return self.semi(f"{base} AND {e}.at = {latest} AND {test if holds else 'NOT ' + test}", negate=False)
+            test = self.test(spec, f"{extreme}({self.event_time(shape, e)})", Kind.TIME)
+            having = test if holds else f"NOT {test}"
+            return self.semi(f"{base} GROUP BY {key} HAVING {having}", negate=False)
 
         # a field of any event of that name: existential, never unknown
         if path.attribute == "at":
-            x = f"{e}.at" if path.part is None else f"{e}.{path.part.value}"
-            value_kind = Kind.TIME if path.part is None else Kind.NUMBER
-            test = self.test(spec, x, value_kind)
+            if path.part is None:
+                test = self.test(spec, self.event_time(shape, e), Kind.TIME)
+            else:
+                test = self.test(spec, self.event_time_part(shape, e, path.part), Kind.NUMBER)
         elif kind is None:
-            test = self.present(f"{e}.shadow", path.attribute)
+            test = self.event_known(shape, e)
         else:
             if path.part is not None:
                 field, value_kind = _PART_FIELD[path.part.value], Kind.NUMBER
             else:
                 field, value_kind = _KIND_FIELD[kind], kind
-            test = self.test(spec, self.field(f"{e}.shadow", path.attribute, field, value_kind), value_kind)
+            test = self.test(spec, self.event_value(shape, e, field, value_kind), value_kind)
         return self.semi(f"{base} AND {test}", negate=not holds)
 
 
@@ -879,6 +988,7 @@ class SQLRepository:
         )
         self._phone_cache: tuple[Schema | None, dict[str, frozenset[str]]] | None = None
         self._readings: dict[str, dict[str, Any]] = {}  # text values read for shadows, in self._tz
+        self._texts: dict[str, str] = {}  # the same readings as JSON text
         self.metadata, self.customers, self.events, self.meta = _tables("cohorts_")
         self._create()
 
@@ -1016,8 +1126,9 @@ class SQLRepository:
         return found
 
     def _customer_shadow(self, attributes: Mapping[str, Any]) -> str:
-        shadow = shadow_of(attributes, self._tz, self._region, self._phones_of("customer"), readings=self._readings)
-        return _shadow_text(shadow)
+        return shadow_text_of(
+            attributes, self._tz, self._region, self._phones_of("customer"), self._texts, self._readings
+        )
 
     def _event_row(self, event: Event) -> tuple[Any, ...]:
         """An event's columns after ``customer_pk``."""
@@ -1353,15 +1464,140 @@ class SQLRepository:
         return "\n".join(str(row[-1]) for row in rows)
 
 
-# -- rules on a host's own customers table -----------------------------------------------
+# -- rules on a host's own tables ---------------------------------------------------------
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?\Z")
+_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def _quoted(name: str) -> str:
-    if not _IDENTIFIER.match(name):
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
         raise ValueError(f"{name!r} is not a plain SQL name (letters, digits, _; optionally schema.table)")
     return ".".join(f'"{part}"' for part in name.split("."))
+
+
+def _column_name(name: object, what: str) -> str:
+    """``name`` checked as a plain column name (``what`` says which mapping entry it is, for errors)."""
+    if not isinstance(name, str) or not _COLUMN.match(name):
+        raise ValueError(f"{what}: {name!r} is not a plain SQL column name (letters, digits and _)")
+    return name
+
+
+@attrs.frozen(init=False)
+class JsonField:
+    """A key of a JSON column (or a path of nested keys), mapped to an attribute of :class:`HostTable`.
+
+    ``JsonField("extra", "prefs", "channel")`` reads ``extra["prefs"]["channel"]``.
+    A missing key or a JSON ``null`` is an unknown value; a JSON array is a list
+    (``contains`` and ``in`` test its elements, as the in-memory evaluator does).
+    On SQLite the value is taken with JSON1 (``extra -> '$."prefs"."channel"'``),
+    on PostgreSQL with ``CAST(extra AS JSONB) #> '{prefs,channel}'`` (``json``
+    and ``jsonb`` columns); the keys are bound parameters.
+
+    Example:
+        >>> JsonField("extra", "prefs", "channel")
+        JsonField(column='extra', keys=('prefs', 'channel'))
+
+    .. versionadded:: 0.2
+    """
+
+    column: str
+    keys: tuple[str, ...]
+
+    def __init__(self, column: str, *keys: str) -> None:
+        self.__attrs_init__(column, keys)  # type: ignore[attr-defined]
+
+    def __attrs_post_init__(self) -> None:
+        _column_name(self.column, "JsonField")
+        if not self.keys:
+            raise ValueError(f"JsonField({self.column!r}) names no key: JsonField({self.column!r}, 'key', ...)")
+        for key in self.keys:
+            if not isinstance(key, str) or not key or '"' in key:
+                raise ValueError(f"JsonField({self.column!r}): a key is non-empty text without '\"', not {key!r}")
+
+
+Mapped: TypeAlias = str | JsonField
+
+
+def _mapped(value: object, what: str) -> Mapped:
+    if isinstance(value, JsonField):
+        return value
+    if isinstance(value, str):
+        return _column_name(value, what)
+    raise TypeError(f"{what} maps to a column name or a JsonField, not {type(value).__name__}")
+
+
+_FILTER_TYPES = (str, int, float, Decimal, dt.date)
+
+
+def _filter_value(value: object, what: str) -> Any:
+    if value is None or isinstance(value, _FILTER_TYPES):
+        return value
+    if isinstance(value, list | tuple | set | frozenset):
+        items = tuple(value)
+        for item in items:
+            if item is None or not isinstance(item, _FILTER_TYPES):
+                raise TypeError(
+                    f"{what}: the values of an IN filter are text, numbers, booleans or dates, not {item!r}"
+                )
+        return items
+    raise TypeError(f"{what}: a filter value is text, a number, a boolean, a date, None or a list, not {value!r}")
+
+
+@attrs.frozen
+class HostEvents:
+    """One category of events kept in a host's own table, for :class:`HostTable`.
+
+    - ``table``: the table (``schema.table`` allowed); each row satisfying
+      ``where`` is one event.
+    - ``customer``: the column holding the customer's id (the value of the
+      :class:`HostTable`'s ``id`` column); rows where it is NULL are ignored.
+    - ``at``: the column of the event's time (a ``timestamptz`` or ``date``
+      column on PostgreSQL; a date, datetime or ISO text on SQLite). Rows whose
+      time is NULL or unreadable count in ``count`` but in no window, and never
+      are ``first_time``/``last_time``.
+    - ``where``: a fixed filter, column to value: ``{"status": "closed"}`` is
+      ``status = 'closed'``; a list is ``IN``, None ``IS NULL``. The values are
+      bound parameters, never SQL text.
+    - ``fields``: event attribute to column or :class:`JsonField`
+      (``repair_order.closed.total`` reads ``fields["total"]``).
+
+    Example:
+        >>> closed = HostEvents("repair_orders", customer="client_no", at="closed_at", where={"status": "closed"},
+        ...                     fields={"total": "amount", "advisor": JsonField("details", "advisor")})
+        >>> closed.where
+        {'status': 'closed'}
+
+    .. versionadded:: 0.2
+    """
+
+    table: str
+    customer: str
+    at: str
+    where: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    fields: Mapping[str, Mapped] = attrs.field(factory=dict, converter=dict)
+
+    def __attrs_post_init__(self) -> None:
+        _quoted(self.table)
+        _column_name(self.customer, f"the customer column of {self.table}")
+        _column_name(self.at, f"the time column of {self.table}")
+        where = {}
+        for column, value in self.where.items():
+            what = f"the filter of {self.table} on {column!r}"
+            where[_column_name(column, what)] = _filter_value(value, what)
+        object.__setattr__(self, "where", where)
+        for name, mapped in self.fields.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"the fields of {self.table}: an attribute name is non-empty text, not {name!r}")
+            _mapped(mapped, f"field {name!r} of {self.table}")
+
+
+def _category(name: object) -> str:
+    if not isinstance(name, str) or not name or any(not part for part in name.split(".")):
+        raise ValueError(f"an event category is a name such as 'appointment' or 'repair_order.closed', not {name!r}")
+    if name.split(".")[0].lower() == "customer":
+        raise ValueError(f"{name!r} is not an event category: 'customer' names the customer's attributes")
+    return name
 
 
 def _sqlite_read(value: Any, reading: str, tz_name: str, region: str) -> Any:
@@ -1384,50 +1620,155 @@ def _sqlite_read(value: Any, reading: str, tz_name: str, region: str) -> Any:
         return None
     if reading == "m":
         return micros(time)
-    local = time.astimezone(tz)
+    return _local_part(time, reading, tz)
+
+
+def _local_part(time: dt.datetime, reading: str, tz: dt.tzinfo) -> int | None:
+    try:
+        local = time.astimezone(tz)
+    except OverflowError:
+        return None
     return {"y": local.year, "mo": local.month, "d": local.day, "w": local.isoweekday()}[reading]
+
+
+def _json_value(text: Any) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _sqlite_read_json(text: Any, reading: str, tz_name: str, region: str) -> Any:
+    """``cohorts_json(json_text, reading, tz, region)``: a JSON value (from ``->``) read as values.py reads it."""
+    return _sqlite_read(_json_value(text), reading, tz_name, region)
+
+
+def _sqlite_read_elements(text: Any, reading: str, tz_name: str, region: str) -> str | None:
+    """``cohorts_json_list(json_text, ...)``: the readings of a JSON array's elements, as a JSON array (else NULL)."""
+    value = _json_value(text)
+    if not isinstance(value, list):
+        return None
+    readings = [r for item in value if (r := _sqlite_read(item, reading, tz_name, region)) is not None]
+    return json.dumps(readings)
+
+
+def _sqlite_part(at: Any, reading: str, tz_name: str) -> int | None:
+    """``cohorts_part(micros, reading, tz)``: the year, month, day or weekday of a time in microseconds."""
+    if at is None:
+        return None
+    tz = resolve_tz(tz_name)
+    for shift in (0, 1, -1):  # an instant of year 1 or 9999 whose UTC date is out of datetime's range
+        try:
+            local = (_EPOCH + dt.timedelta(microseconds=at, days=shift)).astimezone(tz) - dt.timedelta(days=shift)
+        except OverflowError:
+            continue
+        return {"y": local.year, "mo": local.month, "d": local.day, "w": local.isoweekday()}[reading]
+    return None
+
+
+def _register_sqlite_functions(conn: sa.Connection) -> None:
+    driver: Any = conn.connection.driver_connection
+    driver.create_function("cohorts_read", 4, _sqlite_read, deterministic=True)
+    driver.create_function("cohorts_json", 4, _sqlite_read_json, deterministic=True)
+    driver.create_function("cohorts_json_list", 4, _sqlite_read_elements, deterministic=True)
+    driver.create_function("cohorts_part", 3, _sqlite_part, deterministic=True)
 
 
 @attrs.frozen
 class HostTable:
-    """A host's existing customers table, mapped declaratively: rules run on it without copying data.
+    """A host's existing customers table (and event tables), mapped declaratively: rules run on them in place.
 
     ``columns`` maps attribute names (as rules write them after ``customer.``)
-    to columns of ``table``; ``id`` is its key column. Event conditions are not
-    available (the host keeps events its own way); a rule naming an unmapped
-    attribute is a RuleError.
+    to columns of ``table``, or to keys of a JSON column with
+    :class:`JsonField`; ``id`` is its key column. ``events`` maps event
+    categories (``appointment``, ``repair_order.closed``) to the host's tables
+    with :class:`HostEvents`. A rule naming an unmapped attribute or category
+    is a RuleError naming it.
 
-    On SQLite the columns are read by a registered function that calls the
-    functions of :mod:`cohorts.values`, so answers are exactly those of the
-    in-memory evaluator. On PostgreSQL they are read with SQL: text is
-    trimmed, NFC-normalised and lowercased with ICU (casefolding special cases
+    On SQLite values are read by registered functions that call the functions
+    of :mod:`cohorts.values`, so answers are exactly those of the in-memory
+    evaluator. On PostgreSQL they are read with SQL: text is trimmed of
+    spaces, NFC-normalised and lowercased with ICU (casefolding special cases
     such as ß differ), numbers, booleans and times must be in numeric, boolean
-    and ``timestamptz`` (or ``date``) columns, and phone conditions are refused.
+    and ``timestamptz`` (or ``date``) columns, or JSON numbers, booleans and
+    ISO text; phone conditions are refused. ``docs/repositories.md`` has the details.
 
     Example:
         >>> import sqlalchemy as sa
         >>> engine = sa.create_engine("sqlite://")
         >>> with engine.begin() as conn:
-        ...     _ = conn.exec_driver_sql("CREATE TABLE clients (client_no INTEGER PRIMARY KEY, town TEXT, car TEXT)")
-        ...     _ = conn.exec_driver_sql("INSERT INTO clients VALUES (1, 'LAVAL', 'Ford Escape'), (2, 'Lévis', NULL)")
-        >>> clients = HostTable("clients", id="client_no", columns={"city": "town", "vehicle_model": "car"})
-        >>> clients.select(engine, 'customer.city = "laval" or customer.vehicle_model is unknown')
+        ...     _ = conn.exec_driver_sql("CREATE TABLE clients (client_no INTEGER PRIMARY KEY, town TEXT, extra TEXT)")
+        ...     _ = conn.exec_driver_sql(
+        ...         "INSERT INTO clients VALUES (1, 'LAVAL', '{\\"tags\\": [\\"VIP\\"]}'), (2, 'Lévis', NULL)")
+        >>> clients = HostTable("clients", id="client_no", columns={"city": "town", "tags": JsonField("extra", "tags")})
+        >>> clients.select(engine, 'customer.city = "laval" or customer.tags is unknown')
         {1, 2}
+        >>> clients.select(engine, 'customer.tags contains "vip"')
+        {1}
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       JSON fields (:class:`JsonField`) and events in the host's tables (:class:`HostEvents`).
     """
 
     table: str
     id: str
-    columns: Mapping[str, str] = attrs.field(converter=dict)
+    columns: Mapping[str, Mapped] = attrs.field(converter=dict)
     schema: Schema | None = None
     tz: str = "UTC"
     region: str = DEFAULT_REGION
+    events: Mapping[str, HostEvents] = attrs.field(factory=dict, converter=dict)
 
     def __attrs_post_init__(self) -> None:
-        for name in (self.table, self.id, *self.columns.values()):
-            _quoted(name)
+        _quoted(self.table)
+        _column_name(self.id, f"the id column of {self.table}")
+        for name, mapped in self.columns.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"the columns of {self.table}: an attribute name is non-empty text, not {name!r}")
+            _mapped(mapped, f"attribute {name!r} of {self.table}")
+        for category, events in self.events.items():
+            _category(category)
+            if not isinstance(events, HostEvents):
+                raise TypeError(
+                    f"events {category!r} of {self.table} map to a cohorts.HostEvents, not {type(events).__name__}"
+                )
         resolve_tz(self.tz)
+
+    def check(self, engine_or_connection: sa.Engine | sa.Connection) -> None:
+        """Check the mapping against the database: every table and column it names must exist.
+
+        Raises ValueError naming the attribute (or event category) and the
+        missing table or column.
+        """
+        with contextlib.ExitStack() as stack:
+            if isinstance(engine_or_connection, sa.Engine):
+                conn = stack.enter_context(engine_or_connection.connect())
+            else:
+                conn = engine_or_connection
+            inspector = sa.inspect(conn)
+            found: dict[str, set[str]] = {}
+
+            def columns_of(table: str, what: str) -> set[str]:
+                if table not in found:
+                    schema, _, name = table.rpartition(".")
+                    if not inspector.has_table(name, schema=schema or None):
+                        raise ValueError(f"{what}: the table {table} does not exist")
+                    found[table] = {c["name"] for c in inspector.get_columns(name, schema=schema or None)}
+                return found[table]
+
+            def need(table: str, column: str, what: str) -> None:
+                if column not in columns_of(table, what):
+                    raise ValueError(f"{what}: the table {table} has no column {column!r}")
+
+            need(self.table, self.id, "the id column")
+            for name, mapped in self.columns.items():
+                need(self.table, mapped if isinstance(mapped, str) else mapped.column, f"attribute {name!r}")
+            for category, events in self.events.items():
+                what = f"events {category!r}"
+                need(events.table, events.customer, f"{what} (customer column)")
+                need(events.table, events.at, f"{what} (time column)")
+                for column in events.where:
+                    need(events.table, column, f"{what} (filter)")
+                for name, mapped in events.fields.items():
+                    column = mapped if isinstance(mapped, str) else mapped.column
+                    need(events.table, column, f"{what}, field {name!r}")
 
     def to_sql(
         self,
@@ -1437,7 +1778,10 @@ class HostTable:
         now: dt.datetime | None = None,
         groups: GroupLookup | None = None,
     ) -> tuple[str, dict[str, Any] | list[Any]]:
-        """The query selecting the ids (column ``id``) of the rows ``rule`` is true for, and its parameters."""
+        """The query selecting the ids (column ``id``) of the rows ``rule`` is true for, and its parameters.
+
+        On SQLite the query calls functions that :meth:`select` registers on its connection.
+        """
         if dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"dialect is 'sqlite' or 'postgresql', not {dialect!r}")
         tz = resolve_tz(self.tz)
@@ -1454,6 +1798,32 @@ class HostTable:
         groups: GroupLookup | None = None,
     ) -> set[Any]:
         """The ids of the rows of the host's table for which ``rule`` is true at ``now``."""
+        with self._query(engine_or_connection, rule, now, groups) as (conn, sql, params):
+            return {row[0] for row in conn.exec_driver_sql(sql, params)}
+
+    def explain(
+        self,
+        engine_or_connection: sa.Engine | sa.Connection,
+        rule: RuleLike,
+        now: dt.datetime | None = None,
+        *,
+        groups: GroupLookup | None = None,
+    ) -> str:
+        """The database's plan for ``rule`` (EXPLAIN QUERY PLAN on SQLite, EXPLAIN on PostgreSQL), as text."""
+        with self._query(engine_or_connection, rule, now, groups) as (conn, sql, params):
+            prefix = "EXPLAIN " if conn.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN "
+            rows = conn.exec_driver_sql(prefix + sql, params).all()
+        return "\n".join(str(row[-1]) for row in rows)
+
+    @contextlib.contextmanager
+    def _query(
+        self,
+        engine_or_connection: sa.Engine | sa.Connection,
+        rule: RuleLike,
+        now: dt.datetime | None,
+        groups: GroupLookup | None,
+    ) -> Iterator[tuple[sa.Connection, str, Any]]:
+        """A connection ready for the rule's query (SQLite's functions registered), the SQL and its parameters."""
         with contextlib.ExitStack() as stack:
             if isinstance(engine_or_connection, sa.Engine):
                 conn = stack.enter_context(engine_or_connection.connect())
@@ -1462,42 +1832,94 @@ class HostTable:
             dialect = conn.dialect.name
             sql, params = self.to_sql(rule, dialect, now=now, groups=groups)
             if dialect == "sqlite":
-                driver = conn.connection.driver_connection
-                driver.create_function("cohorts_read", 4, _sqlite_read, deterministic=True)  # type: ignore[union-attr]
-            return {row[0] for row in conn.exec_driver_sql(sql, _driver(params))}
+                _register_sqlite_functions(conn)
+            yield conn, sql, _driver(params)
 
 
 _PG_PARTS = {"y": "YEAR", "mo": "MONTH", "d": "DAY", "w": "ISODOW"}
 
+# ISO text PostgreSQL reads as a time, exactly the instants Python's fromisoformat gives:
+# a real calendar date (years 0001-9999), HH:MM[:SS[.ffffff]], an offset Z or ±HH:MM up to 15:59.
+_PG_MONTH_DAY = (
+    r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    r"|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+)
+_PG_YEAR = r"(?:[0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})"  # 0001-9999
+_PG_LEAP_DAY = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)-02-29"
+_PG_DATE = rf"(?:{_PG_YEAR}-{_PG_MONTH_DAY}|{_PG_LEAP_DAY})"
+_PG_CLOCK = r"[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
+_PG_DATE_RE = rf"^{_PG_DATE}$"
+_PG_NAIVE_RE = rf"^{_PG_DATE}{_PG_CLOCK}$"
+_PG_AWARE_RE = rf"^{_PG_DATE}{_PG_CLOCK}(?:Z|[+-](?:0[0-9]|1[0-5]):[0-5][0-9])$"
+# Numeric text PostgreSQL reads as to_number does (ASCII digits, exponents up to 99).
+_PG_NUMBER_RE = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,2})?$"
+_TRUE = sorted(("true", "yes", "y", "1", "vrai", "oui"))
+_FALSE = sorted(("false", "no", "n", "0", "faux", "non"))
+
 
 class _HostCompiler(_Compiler):
-    """Compiles customer conditions onto a host table's columns."""
+    """Compiles rules onto a host's tables: attributes read from columns and JSON fields, events from
+    :class:`HostEvents` tables. The boolean structure and the event aggregates are the repository
+    compiler's; this class says where values are and how they are read.
+
+    On PostgreSQL, times are ``timestamptz`` values compared with ``timestamptz`` parameters, so a
+    btree index on a time column serves ``< 730 days ago``; on SQLite, integer microseconds.
+    """
 
     def __init__(self, host: HostTable, dialect: Dialect, tz: dt.tzinfo, now: dt.datetime, groups: Any) -> None:
         super().__init__(dialect, host.schema, tz, now, groups)
         self.host = host
+        self.customer_key = f"c.{_quoted(host.id)}"
 
     def select(self, rule: Node) -> str:
         where = self.node(rule, True)
-        return f"SELECT c.{_quoted(self.host.id)} FROM {_quoted(self.host.table)} AS c WHERE {where}"  # noqa: S608 - names are ours; values are bound
+        return f"SELECT {self.customer_key} FROM {_quoted(self.host.table)} AS c WHERE {where}"  # noqa: S608 - names are ours; values are bound
 
     def membership(self, group: str) -> str:
         if self.groups is None:
             raise RuleError(f'the rule refers to group "{group}"; evaluate it with groups=...')
         members = sorted(map(str, members_of(self.groups, group)))
-        column = f"CAST(c.{_quoted(self.host.id)} AS TEXT)"
+        column = f"CAST({self.customer_key} AS TEXT)"
         if self.pg:
             return f"({column} = ANY({self.param(members, 'TEXT[]')}))"
         return f"({column} IN (SELECT value FROM json_each({self.param(json.dumps(members))})))"  # noqa: S608 - names are ours; values are bound
 
-    def event_condition(self, shape: _Shape, holds: bool) -> str:
-        raise RuleError(f"{shape.condition}: the host table {self.host.table} maps no events")
+    def check(self, x: str, symbol: str, constant: Any, kind: Kind | None) -> str:
+        if self.pg and kind is Kind.TIME:  # times are timestamptz values here, not microseconds
+            if symbol == "in":
+                values = sorted(constant)
+                if not values:
+                    return "(1 = 0)"
+                return f"{x} IN ({', '.join(self.param(v, 'TIMESTAMPTZ') for v in values)})"
+            return f"{x} {_COMPARISONS[symbol]} {self.param(constant, 'TIMESTAMPTZ')}"
+        return super().check(x, symbol, constant, kind)
 
-    def reading(self, column: str, reading: str, condition: Condition) -> str:
-        """The column read as values.py reads it (NULL when unknown)."""
+    # -- where values are, and how they are read
+
+    def source(self, alias: str, mapped: Mapped) -> tuple[str, bool]:
+        """The SQL of a mapped value (a column, or the JSON value at a JSON field's keys), and whether it is JSON."""
+        if isinstance(mapped, str):
+            return f"{alias}.{_quoted(mapped)}", False
+        column = f"{alias}.{_quoted(mapped.column)}"
+        if self.pg:
+            return f"(CAST({column} AS JSONB) #> {self.param(list(mapped.keys), 'TEXT[]')})", True
+        path = "$" + "".join(f'."{key}"' for key in mapped.keys)
+        return f"({column} -> {self.param(path)})", True
+
+    def read(self, source: str, is_json: bool, reading: str, condition: Condition) -> str:
+        """``source`` read as values.py reads it (``reading`` is a shadow field: t, n, b, m, p, y, mo, d, w, or k
+        for known): NULL when unknown. A JSON array or object reads as NULL (but is known)."""
         if not self.pg:
+            function = "cohorts_json" if is_json else "cohorts_read"
             tz, region = self.param(self.host.tz), self.param(self.host.region)
-            return f"cohorts_read({column}, {self.param(reading)}, {tz}, {region})"
+            return f"{function}({source}, {self.param(reading)}, {tz}, {region})"
+        if reading == "p":
+            raise RuleError(f"{condition}: phone conditions on a host table need SQLite (or a shadow column)")
+        if reading in _PG_PARTS:
+            return self.time_part(self.read(source, is_json, "m", condition), reading)
+        return self.json_reading(source, reading) if is_json else self.column_reading(source, reading)
+
+    def column_reading(self, column: str, reading: str) -> str:
         match reading:
             case "k":
                 return f"NULLIF(btrim(CAST({column} AS TEXT)), '')"
@@ -1507,30 +1929,185 @@ class _HostCompiler(_Compiler):
                 return f"CAST({column} AS NUMERIC)"
             case "b":
                 return f"CAST({column} AS BOOLEAN)"
-            case "m":
-                return f"CAST(floor(EXTRACT(EPOCH FROM CAST({column} AS TIMESTAMPTZ)) * 1000000) AS BIGINT)"
-            case "p":
-                raise RuleError(f"{condition}: phone conditions on a host table need SQLite (or a shadow column)")
-        part = _PG_PARTS[reading]
+        assert reading == "m"
+        return f"CAST({column} AS TIMESTAMPTZ)"  # a plain cast: an index on a timestamptz column serves it
+
+    def json_reading(self, v: str, reading: str) -> str:
+        """A PostgreSQL ``jsonb`` value ``v`` read as values.py reads the value ``json.loads`` gives."""
+        kind = f"jsonb_typeof({v})"
+        text = f"({v} #>> '{{}}')"
+        trimmed = f"btrim({text})"
+        match reading:
+            case "k":
+                k = f"k{next(self.aliases)}"
+                element = (
+                    f"jsonb_typeof({k}.x) IN ('number', 'boolean', 'object')"
+                    f" OR (jsonb_typeof({k}.x) = 'string' AND btrim({k}.x #>> '{{}}') <> '')"
+                    f" OR (jsonb_typeof({k}.x) = 'array' AND jsonb_array_length({k}.x) > 0)"
+                )
+                any_known = f"EXISTS (SELECT 1 FROM jsonb_array_elements({v}) AS {k}(x) WHERE {element})"  # noqa: S608 - names are ours; values are bound
+                return (
+                    f"(CASE {kind} WHEN 'string' THEN NULLIF({trimmed}, '') WHEN 'number' THEN 'number'"
+                    f" WHEN 'boolean' THEN 'boolean' WHEN 'object' THEN 'object'"
+                    f" WHEN 'array' THEN CASE WHEN {any_known} THEN 'array' END END)"
+                )
+            case "t":
+                return (
+                    f"(CASE WHEN {kind} IN ('string', 'number')"
+                    f" THEN NULLIF(lower(normalize({trimmed}, NFC) COLLATE \"und-x-icu\"), '') END)"
+                )
+            case "n":
+                number = self.param(_PG_NUMBER_RE, "TEXT")
+                return (
+                    f"(CASE {kind} WHEN 'number' THEN CAST({text} AS NUMERIC)"
+                    f" WHEN 'string' THEN CASE WHEN {trimmed} ~ {number} THEN CAST({trimmed} AS NUMERIC) END END)"
+                )
+            case "b":
+                word = f"lower({trimmed})"
+                yes, no = self.param(_TRUE, "TEXT[]"), self.param(_FALSE, "TEXT[]")
+                return (
+                    f"(CASE {kind} WHEN 'boolean' THEN CAST({text} AS BOOLEAN)"
+                    f" WHEN 'number' THEN CASE {text} WHEN '1' THEN TRUE WHEN '0' THEN FALSE END"
+                    f" WHEN 'string' THEN CASE WHEN {word} = ANY({yes}) THEN TRUE WHEN {word} = ANY({no}) THEN FALSE"
+                    " END END)"
+                )
+        assert reading == "m"
         zone = self.param(self.host.tz, "TEXT")
-        return f"CAST(EXTRACT({part} FROM CAST({column} AS TIMESTAMPTZ) AT TIME ZONE {zone}) AS NUMERIC)"
+        date, naive, aware = (self.param(r, "TEXT") for r in (_PG_DATE_RE, _PG_NAIVE_RE, _PG_AWARE_RE))
+        return (
+            f"(CASE WHEN {kind} = 'string' THEN CASE"
+            f" WHEN {trimmed} ~ {date} THEN CAST(CAST({trimmed} AS DATE) AS TIMESTAMP) AT TIME ZONE {zone}"
+            f" WHEN {trimmed} ~ {naive} THEN CAST({trimmed} AS TIMESTAMP) AT TIME ZONE {zone}"
+            f" WHEN {trimmed} ~ {aware} THEN CAST({trimmed} AS TIMESTAMPTZ) END END)"
+        )
+
+    def time_part(self, time: str, reading: str) -> str:
+        """The year, month, day or ISO weekday of ``time`` (as this compiler reads times) in the host's zone."""
+        if not self.pg:
+            return f"cohorts_part({time}, {self.param(reading)}, {self.param(self.host.tz)})"
+        zone = self.param(self.host.tz, "TEXT")
+        return f"CAST(EXTRACT({_PG_PARTS[reading]} FROM {time} AT TIME ZONE {zone}) AS NUMERIC)"
+
+    def json_elements(self, source: str, reading: str, kind: Kind | None, spec: Spec) -> str:
+        """SQL true when the JSON value ``source`` is an array with an element whose reading passes ``spec``."""
+        alias = f"j{next(self.aliases)}"
+        if not self.pg:
+            tz, region = self.param(self.host.tz), self.param(self.host.region)
+            readings = f"cohorts_json_list({source}, {self.param(reading)}, {tz}, {region})"
+            test = self.test(spec, f"{alias}.value", kind)
+            return f"EXISTS (SELECT 1 FROM json_each({readings}) AS {alias} WHERE {test})"  # noqa: S608 - names are ours; values are bound
+        array = f"CASE WHEN jsonb_typeof({source}) = 'array' THEN {source} END"
+        value = self.json_reading(f"{alias}.x", reading)
+        return (
+            f"EXISTS (SELECT 1 FROM jsonb_array_elements({array}) AS {alias}(x)"  # noqa: S608 - names are ours; values are bound
+            f" WHERE {self.test(spec, value, kind)})"
+        )
+
+    # -- conditions on the customer's attributes
 
     def customer_condition(self, shape: _Shape, holds: bool) -> str:
         path, kind = shape.condition.path, shape.kind
-        column_name = self.host.columns.get(path.attribute)
-        if column_name is None:
-            raise RuleError(f"{shape.condition}: {path} is not mapped to a column of {self.host.table}")
-        column = f"c.{_quoted(column_name)}"
+        mapped = self.host.columns.get(path.attribute)
+        if mapped is None:
+            known = ", ".join(sorted(self.host.columns)) or "none"
+            raise RuleError(
+                f"{shape.condition}: {path} is not mapped to a column of {self.host.table} (mapped: {known})"
+            )
+        source, is_json = self.source("c", mapped)
         if path.part is not None:
             reading, value_kind = _PART_FIELD[path.part.value], Kind.NUMBER
         elif kind is None:
             reading, value_kind = "k", Kind.TEXT
         else:
             reading, value_kind = _KIND_FIELD[kind], kind
-        x = self.reading(column, reading, shape.condition)
+        x = self.read(source, is_json, reading, shape.condition)
+        # A JSON array is a list: its elements are tested as the evaluator tests a list's.
+        listed = is_json and shape.is_list and path.part is None and kind is not None
         if shape.op is Op.IS_KNOWN:
-            return f"({x} IS NOT NULL)" if holds else f"({x} IS NULL)"
+            known = f"({x} IS NOT NULL)"
+            if listed:
+                known = f"({known} OR {self.json_elements(source, reading, value_kind, ((),))})"
+            return known if holds else f"NOT {known}"
         spec = self.spec(shape)
+        if not listed:
+            if holds:
+                return self.test(spec, x, value_kind)
+            return f"({x} IS NOT NULL AND NOT {self.test(spec, x, value_kind)})"
+        element_spec = spec
+        if shape.op is Op.CONTAINS and kind is Kind.TEXT:
+            element_spec = ((("==", shape.value),),)  # on a list: has an element equal to
         if holds:
-            return self.test(spec, x, value_kind)
-        return f"({x} IS NOT NULL AND NOT {self.test(spec, x, value_kind)})"
+            return (
+                f"({self.test(spec, x, value_kind)} OR {self.json_elements(source, reading, value_kind, element_spec)})"
+            )
+        scalar = f"({x} IS NOT NULL AND NOT {self.test(spec, x, value_kind)})"
+        present = self.json_elements(source, reading, value_kind, ((),))
+        passing = self.json_elements(source, reading, value_kind, element_spec)
+        return f"({scalar} OR ({present} AND NOT {passing}))"
+
+    # -- conditions on events: the repository compiler's, reading the host's event tables
+
+    def host_events(self, shape: _Shape) -> HostEvents:
+        category = shape.condition.path.category
+        events = self.host.events.get(category)
+        if events is None:
+            mapped = ", ".join(sorted(self.host.events)) or "none"
+            raise RuleError(
+                f'{shape.condition}: the host table {self.host.table} maps no events named "{category}"'
+                f" (mapped: {mapped})"
+            )
+        return events
+
+    def event_source(self, shape: _Shape, e: str) -> tuple[str, str]:
+        events = self.host_events(shape)
+        key = f"{e}.{_quoted(events.customer)}"
+        where = [f"{key} IS NOT NULL"]
+        for column, value in events.where.items():
+            name = f"{e}.{_quoted(column)}"
+            if value is None:
+                where.append(f"{name} IS NULL")
+            elif isinstance(value, tuple):
+                where.append(f"{name} IN ({', '.join(self.param(v) for v in value)})" if value else "(1 = 0)")
+            else:
+                where.append(f"{name} = {self.param(value)}")
+        table = _quoted(events.table)
+        return f"SELECT {key} AS customer_pk FROM {table} AS {e} WHERE {' AND '.join(where)}", key  # noqa: S608 - names are ours; values are bound
+
+    def event_time(self, shape: _Shape, e: str) -> str:
+        column = f"{e}.{_quoted(self.host_events(shape).at)}"
+        return self.read(column, False, "m", shape.condition)
+
+    def event_timed(self, shape: _Shape, e: str) -> str | None:
+        return f"{self.event_time(shape, e)} IS NOT NULL"
+
+    def event_time_part(self, shape: _Shape, e: str, part: DatePart) -> str:
+        column = f"{e}.{_quoted(self.host_events(shape).at)}"
+        return self.read(column, False, _PART_FIELD[part.value], shape.condition)
+
+    def event_mapped(self, shape: _Shape, e: str) -> tuple[str, bool]:
+        events = self.host_events(shape)
+        attribute = shape.condition.path.attribute
+        mapped = events.fields.get(attribute)
+        if mapped is None:
+            known = ", ".join(sorted(events.fields)) or "none"
+            raise RuleError(
+                f"{shape.condition}: {shape.condition.path} is not mapped to a column of {events.table}"
+                f" (mapped: {known})"
+            )
+        return self.source(e, mapped)
+
+    def event_value(self, shape: _Shape, e: str, field: str, kind: Kind) -> str:
+        source, is_json = self.event_mapped(shape, e)
+        return self.read(source, is_json, field, shape.condition)
+
+    def event_known(self, shape: _Shape, e: str) -> str:
+        source, is_json = self.event_mapped(shape, e)
+        return f"{self.read(source, is_json, 'k', shape.condition)} IS NOT NULL"
+
+    def extreme_part(self, shape: _Shape, spec: Spec, holds: bool, base: str, e: str, key: str) -> str:
+        path = shape.condition.path
+        assert path.part is not None
+        extreme = "min" if path.aggregate is Aggregate.FIRST_TIME else "max"
+        time = self.time_part(f"{extreme}({self.event_time(shape, e)})", _PART_FIELD[path.part.value])
+        test = self.test(spec, time, Kind.NUMBER)
+        return self.semi(f"{base} GROUP BY {key} HAVING {test if holds else 'NOT ' + test}", negate=False)
