@@ -70,9 +70,13 @@ REPOSITORIES: dict[str, Callable[[Path], Any]] = {
 }
 
 
-@pytest.fixture(params=sorted(REPOSITORIES))
+@pytest.fixture(params=[*sorted(REPOSITORIES), pytest.param("postgresql", marks=pytest.mark.postgres)])
 def repository(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    repo = REPOSITORIES[request.param](tmp_path)
+    if request.param == "postgresql":
+        sql = importlib.import_module("cohorts.sql")
+        repo = sql.SQLRepository(request.getfixturevalue("postgres_engine"))
+    else:
+        repo = REPOSITORIES[request.param](tmp_path)
     yield repo
     close = getattr(repo, "close", None)
     if callable(close):
@@ -780,6 +784,26 @@ def test_atomic_and_failures_roll_back_everything(tmp_path: Path, repository: An
         import_file(write(tmp_path, CLIENTS + "Zoé,Côté,450 555 0103,,\n"), repository, group="G", batch_size=2,
                     progress=boom)
     assert [c.id for c in repository] == ["c1"] and Groups(repository).names() == []
+
+
+def test_groups_with_rules_follow_the_imported_data(tmp_path: Path, repository: Any) -> None:
+    """Customers an import creates or changes join and leave rule groups at once; a failed import changes none."""
+    from cohorts.groups import Groups, Origin
+
+    repository.upsert([Customer("x", {"city": "Laval"}), Customer("y", {"city": "Laval"})])
+    groups = Groups(repository)
+    groups.create("Laval", 'customer.city = "Laval"')
+    assert set(groups.members("Laval")) == {"x", "y"}
+    rows = "id,city\nn1,Laval\nx,Lévis\n"
+    report = import_file(write(tmp_path, rows), repository, group="Spring", match_on="id", policy="overwrite")
+    assert (report.created, report.updated) == (1, 1)
+    assert dict(Groups(repository).members("Laval")) == {"y": {Origin.RULES}, "n1": {Origin.RULES}}
+    assert set(Groups(repository).members("Spring")) == {"n1", "x"}
+
+    failing = "id,city\ny,Lévis\nz,Laval\nw,Laval,extra\n"
+    report = import_file(write(tmp_path, failing), repository, match_on="id", policy="overwrite", atomic=True)
+    assert not report.written
+    assert set(Groups(repository).members("Laval")) == {"y", "n1"}
 
 
 def test_new_attributes_reach_the_repository_schema(tmp_path: Path, repository: Any) -> None:

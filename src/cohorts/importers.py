@@ -1563,6 +1563,7 @@ class _Writer:
         policy: Policy,
         group: str | None,
         groups: Any,
+        refresh: bool = False,
     ) -> None:
         self.repository = repository
         self.report = report
@@ -1570,6 +1571,7 @@ class _Writer:
         self.policy = policy
         self.group = group
         self.groups = groups
+        self.refresh = refresh
         self._prefix = uuid.uuid4().hex[:12]
         self._count = 0
         self._keys = _KeyIndex(repository, key_field)
@@ -1680,6 +1682,9 @@ class _Writer:
         self._keys.created(created_keys)
         if self.group is not None and customers:
             self.groups._add_imported(self.group, [c.id for c in customers])  # just upserted: not looked up again
+        if self.refresh and customers:
+            # Groups with rules re-read the customers this batch created or changed, in the same transaction.
+            self.groups.refresh(customer_ids=[c.id for c in customers])
         report.created += created
         report.updated += updated
 
@@ -1829,15 +1834,16 @@ def import_file(
             encoding=table.encoding,
             sheet=table.sheet,
         )
-        groups = _groups_of(repository) if group is not None else None
+        groups = _groups_of(repository)
+        ruled = any(groups.definition(name).rule is not None for name in groups.names())
         width = len(table.columns)
         saved_schema = vars(repository).get("_schema", _UNSET) if hasattr(repository, "__dict__") else _UNSET
         try:
             with repository.transaction():
                 _grow_schema(repository, plan)
-                if groups is not None and group is not None:
+                if group is not None:
                     report.group = group = _ensure_group(groups, group)
-                writer = _Writer(repository, report, key_field, policy, group, groups)
+                writer = _Writer(repository, report, key_field, policy, group, groups, refresh=ruled)
                 _run(table, plan, writer, report, key_field, width, region, day_first, atomic, progress, batch_size)
                 if dry_run or (atomic and report.rejected):
                     raise _Rollback
