@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit docs bench clean
+.PHONY: demo test lint typecheck unit docs bench bench-quick clean
 
 demo: $(VENV)/.installed
 	$(BIN)/cohorts demo
@@ -28,6 +28,15 @@ docs: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[bench]'
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+# Every benchmark at a small size (a few minutes): the ratios, not the issues' full sizes.
+bench-quick: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/bench_eval.py --customers 20000
+	$(BIN)/python benchmarks/bench_sql.py --quick
+	$(BIN)/python benchmarks/bench_groups.py --quick
+	$(BIN)/python benchmarks/bench_import.py --quick
+	$(BIN)/python benchmarks/bench_campaigns.py --quick --backend memory sqlite
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
