@@ -11,8 +11,8 @@ import enum
 import itertools
 import math
 import re
-from collections.abc import Iterable, Iterator
-from typing import Any, TypeAlias
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeAlias, TypeVar
 
 import attrs
 
@@ -43,8 +43,11 @@ __all__ = [
     "WindowKind",
     "abbreviate",
     "children",
+    "fold",
     "walk",
 ]
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -588,6 +591,29 @@ def _hash(root: Node) -> int:
 def children(node: Node) -> tuple[Node, ...]:
     """The items of an AND or OR, the operand of a NOT, nothing for a condition or group test."""
     return _children(node)
+
+
+def fold(root: Node, combine: Callable[[Node, list[T]], T]) -> T:
+    """Combine a rule bottom-up: ``combine(node, results of its children)``, children first, without
+    recursion (rules may nest deeply).
+
+    Example:
+        >>> known = [Condition(Path("customer", name), Op.IS_KNOWN) for name in "ab"]
+        >>> rule = Or([known[0], Not(known[1])])
+        >>> fold(rule, lambda node, parts: 1 + sum(parts))
+        4
+    """
+    done: dict[int, T] = {}
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        items = children(node)
+        if items and not expanded:
+            stack.append((node, True))
+            stack.extend((item, False) for item in reversed(items))
+            continue
+        done[id(node)] = combine(node, [done[id(item)] for item in items])
+    return done[id(root)]
 
 
 def abbreviate(node: Node, width: int = 100) -> str:

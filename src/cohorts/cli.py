@@ -61,6 +61,7 @@ __all__ = [
     "explanation_data",
     "load_customers",
     "main",
+    "open_repository",
     "parse_now",
     "print_json",
     "read_rule",
@@ -116,6 +117,21 @@ def _plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return _plain(value.value)
     return repr(value)
+
+
+def open_repository(url: str) -> Any:
+    """The SQL repository a ``--db URL`` names; a missing extra or a bad URL is a CommandError."""
+    try:
+        module = importlib.import_module("cohorts.sql")
+    except ModuleNotFoundError as error:
+        if error.name and error.name.split(".")[0] in ("sqlalchemy", "psycopg"):
+            hint = f"--db needs the sql extra: pip install 'cohorts[sql]' ({error.name} is missing)"
+            raise CommandError(hint) from None
+        raise
+    try:
+        return module.SQLRepository(url)
+    except ValueError as error:
+        raise CommandError(f"--db {url!r}: {error}", EXIT_USAGE) from None
 
 
 def print_json(data: Any) -> None:

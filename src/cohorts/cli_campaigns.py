@@ -18,7 +18,16 @@ import sys
 from typing import Any
 
 from .campaigns import Campaign, Sender, audience, eligibility, run_campaigns, standard_handlers
-from .cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, add_json_option, parse_now, print_json
+from .cli import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    add_json_option,
+    open_repository,
+    parse_now,
+    print_json,
+)
 from .config import Config, load_config
 from .progress import TerminalBar
 
@@ -116,20 +125,6 @@ def load_sender(spec: str) -> Sender:
     return found
 
 
-def _open(url: str) -> Any:
-    try:
-        module = importlib.import_module("cohorts.sql")
-    except ModuleNotFoundError as error:
-        if error.name and error.name.split(".")[0] in ("sqlalchemy", "psycopg"):
-            hint = f"--db needs the sql extra: pip install 'cohorts[sql]' ({error.name} is missing)"
-            raise CommandError(hint) from None
-        raise
-    try:
-        return module.SQLRepository(url)
-    except ValueError as error:
-        raise CommandError(f"--db {url!r}: {error}", EXIT_USAGE) from None
-
-
 def _groups(config: Config, campaigns: list[Campaign], repository: Any) -> Any:
     if not config.groups and all(c.group is None for c in campaigns):
         return None
@@ -144,7 +139,7 @@ def _groups(config: Config, campaigns: list[Campaign], repository: Any) -> Any:
 def _setup(args: argparse.Namespace) -> tuple[Config, Any, dt.datetime]:
     config = load_config(args.config)
     now = parse_now(args.now, dt.UTC) or dt.datetime.now(dt.UTC)
-    return config, _open(args.db), now
+    return config, open_repository(args.db), now
 
 
 def _run(args: argparse.Namespace) -> int:

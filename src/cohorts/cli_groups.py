@@ -12,12 +12,11 @@ Example:
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from typing import Any
 
 from .ast import Condition, walk
-from .cli import EXIT_OK, EXIT_USAGE, CommandError, add_json_option, parse_now, print_json, read_rule
+from .cli import EXIT_OK, EXIT_USAGE, CommandError, add_json_option, open_repository, parse_now, print_json, read_rule
 from .errors import RuleError, UnknownAttributeError
 from .evaluate import validate
 from .groups import Change, Groups
@@ -50,22 +49,10 @@ examples:
 """
 
 
-def _open_repository(url: str) -> Any:
-    try:
-        module = importlib.import_module("cohorts.sql")
-    except ModuleNotFoundError as error:
-        if error.name and error.name.split(".")[0] in ("sqlalchemy", "psycopg"):
-            raise CommandError(
-                f"--db needs the sql extra: pip install 'cohorts[sql]' ({error.name} is missing)"
-            ) from None
-        raise CommandError("--db is not available: this version of cohorts has no SQL repository") from None
-    return module.SQLRepository(url)
-
-
 def _groups(args: argparse.Namespace) -> Groups:
     if not args.db:
         raise CommandError("--db is required (a database URL or an SQLite file path)", EXIT_USAGE)
-    return Groups(_open_repository(args.db))
+    return Groups(open_repository(args.db))
 
 
 def _customer_id(text: str) -> str | int:

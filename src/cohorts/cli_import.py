@@ -13,10 +13,9 @@ Example:
 from __future__ import annotations
 
 import argparse
-import importlib
 from typing import Any
 
-from .cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, print_json
+from .cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, open_repository, print_json
 from .errors import CohortsError
 from .importers import Column, ImportReport, import_file, preview_file
 from .progress import TerminalBar
@@ -118,21 +117,6 @@ def mapping_of(args: argparse.Namespace) -> dict[Column, str | None] | None:
     return mapping or None
 
 
-def _open_repository(url: str) -> Any:
-    for module_name in ("cohorts.sql", "cohorts.repository"):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name and error.name.split(".")[0] in ("sqlalchemy", "psycopg"):
-                hint = f"--db needs the sql extra: pip install 'cohorts[sql]' ({error.name} is missing)"
-                raise CommandError(hint) from None
-            continue
-        factory = getattr(module, "SQLRepository", None)
-        if factory is not None:
-            return factory(url)
-    raise CommandError("--db is not available: this version of cohorts has no SQL repository")
-
-
 def _report_data(report: ImportReport, rejects_file: str | None) -> dict[str, Any]:
     return {
         "ok": report.ok,
@@ -180,7 +164,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CommandError("cohorts import needs --db URL (or --preview)", EXIT_USAGE)
     if not args.group:
         raise CommandError("cohorts import needs --group NAME: the group imported customers join", EXIT_USAGE)
-    repository = _open_repository(args.db)
+    repository = open_repository(args.db)
     bar = TerminalBar.for_terminal(enabled=args.show_progress and not args.json)
     try:
         report = import_file(

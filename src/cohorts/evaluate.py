@@ -44,7 +44,7 @@ from .ast import (
     Window,
     WindowKind,
     abbreviate,
-    children,
+    fold,
     format_value,
 )
 from .errors import RuleError, RuleTypeError
@@ -650,25 +650,19 @@ class _Codegen:
 
         A subtree nested deeper than ``_MAX_INLINE_DEPTH`` becomes a pair of functions.
         """
-        done: dict[int, tuple[str, str, int]] = {}  # id(node) -> (true, false, nesting)
-        stack: list[tuple[Node, bool]] = [(root, False)]
-        while stack:
-            node, expanded = stack.pop()
-            items = children(node)
-            if items and not expanded:
-                stack.append((node, True))
-                stack.extend((item, False) for item in reversed(items))
-                continue
-            true_src, false_src, nesting = self.combine(node, [done[id(item)] for item in items], bound)
-            if nesting > _MAX_INLINE_DEPTH:
-                name = f"_sub{next(self.counter)}"
-                self.functions.append(
-                    f"    def {name}_t(c):\n        return {true_src}\n"
-                    f"    def {name}_f(c):\n        return {false_src}\n"
-                )
-                true_src, false_src, nesting = f"{name}_t(c)", f"{name}_f(c)", 0
-            done[id(node)] = (true_src, false_src, nesting)
-        true_src, false_src, _ = done[id(root)]
+
+        def step(node: Node, parts: list[tuple[str, str, int]]) -> tuple[str, str, int]:
+            true_src, false_src, nesting = self.combine(node, parts, bound)
+            if nesting <= _MAX_INLINE_DEPTH:
+                return true_src, false_src, nesting
+            name = f"_sub{next(self.counter)}"
+            self.functions.append(
+                f"    def {name}_t(c):\n        return {true_src}\n"
+                f"    def {name}_f(c):\n        return {false_src}\n"
+            )
+            return f"{name}_t(c)", f"{name}_f(c)", 0
+
+        true_src, false_src, _ = fold(root, step)  # (true, false, nesting)
         return true_src, false_src
 
     def combine(
@@ -959,17 +953,7 @@ def _show(value: Any) -> str:
 
 def _explain(root: Node, bound: Mapping[int, _Bound], customer: Customer, groups: GroupLookup) -> Explanation:
     """Explain every node, children before parents, without recursion (rules may nest deeply)."""
-    done: dict[int, Explanation] = {}
-    stack: list[tuple[Node, bool]] = [(root, False)]
-    while stack:
-        node, expanded = stack.pop()
-        items = children(node)
-        if items and not expanded:
-            stack.append((node, True))
-            stack.extend((item, False) for item in reversed(items))
-            continue
-        done[id(node)] = _explain_node(node, tuple(done[id(item)] for item in items), bound, customer, groups)
-    return done[id(root)]
+    return fold(root, lambda node, parts: _explain_node(node, tuple(parts), bound, customer, groups))
 
 
 def _explain_node(
