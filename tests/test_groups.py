@@ -508,7 +508,11 @@ def test_groups_command_changes_groups_as_a_user_would(tmp_path: Any) -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "cohorts", "groups", *args, "--db", path, "--now", "2026-11-22T12:00"],
-            capture_output=True, text=True, encoding="utf-8", timeout=120, check=False,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=120,
+            check=False,
         )
 
     assert run("create", "Laval", 'customer.city = "Laval"').returncode == 0
@@ -519,8 +523,15 @@ def test_groups_command_changes_groups_as_a_user_would(tmp_path: Any) -> None:
     assert excluded.returncode == 0 and "'a' left 'Laval' (rules -> none)" in excluded.stdout
     preview = run("preview", "Laval", 'customer.vehicle_model contains "escape"', "--json")
     assert json.loads(preview.stdout) | {"joining_sample": None} == {
-        "group": "Laval", "rule": 'customer.vehicle_model contains "escape"', "saved": False, "before": 2,
-        "after": 2, "joining": 1, "leaving": 1, "joining_sample": None, "leaving_sample": ["c"],
+        "group": "Laval",
+        "rule": 'customer.vehicle_model contains "escape"',
+        "saved": False,
+        "before": 2,
+        "after": 2,
+        "joining": 1,
+        "leaving": 1,
+        "joining_sample": None,
+        "leaving_sample": ["c"],
     }
     members = run("members", "Laval", "--json")
     assert {m["customer"] for m in json.loads(members.stdout)} == {"c", "d"}  # the preview saved nothing
@@ -793,9 +804,22 @@ def test_groups_command_notes_attributes_the_schema_lacks(tmp_path: Any) -> None
     path = str(tmp_path / "g.db")
     SQLRepository(path).upsert(_garage())
     done = subprocess.run(
-        [sys.executable, "-m", "cohorts", "groups", "create", "Typo", 'customer.cty = "Laval" OR customer.city = "X"',
-         "--db", path],
-        capture_output=True, text=True, encoding="utf-8", timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "cohorts",
+            "groups",
+            "create",
+            "Typo",
+            'customer.cty = "Laval" OR customer.city = "X"',
+            "--db",
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert "created group 'Typo': 0 member(s)" in done.stdout
@@ -814,3 +838,16 @@ def test_why_at_an_earlier_now_says_the_rules_match_an_excluded_customer() -> No
     why = groups.why("Laval", "a", NOW)
     assert why.excluded and not why.member and why.matched_version == 1
     assert "matched rule version 1" in str(why) and "excluded by hand" in str(why)
+
+
+def test_month_windows_that_step_back_at_month_ends() -> None:
+    """``last 1 month`` steps back when it starts clamping (Mar 29 - 1 month = Feb 28): events re-enter."""
+    tz = zoneinfo.ZoneInfo("UTC")
+    start = dt.datetime(2026, 3, 1, 12, tzinfo=tz)
+    customers = [
+        Customer(i, {}, [Event("repair_order.closed", start - dt.timedelta(hours=5 * (i + 1)))]) for i in range(6)
+    ]
+    rule = "repair_order.closed.count(last 1 month) = 1"
+    for refresh in (False, True):
+        _assert_catching_up_agrees(rule, customers, tz, start, [657, 3, 21, 3, 21, 3, 21, 3, 30], refresh)
+        _assert_catching_up_agrees(rule, customers, tz, start, [660, 21, 3, 2, 2, 19, 3], refresh)

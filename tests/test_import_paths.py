@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from cohorts import Customer
 from cohorts.groups import Groups, Origin
 from cohorts.importers import import_file
-from cohorts.sql import _DIGIT, _phone_reading, _read_scalar, micros, shadow_of
+from cohorts.sql.storage import _DIGIT, _phone_reading, _read_scalar, micros, shadow_of
 from cohorts.values import fold_text, to_bool, to_number, to_phone, to_time
 
 TORONTO = zoneinfo.ZoneInfo("America/Toronto")

@@ -28,9 +28,10 @@ import attrs
 from ._html import html_table, html_text
 from .ast import Condition, Node, Op, Or, Path
 from .errors import CohortsError
-from .ledger import ActionSpec, Ledger, ledger_for
+from .ledger import ActionSpec, Ledger
 from .model import Customer, CustomerId, Event
 from .progress import Progress, ProgressCallback
+from .repository import CustomerReader, Repository, require
 from .values import fold_text, resolve_tz, to_bool, to_number
 
 __all__ = [
@@ -561,18 +562,6 @@ class GroupsLike(Protocol):
     def members(self, name: str, now: dt.datetime | None = None) -> Mapping[CustomerId, frozenset[Any]]: ...
 
 
-class RepositoryLike(Protocol):
-    """What campaigns need of a repository (any :class:`cohorts.Repository`)."""
-
-    def get(self, customer_id: CustomerId) -> Customer | None: ...
-
-    def select(self, rule: Any, now: dt.datetime | None = None, *, groups: Any = None) -> Collection[CustomerId]: ...
-
-    def upsert(self, customers: Iterable[Customer]) -> Any: ...
-
-    def add_events(self, customer_id: CustomerId, events: Iterable[Event]) -> Any: ...
-
-
 def _origin_word(origin: Any) -> str:
     value = getattr(origin, "value", origin)
     return str(value).lower()
@@ -649,15 +638,8 @@ def _status_rule(status: str) -> Node:
     return Condition(_STATUS, Op.EQ, status)
 
 
-def _all_ids(repository: Any, now: dt.datetime) -> set[CustomerId]:
-    ids = getattr(repository, "ids", None)
-    if callable(ids):
-        return set(ids())
-    return set(repository.select(_EVERYONE, now))
-
-
 def audience(
-    campaign: Campaign, repository: RepositoryLike, groups: GroupsLike | None, now: dt.datetime | None = None
+    campaign: Campaign, repository: CustomerReader, groups: GroupsLike | None, now: dt.datetime | None = None
 ) -> Audience:
     """Who ``campaign`` reaches at ``now``: every customer or its group's members, with the status filter.
 
@@ -679,11 +661,12 @@ def audience(
     """
     if not isinstance(campaign, Campaign):
         raise TypeError(f"audience() takes a Campaign, not {type(campaign).__name__}")
+    require(repository, CustomerReader, "audience")
     moment = _now(now)
     origins: Mapping[CustomerId, frozenset[Any]] | None = None
     if campaign.group is None:
         if campaign.status == "all":
-            ids = _all_ids(repository, moment)
+            ids = repository.ids()
         else:
             ids = set(repository.select(_status_rule(campaign.status), moment))
     else:
@@ -792,7 +775,7 @@ def _send_handler(sender: Sender, channel: str) -> Handler:
     return send
 
 
-def _points_handler(repository: RepositoryLike) -> Handler:
+def _points_handler(repository: Repository) -> Handler:
     def points(customer: Customer, action: Action, campaign: Campaign) -> None:
         amount = to_number(action.settings.get("points"))
         if amount is None:
@@ -808,7 +791,7 @@ def _points_handler(repository: RepositoryLike) -> Handler:
     return points
 
 
-def _stage_handler(repository: RepositoryLike) -> Handler:
+def _stage_handler(repository: Repository) -> Handler:
     def stage(customer: Customer, action: Action, campaign: Campaign) -> None:
         value = action.settings.get("stage")
         if not isinstance(value, str) or not value.strip():
@@ -822,7 +805,7 @@ def _stage_handler(repository: RepositoryLike) -> Handler:
     return stage
 
 
-def _track_handler(repository: RepositoryLike) -> Handler:
+def _track_handler(repository: Repository) -> Handler:
     def track(customer: Customer, action: Action, campaign: Campaign) -> None:
         ctx = _context(customer, action, campaign)
         name = str(action.settings.get("event", "campaign.engagement"))
@@ -832,7 +815,7 @@ def _track_handler(repository: RepositoryLike) -> Handler:
     return track
 
 
-def standard_handlers(repository: RepositoryLike, sender: Sender | None = None) -> dict[str, Handler]:
+def standard_handlers(repository: Repository, sender: Sender | None = None) -> dict[str, Handler]:
     """The shipped handlers: ``points``, ``stage`` and ``track`` record in ``repository``; ``email`` and
     ``sms`` go through ``sender`` (left out without one).
 
@@ -1060,7 +1043,7 @@ def _error_text(exc: BaseException) -> str:
 
 def _run_one(
     campaign: Campaign,
-    repository: RepositoryLike,
+    repository: Repository,
     groups: GroupsLike | None,
     handlers: Mapping[str, Handler],
     moment: dt.datetime,
@@ -1101,7 +1084,7 @@ def _run_one(
 
 
 def _load(
-    repository: RepositoryLike, wanted: Mapping[CustomerId, object]
+    repository: Repository, wanted: Mapping[CustomerId, object]
 ) -> Iterator[tuple[CustomerId, Customer | None]]:
     """The wanted customers (None for those deleted): one scan when they are many, else one get() each."""
     total = len(repository) if isinstance(repository, Sized) else None
@@ -1202,7 +1185,7 @@ def _record_failure(
 
 def run_campaigns(
     campaigns: Iterable[Campaign],
-    repository: RepositoryLike,
+    repository: Repository,
     groups: GroupsLike | None,
     handlers: Mapping[str, Handler],
     now: dt.datetime | None = None,
@@ -1248,6 +1231,7 @@ def run_campaigns(
     chosen = list(campaigns)
     _check(chosen, handlers)
     rules = policy if policy is not None else Policy()
-    store = ledger if ledger is not None else ledger_for(repository)
+    require(repository, Repository, "run_campaigns")
+    store = ledger if ledger is not None else repository.ledger()
     reports = tuple(_run_one(c, repository, groups, handlers, moment, rules, store, progress) for c in chosen)
     return RunReport(moment, reports, time.perf_counter() - started)

@@ -25,290 +25,47 @@ import attrs
 
 from ._html import html_text
 from .ast import (
-    ORDERING,
-    TEXT_OPS,
     Aggregate,
-    Anchor,
     And,
     Condition,
-    Duration,
     InGroup,
-    Month,
     Node,
     Not,
     Op,
     Or,
-    Path,
-    Relative,
-    Weekday,
-    Window,
-    WindowKind,
     abbreviate,
     fold,
-    format_value,
 )
-from .errors import RuleError, RuleTypeError
+from .errors import RuleError
 from .model import Customer, CustomerId
-from .parser import parse
-from .schema import AttributeType, Schema, default_schema
+from .schema import Schema, default_schema
+from .semantics import (
+    Shape,
+    Spec,
+    as_rule,
+    conditions,
+    connective,
+    describe_spec,
+    kleene,
+    moment,
+    resolve,
+    resolve_window,
+    shape_of,
+)
 from .values import (
     DEFAULT_REGION,
-    Interval,
     Kind,
     coercer,
     date_part,
-    fold_text,
     is_known,
-    resolve_time,
     resolve_tz,
-    to_phone,
     to_time,
-    window,
 )
 
 __all__ = ["Explanation", "Predicate", "compile", "explain", "matches", "validate"]
 
 RuleLike: TypeAlias = Node | str
 GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
-
-# Positive operators; the negative ones are NOT of these.
-_NEGATIONS = {Op.NE: Op.EQ, Op.NOT_CONTAINS: Op.CONTAINS, Op.NOT_IN: Op.IN, Op.IS_UNKNOWN: Op.IS_KNOWN}
-_INVERTED = {Op.LT: Op.GT, Op.LE: Op.GE, Op.GT: Op.LT, Op.GE: Op.LE}
-_TYPE_KINDS = {
-    AttributeType.TEXT: Kind.TEXT,
-    AttributeType.LIST: Kind.TEXT,
-    AttributeType.NUMBER: Kind.NUMBER,
-    AttributeType.BOOLEAN: Kind.BOOLEAN,
-    AttributeType.DATE: Kind.TIME,
-    AttributeType.DATETIME: Kind.TIME,
-    AttributeType.PHONE: Kind.PHONE,
-}
-# What every event has, whether or not a schema declares its category.
-_IMPLICIT: dict[object, AttributeType] = {
-    "at": AttributeType.DATETIME,
-    Aggregate.COUNT: AttributeType.NUMBER,
-    Aggregate.FIRST_TIME: AttributeType.DATETIME,
-    Aggregate.LAST_TIME: AttributeType.DATETIME,
-}
-_KIND_OPS = {
-    Kind.TEXT: {Op.EQ, Op.IN, Op.CONTAINS, Op.STARTS_WITH, Op.ENDS_WITH, Op.BETWEEN, *ORDERING},
-    Kind.NUMBER: {Op.EQ, Op.IN, Op.BETWEEN, *ORDERING},
-    Kind.BOOLEAN: {Op.EQ, Op.IN},
-    Kind.TIME: {Op.EQ, Op.IN, Op.BETWEEN, Op.BEFORE, Op.AFTER, Op.WITHIN_LAST, Op.WITHIN_NEXT, *ORDERING},
-    Kind.PHONE: {Op.EQ, Op.IN, Op.CONTAINS, Op.STARTS_WITH, Op.ENDS_WITH},
-}
-
-
-def _as_rule(rule: RuleLike) -> Node:
-    if isinstance(rule, str):
-        return parse(rule)
-    if isinstance(rule, Node):
-        return rule
-    raise TypeError(f"a rule is text or a cohorts AST node, not {type(rule).__name__}")
-
-
-# -- deciding how each condition compares -----------------------------------
-
-
-def _value_kind(value: object) -> Kind | None:
-    if isinstance(value, bool):
-        return Kind.BOOLEAN
-    if isinstance(value, Month | Weekday):
-        return Kind.NUMBER
-    if isinstance(value, int | float):
-        return Kind.NUMBER
-    if isinstance(value, str):
-        return Kind.TEXT
-    if isinstance(value, dt.date | Relative | Anchor | Duration):
-        return Kind.TIME
-    return None
-
-
-@attrs.frozen
-class _Shape:
-    """What a condition reads and how: decided once, at compile time."""
-
-    condition: Condition
-    op: Op  # positive operator
-    negated: bool
-    kind: Kind | None  # None: is known on an untyped attribute (raw presence)
-    declared: bool  # the attribute's type comes from a schema
-    is_list: bool  # the attribute holds a list (or may, when untyped)
-    value: Any  # the rule's value, prepared for the kind (times stay unresolved)
-
-
-def _shape(condition: Condition, schema: Schema | None) -> _Shape:
-    path, op = condition.path, condition.op
-    negated = op in _NEGATIONS
-    op = _NEGATIONS.get(op, op)
-    lookup = (schema or default_schema()).lookup(path)
-    if schema is not None and lookup is None:
-        schema.type_of(path)  # raises UnknownAttributeError with a suggestion
-    if path.window is not None:
-        _check_window(condition)
-    if lookup is None and not path.is_customer:
-        lookup = _IMPLICIT.get(path.aggregate or path.attribute)
-    declared = lookup is not None
-    is_list = (lookup is AttributeType.LIST) or (not declared and path.is_customer)
-    value = condition.value
-
-    if path.part is not None:
-        if lookup not in (None, AttributeType.DATE, AttributeType.DATETIME):
-            raise RuleTypeError(str(condition), f"{path.part.value} is a part of dates, and this is {lookup.value}")
-        kind: Kind | None = Kind.NUMBER
-        declared, is_list = True, False
-    elif lookup is not None:
-        kind = _TYPE_KINDS[lookup]
-    elif op is Op.IS_KNOWN:
-        kind = None
-    else:
-        values = value if isinstance(value, tuple) else (value,)
-        kinds = {_value_kind(v) for v in values}
-        if len(kinds) > 1:
-            raise RuleTypeError(str(condition), "the values mix types")
-        kind = kinds.pop() if kinds else Kind.TEXT
-        if kind is None:
-            raise RuleTypeError(str(condition), "this value cannot be compared")
-    if op in (Op.BEFORE, Op.AFTER, Op.WITHIN_LAST, Op.WITHIN_NEXT) and kind is not Kind.TIME:
-        raise RuleTypeError(str(condition), f"{condition.op.value} compares dates, and this is {_kind_word(kind)}")
-    if kind is not None and op is not Op.IS_KNOWN:
-        if op not in _KIND_OPS[kind] and not (is_list and op is Op.CONTAINS):
-            raise RuleTypeError(str(condition), f"{condition.op.value} does not apply to {_kind_word(kind)}")
-        value = _prepare(condition, op, kind, value, path.part)
-    return _Shape(condition, op, negated, kind, declared, is_list, value)
-
-
-def _check_window(condition: Condition) -> None:
-    """A window restricts an event count to the events of a time window; it needs times."""
-    path = condition.path
-    window = path.window
-    assert window is not None
-    if path.aggregate is not Aggregate.COUNT:
-        bare = attrs.evolve(path, window=None)
-        example = Path("appointment" if path.is_customer else path.category, Aggregate.COUNT.value, window=window)
-        raise RuleTypeError(str(condition), f"a window counts events, as in {example}; {bare} is not a count")
-    if window.kind in (WindowKind.SINCE, WindowKind.BETWEEN):
-        times = window.value if isinstance(window.value, tuple) else (window.value,)
-        for time in times:
-            if isinstance(time, bool) or not isinstance(time, dt.date | Relative | Anchor):
-                raise RuleTypeError(str(condition), f"a window takes times, and {format_value(time)} is not a time")
-
-
-def window_spec(window: Window, now: dt.datetime, tz: dt.tzinfo) -> Spec:
-    """The test an event's time passes to be in ``window`` at ``now``: the one its words have on ``at``.
-
-    ``last N units`` is ``at within last N units``, ``next N units`` is
-    ``at within next N units``, ``between X and Y`` is ``at between X and Y``
-    and ``since X`` is ``NOT at before X``. Raises OverflowError or ValueError
-    when a bound is out of the calendar's range.
-    """
-    if window.kind is WindowKind.SINCE:
-        start = resolve_time(window.value, now, tz).start
-        return (((">=", start),),)
-    spec, _ = _time_test(window_op(window)[0], window.value, now, tz)
-    return spec
-
-
-def window_op(window: Window) -> tuple[Op, Any]:
-    """A condition on the event time that flips at the same instants as membership of ``window``.
-
-    The same test for last, next and between; for ``since X``, ``before X``
-    (its negation, which flips at the same instants).
-    """
-    match window.kind:
-        case WindowKind.LAST:
-            return Op.WITHIN_LAST, window.value
-        case WindowKind.NEXT:
-            return Op.WITHIN_NEXT, window.value
-        case WindowKind.BETWEEN:
-            return Op.BETWEEN, window.value
-    return Op.BEFORE, window.value
-
-
-def _describe_spec(spec: Spec) -> str:
-    """A window's resolved bounds as an interval: ``[a, b]``, ``[a, b)``, ``[a, ...)``."""
-    if len(spec) != 1:
-        return " or ".join(_describe_spec((clause,)) for clause in spec)
-    low, high = "(...", "...)"
-    for symbol, bound in spec[0]:
-        shown = bound.isoformat() if isinstance(bound, dt.datetime) else str(bound)
-        if symbol in (">=", ">"):
-            low = ("[" if symbol == ">=" else "(") + shown
-        elif symbol in ("<=", "<"):
-            high = shown + ("]" if symbol == "<=" else ")")
-    return f"{low}, {high}"
-
-
-def _kind_word(kind: Kind | None) -> str:
-    return {
-        Kind.TEXT: "text",
-        Kind.NUMBER: "a number",
-        Kind.BOOLEAN: "a boolean",
-        Kind.TIME: "a date",
-        Kind.PHONE: "a phone number",
-        None: "unknown",
-    }[kind]
-
-
-def _prepare(condition: Condition, op: Op, kind: Kind, value: Any, part: object) -> Any:
-    """Check the rule's value against the kind and turn it into what is compared."""
-    if op is Op.IN:
-        if not isinstance(value, tuple):
-            raise RuleTypeError(str(condition), "in takes a list")
-        return tuple(_prepare_scalar(condition, kind, v, part) for v in value)
-    if op is Op.BETWEEN:
-        low, high = value
-        return (_prepare_scalar(condition, kind, low, part), _prepare_scalar(condition, kind, high, part))
-    if op in (Op.WITHIN_LAST, Op.WITHIN_NEXT):
-        return value
-    if isinstance(value, tuple):
-        raise RuleTypeError(str(condition), f"{op.value} takes one value, not a list")
-    if op in TEXT_OPS and kind is Kind.PHONE:  # part of a number: digits, not a whole phone number
-        digits = "".join(ch for ch in str(value) if ch.isdigit() or ch == "+")
-        if not digits or isinstance(value, bool):
-            raise RuleTypeError(str(condition), f"{format_value(value)} is not part of a phone number")
-        return digits
-    return _prepare_scalar(condition, kind, value, part)
-
-
-def _mismatch(condition: Condition, kind: Kind, value: Any) -> RuleTypeError:
-    """The error for a rule value of the wrong kind; built only when raised, as ``str(condition)``
-    costs the rule's length and values are checked one by one (``in`` lists)."""
-    return RuleTypeError(str(condition), f"{format_value(value)} is not {_kind_word(kind)}")
-
-
-def _prepare_scalar(condition: Condition, kind: Kind, value: Any, part: object) -> Any:
-    match kind:
-        case Kind.TEXT:
-            if isinstance(value, bool) or not isinstance(value, str | int | float):
-                raise _mismatch(condition, kind, value)
-            folded = fold_text(value)
-            if folded is None:
-                raise RuleTypeError(str(condition), 'blank text matches nothing; use "is unknown"')
-            return folded
-        case Kind.NUMBER:
-            if isinstance(value, Month) and getattr(part, "value", None) != "month":
-                raise RuleTypeError(str(condition), "month names compare with .month")
-            if isinstance(value, Weekday) and getattr(part, "value", None) != "weekday":
-                raise RuleTypeError(str(condition), "day names compare with .weekday")
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise _mismatch(condition, kind, value)
-            return int(value) if isinstance(value, Month | Weekday) else value
-        case Kind.BOOLEAN:
-            if not isinstance(value, bool):
-                raise _mismatch(condition, kind, value)
-            return value
-        case Kind.TIME:
-            if not isinstance(value, dt.date | Relative | Anchor):
-                raise _mismatch(condition, kind, value)
-            return value
-        case Kind.PHONE:
-            phone = to_phone(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
-            if phone is None:
-                raise _mismatch(condition, kind, value)
-            return phone
-    raise AssertionError(kind)
-
 
 def validate(rule: RuleLike, schema: Schema | None = None) -> Node:
     """Check a rule against a schema (the default one when None) and return its AST.
@@ -322,32 +79,14 @@ def validate(rule: RuleLike, schema: Schema | None = None) -> Node:
         ...
         cohorts.errors.RuleTypeError: contains does not apply to a number: customer.vehicle_year contains 5
     """
-    node = _as_rule(rule)
-    for condition in _conditions(node):
-        _shape(condition, schema or default_schema())
+    node = as_rule(rule)
+    for condition in conditions(node):
+        shape_of(condition, schema or default_schema())
     return node
-
-
-def _conditions(node: Node) -> Iterator[Condition]:
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        match current:
-            case Condition():
-                yield current
-            case And(items) | Or(items):
-                stack.extend(items)
-            case Not(operand):
-                stack.append(operand)
 
 
 # -- binding a condition to a moment ----------------------------------------
 
-
-# A test of a known value, in disjunctive normal form: any clause whose checks all
-# hold. A check is (symbol, constant); ``has`` is "constant in value".
-Check: TypeAlias = tuple[str, Any]
-Spec: TypeAlias = tuple[tuple[Check, ...], ...]
 
 _CHECK_SOURCE = {
     "==": "{v} == {k}",
@@ -391,7 +130,7 @@ def _spec_function(spec: Spec) -> Callable[[Any], bool]:
 class _Bound:
     """A condition ready to run at one ``now``: how to read a customer and test the value."""
 
-    shape: _Shape
+    shape: Shape
     get: Callable[[Customer], Any]  # value to test: None when unknown
     test: Callable[[Any], bool]  # two-valued test of a known value
     existential: bool  # get returns a list of values; the condition is any(test)
@@ -401,82 +140,10 @@ class _Bound:
     window: str | None = None  # a count's window, resolved, for explanations
 
 
-def _time_test(op: Op, value: Any, now: dt.datetime, tz: dt.tzinfo) -> tuple[Spec, Any]:
-    if op is Op.EQ:
-        iv = resolve_time(value, now, tz, as_day=True)
-        return (_time_eq(iv),), iv
-    if op is Op.IN:
-        ivs = [resolve_time(v, now, tz, as_day=True) for v in value]
-        return tuple(_time_eq(iv) for iv in ivs), ivs
-    if op in ORDERING:
-        if isinstance(value, Relative) and value.ago:
-            op = _INVERTED[op]
-        iv = resolve_time(value, now, tz)
-        return (_time_order(op, iv),), iv
-    if op is Op.BEFORE:
-        iv = resolve_time(value, now, tz)
-        return (_time_order(Op.LT, iv),), iv
-    if op is Op.AFTER:
-        iv = resolve_time(value, now, tz)
-        return (_time_order(Op.GT, iv),), iv
-    if op is Op.BETWEEN:
-        a, b = (resolve_time(v, now, tz) for v in value)
-        low, high = (a, b) if a.start <= b.start else (b, a)
-        upper: Check = ("<", high.end) if high.end is not None else ("<=", high.start)
-        return ((((">=", low.start), upper)),), (low, high)
-    if op in (Op.WITHIN_LAST, Op.WITHIN_NEXT):
-        first, last = window(value, now, tz, last=op is Op.WITHIN_LAST)
-        return (((">=", first), ("<=", last)),), (Interval(first), Interval(last))
-    raise AssertionError(op)
-
-
-def _time_eq(iv: Interval) -> tuple[Check, ...]:
-    if iv.end is None:
-        return (("==", iv.start),)
-    return ((">=", iv.start), ("<", iv.end))
-
-
-def _time_order(op: Op, iv: Interval) -> tuple[Check, ...]:
-    start, end = iv.start, iv.end
-    match op:
-        case Op.LT:
-            return (("<", start),)
-        case Op.GE:
-            return ((">=", start),)
-        case Op.LE:
-            return (("<", end),) if end is not None else (("<=", start),)
-        case Op.GT:
-            return ((">=", end),) if end is not None else ((">", start),)
-    raise AssertionError(op)
-
-
-_PLAIN_SYMBOLS = {
-    Op.EQ: "==",
-    Op.LT: "<",
-    Op.LE: "<=",
-    Op.GT: ">",
-    Op.GE: ">=",
-    Op.CONTAINS: "has",
-    Op.STARTS_WITH: "starts",
-    Op.ENDS_WITH: "ends",
-}
-
-
-def _plain_test(op: Op, value: Any) -> Spec:
-    if op is Op.IN:
-        return ((("in", frozenset(value)),),)
-    if op is Op.BETWEEN:
-        low, high = sorted(value)
-        return (((">=", low), ("<=", high)),)
-    return (((_PLAIN_SYMBOLS[op], value),),)
-
-
-def _bind(shape: _Shape, now: dt.datetime, tz: dt.tzinfo, region: str) -> _Bound:
+def _bind(shape: Shape, now: dt.datetime, tz: dt.tzinfo, region: str) -> _Bound:
     op, kind, path = shape.op, shape.kind, shape.condition.path
 
     read: Callable[[Any], Any]
-    spec: Spec = ((),)  # is known: every known value passes
-    shown: Any = None
     if path.part is not None:
         part, as_time = path.part, coercer(Kind.TIME, tz, region)
         read = lambda raw: None if (t := as_time(raw)) is None else date_part(t, part, tz)
@@ -484,24 +151,8 @@ def _bind(shape: _Shape, now: dt.datetime, tz: dt.tzinfo, region: str) -> _Bound
         read = lambda raw: True if is_known(raw) else None
     else:
         read = coercer(kind, tz, region)
-    if op is Op.IS_KNOWN:
-        pass
-    elif kind is Kind.TIME:
-        try:
-            spec, shown = _time_test(Op.EQ if op is Op.CONTAINS else op, shape.value, now, tz)
-        except (OverflowError, ValueError):
-            raise RuleTypeError(str(shape.condition), f"the time is out of range at {now.isoformat()}") from None
-    else:
-        # contains on a list of numbers or booleans: has an element equal to the value
-        equality = op is Op.CONTAINS and kind is not Kind.TEXT and kind is not Kind.PHONE
-        spec, shown = _plain_test(Op.EQ if equality else op, shape.value), shape.value
-
-    counted: Spec | None = None
-    if path.window is not None:
-        try:
-            counted = window_spec(path.window, now, tz)
-        except (OverflowError, ValueError):
-            raise RuleTypeError(str(shape.condition), f"the window is out of range at {now.isoformat()}") from None
+    spec, shown = resolve(shape, now, tz)
+    counted = resolve_window(shape, now, tz)
     bound = _bind_source(shape, read, spec, shown, tz, region, counted)
     if op is Op.IS_KNOWN and not bound.existential:
         get = bound.get
@@ -512,7 +163,7 @@ def _bind(shape: _Shape, now: dt.datetime, tz: dt.tzinfo, region: str) -> _Bound
 
 
 def _bind_source(
-    shape: _Shape,
+    shape: Shape,
     read: Callable[[Any], Any],
     spec: Spec,
     shown: Any,
@@ -547,7 +198,7 @@ def _bind_source(
     if aggregate is Aggregate.COUNT:
         if counted is not None:
             get = _window_count(event, _spec_function(counted), tz)
-            return _Bound(shape, get, test, False, shown, spec, ("{0}(c)", (get,)), _describe_spec(counted))
+            return _Bound(shape, get, test, False, shown, spec, ("{0}(c)", (get,)), describe_spec(counted))
         get = lambda c: len(c.events_named(event))
         return _Bound(shape, get, test, False, shown, spec, ("len(c.events_named({0}))", (event,)))
     if aggregate is not None:
@@ -657,10 +308,10 @@ class _Codegen:
                 return true_src, false_src, nesting
             name = f"_sub{next(self.counter)}"
             self.functions.append(
-                f"    def {name}_t(c):\n        return {true_src}\n"
-                f"    def {name}_f(c):\n        return {false_src}\n"
+                f"    def {name}_t(c, _groups):\n        return {true_src}\n"
+                f"    def {name}_f(c, _groups):\n        return {false_src}\n"
             )
-            return f"{name}_t(c)", f"{name}_f(c)", 0
+            return f"{name}_t(c, _groups)", f"{name}_f(c, _groups)", 0
 
         true_src, false_src, _ = fold(root, step)  # (true, false, nesting)
         return true_src, false_src
@@ -670,18 +321,12 @@ class _Codegen:
     ) -> tuple[str, str, int]:
         """Source of (is true, is false, nesting) for ``node`` from the sources of its children."""
         match node:
-            case And():
+            case And() | Or():
                 nesting = 1 + max(n for _, _, n in parts)
+                true_join, false_join = f" {connective(node, True)} ", f" {connective(node, False)} "
                 return (
-                    "(" + " and ".join(t for t, _, _ in parts) + ")",
-                    "(" + " or ".join(f for _, f, _ in parts) + ")",
-                    nesting,
-                )
-            case Or():
-                nesting = 1 + max(n for _, _, n in parts)
-                return (
-                    "(" + " or ".join(t for t, _, _ in parts) + ")",
-                    "(" + " and ".join(f for _, f, _ in parts) + ")",
+                    "(" + true_join.join(t for t, _, _ in parts) + ")",
+                    "(" + false_join.join(f for _, f, _ in parts) + ")",
                     nesting,
                 )
             case Not():
@@ -750,14 +395,6 @@ def _code(source: str) -> Any:
 # -- the public API ---------------------------------------------------------
 
 
-def _now(now: dt.datetime | None, tz: dt.tzinfo) -> dt.datetime:
-    if now is None:
-        return dt.datetime.now(dt.UTC)
-    if not isinstance(now, dt.datetime):
-        raise TypeError(f"now is a datetime, not {type(now).__name__}")
-    return now if now.tzinfo is not None else now.replace(tzinfo=tz)
-
-
 class Predicate:
     """A compiled rule: call it on a customer, or ``select`` over many.
 
@@ -778,7 +415,7 @@ class Predicate:
         self.schema = schema
         self.tz = tz
         self.region = region
-        self._shapes = {id(c): _shape(c, schema) for c in _conditions(rule)}
+        self._shapes = {id(c): shape_of(c, schema) for c in conditions(rule)}
         self._lock = threading.Lock()
         self._cached: tuple[dt.datetime, Callable[[Customer, GroupLookup], bool]] | None = None
         self._has_time = any(
@@ -804,14 +441,14 @@ class Predicate:
         self, customer: Customer, now: dt.datetime | None = None, *, groups: GroupLookup | None = None
     ) -> bool:
         """True when the rule is true for ``customer`` at ``now``."""
-        fn = self._function(_now(now, self.tz))
+        fn = self._function(moment(now, self.tz))
         return bool(fn(customer, groups or _no_groups))
 
     def select(
         self, customers: Iterable[Customer], now: dt.datetime | None = None, *, groups: GroupLookup | None = None
     ) -> Iterator[CustomerId]:
         """The ids of the customers for whom the rule is true, in order."""
-        fn = self._function(_now(now, self.tz))
+        fn = self._function(moment(now, self.tz))
         lookup = groups or _no_groups
         for customer in customers:
             if fn(customer, lookup):
@@ -821,8 +458,8 @@ class Predicate:
         self, customer: Customer, now: dt.datetime | None = None, *, groups: GroupLookup | None = None
     ) -> Explanation:
         """Why the rule is true, false or unknown for ``customer``."""
-        moment = _now(now, self.tz)
-        return _explain(self.rule, self._bound(moment), customer, groups or _no_groups)
+        at = moment(now, self.tz)
+        return _explain(self.rule, self._bound(at), customer, groups or _no_groups)
 
 
 @functools.lru_cache(maxsize=256)
@@ -855,7 +492,7 @@ def compile(  # noqa: A001 - the public name the API promises
 
     .. versionadded:: 0.1
     """
-    node = _as_rule(rule)
+    node = as_rule(rule)
     zone = resolve_tz(tz)
     try:
         return _compile_cached(node, schema, zone, region)
@@ -964,16 +601,8 @@ def _explain_node(
     groups: GroupLookup,
 ) -> Explanation:
     match node:
-        case And() | Or():
-            results = [child.result for child in children]
-            if isinstance(node, And):
-                result = False if False in results else (None if None in results else True)
-            else:
-                result = True if True in results else (None if None in results else False)
-            return Explanation(_short(node), result, children=children)
-        case Not():
-            (child,) = children
-            return Explanation(_short(node), None if child.result is None else not child.result, children=(child,))
+        case And() | Or() | Not():
+            return Explanation(_short(node), kleene(node, [child.result for child in children]), children=children)
         case InGroup(group, negated):
             member = customer.id in groups(group)
             return Explanation(str(node), member != negated, value="member" if member else "not a member")

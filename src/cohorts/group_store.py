@@ -4,7 +4,7 @@
 stores exist: :class:`MemoryGroupStore` (here), attached to a
 :class:`cohorts.MemoryRepository` as one of its extensions so that the
 repository's ``transaction()`` covers it, and ``SQLGroupStore``
-(:mod:`cohorts.sql_groups`), which keeps the same records in tables next to
+(:mod:`cohorts.sql.groups`), which keeps the same records in tables next to
 the customers.
 
 What is stored, per group and customer:
@@ -30,12 +30,25 @@ from typing import Protocol
 
 import attrs
 
+from .errors import GroupError
 from .model import CustomerId
+from .values import fold_text
 
 __all__ = ["MARKS", "GroupDef", "GroupStore", "MemoryGroupStore", "RuleRow", "Slot"]
 
 MARKS = ("manual", "imported", "excluded")
 """The kinds of mark a customer can have in a group."""
+
+
+def group_key(name: str) -> str:
+    """The key of a group's name: names are unique by it (folded: case, accents and spaces)."""
+    if not isinstance(name, str):
+        raise TypeError(f"a group name is text, not {type(name).__name__}")
+    folded = fold_text(name)
+    if folded is None:
+        raise GroupError("a group needs a name that is not blank")
+    return folded
+
 
 
 @attrs.frozen
@@ -144,6 +157,14 @@ class GroupStore(Protocol):
 
     def put_rules(self, group_id: int, rows: Mapping[CustomerId, RuleRow | None], *, new: bool = False) -> None:
         """Store rule rows (None deletes the row); ``new`` promises none of them is stored yet."""
+        ...
+
+    def put_many(self, rows: Mapping[int, Mapping[CustomerId, RuleRow | None]], *, new: bool = False) -> None:
+        """:meth:`put_rules` for several groups at once."""
+        ...
+
+    def forget(self) -> None:
+        """Drop what the store caches of stored state (after a rollback)."""
         ...
 
     def due(self, now: dt.datetime) -> list[tuple[int, CustomerId]]:
@@ -354,6 +375,14 @@ class MemoryGroupStore:
 
         if journal:
             self._undo(undo)
+
+    def put_many(self, rows: Mapping[int, Mapping[CustomerId, RuleRow | None]], *, new: bool = False) -> None:
+        for gid, group_rows in rows.items():
+            if group_rows:
+                self.put_rules(gid, group_rows, new=new)
+
+    def forget(self) -> None:
+        """Nothing is cached: the state is this object's."""
 
     def due(self, now: dt.datetime) -> list[tuple[int, CustomerId]]:
         """The (group id, customer id) pairs whose ``due`` is at or before ``now``."""

@@ -51,14 +51,15 @@ from .ast import (
     walk,
 )
 from .errors import GroupError, GroupNotEmptyError, RuleError, UnknownGroupError
-from .evaluate import Explanation, Predicate, _shape, _time_test, compile, window_op  # noqa: A004
-from .group_store import EMPTY, GroupDef, GroupStore, MemoryGroupStore, RuleRow, Slot
+from .evaluate import Explanation, Predicate, compile  # noqa: A004
+from .group_store import EMPTY, GroupDef, GroupStore, MemoryGroupStore, RuleRow, Slot, group_key
 from .model import Customer, CustomerId
 from .parser import parse
 from .progress import Progress, ProgressCallback
-from .repository import UnknownCustomerError
+from .repository import Repository, UnknownCustomerError, require
 from .schema import Schema
-from .values import DEFAULT_REGION, Kind, day_start, fold_text, resolve_tz, shift, to_time
+from .semantics import shape_of, time_test, window_op
+from .values import DEFAULT_REGION, Kind, day_start, shift, to_time
 
 __all__ = ["Change", "Group", "Groups", "Origin", "Preview", "Why", "origins"]
 
@@ -80,7 +81,7 @@ class Origin(enum.Enum):
 _NO_ORIGINS: frozenset[Origin] = frozenset()
 
 
-def _as_rule(rule: RuleLike | None) -> Node | None:
+def _optional_rule(rule: RuleLike | None) -> Node | None:
     if rule is None or isinstance(rule, Node):
         return rule
     if isinstance(rule, str):
@@ -107,7 +108,7 @@ class Group:
     """
 
     name: str
-    rule: Node | None = attrs.field(default=None, converter=_as_rule)
+    rule: Node | None = attrs.field(default=None, converter=_optional_rule)
     manual: frozenset[CustomerId] = attrs.field(default=(), converter=_ids)
     imported: frozenset[CustomerId] = attrs.field(default=(), converter=_ids)
     excluded: frozenset[CustomerId] = attrs.field(default=(), converter=_ids)
@@ -347,15 +348,6 @@ def _sorted_ids(ids: Iterable[CustomerId]) -> list[CustomerId]:
     return sorted(ids, key=lambda i: (isinstance(i, str), i))
 
 
-def _key(name: str) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"a group name is text, not {type(name).__name__}")
-    folded = fold_text(name)
-    if folded is None:
-        raise GroupError("a group needs a name that is not blank")
-    return folded
-
-
 # -- what a rule reads, and when time could change its answer --------------
 
 _PLACEHOLDER = "\x00cohorts-time-condition"
@@ -453,6 +445,7 @@ class _TimeCondition:
                             out.append(self._inverse(edge, -k, unit))
                     else:
                         out.append(self._inverse(v, -k, unit))
+                    out.extend(self._clamped(v, -k, unit))
                 case Anchor.NOW:
                     out.append((v, *_EXACT))
                 case Anchor():
@@ -463,6 +456,27 @@ class _TimeCondition:
                     sign = amount if op is Op.WITHIN_LAST else -amount
                     out.append((v, *_EXACT))
                     out.append(self._inverse(v, sign, unit))
+                    out.extend(self._clamped(v, sign, unit))
+        return out
+
+    def _clamped(self, v: dt.datetime, amount: int, unit: Unit) -> list[tuple[dt.datetime, dt.timedelta, dt.timedelta]]:
+        """The extra turning points of a month-end ``v``, where ``now ± N months`` clamps to the month's end.
+
+        ``now - 1 month`` is Feb 28 21:00 at Mar 28 21:00 but Feb 28 00:00 at Mar 29 00:00: the boundary
+        steps back at each midnight of the clamped days and passes ``v``'s clock time again each day, so
+        the test of a Feb 28 21:00 event flips at Mar 29 00:00, Mar 29 21:00, Mar 30 00:00, ... Apr 1 00:00.
+        """
+        if unit not in (Unit.MONTHS, Unit.YEARS) or v.astimezone(self.tz).day < 28:
+            return []
+        instant = shift(v, amount, unit, self.tz)
+        clock = instant.astimezone(self.tz).timetz().replace(tzinfo=None)
+        out = []
+        for days in range(1, 5):
+            midnight = day_start(instant, self.tz, days)
+            out.append((midnight, *_EXACT))
+            local = midnight.astimezone(self.tz)
+            at = local.replace(hour=clock.hour, minute=clock.minute, second=clock.second, microsecond=clock.microsecond)
+            out.append((at, *_EXACT))
         return out
 
     def _inverse(self, v: dt.datetime, amount: int, unit: Unit) -> tuple[dt.datetime, dt.timedelta, dt.timedelta]:
@@ -483,7 +497,7 @@ class _TimeCondition:
 
     def test_at(self, v: dt.datetime, moment: dt.datetime) -> bool:
         """The positive test of ``v`` at ``moment``: any alternative whose checks all hold."""
-        spec, _ = _time_test(self.op, self.value, moment, self.tz)
+        spec, _ = time_test(self.op, self.value, moment, self.tz)
         return any(all(_COMPARE[symbol](v, bound) for symbol, bound in checks) for checks in spec)
 
     def first_flip(self, v: dt.datetime, now: dt.datetime, end: dt.datetime) -> dt.datetime | None:
@@ -563,7 +577,7 @@ class _Plan:
         for node in walk(self.rule):
             if isinstance(node, Condition):
                 reads.add(_read_key(node.path))
-                shape = _shape(node, schema)
+                shape = shape_of(node, schema)
                 if shape.kind is Kind.TIME and _moves(shape.value):
                     timed.append((node, _TimeCondition(node.path, shape.op, shape.value, tz)))
                 elif node.path.window is not None and _moves(node.path.window.value):
@@ -644,7 +658,7 @@ class _Catalog:
 
     def __init__(self, defs: Iterable[GroupDef], groups: Groups) -> None:
         self.defs = {d.id: d for d in defs}
-        self.by_key = {_key(d.name): d.id for d in self.defs.values()}
+        self.by_key = {group_key(d.name): d.id for d in self.defs.values()}
         self.plans = {gid: groups._plan(d, self.known) for gid, d in self.defs.items()}
         self.dependents: dict[int, set[int]] = {gid: set() for gid in self.defs}
         for plan in self.plans.values():
@@ -674,7 +688,7 @@ class _Catalog:
         return [gid for gid in self.order if gid in found]
 
     def known(self, name: str) -> int:
-        gid = self.by_key.get(_key(name))
+        gid = self.by_key.get(group_key(name))
         if gid is None:
             raise UnknownGroupError(name, _suggest(name, [d.name for d in self.defs.values()]))
         return gid
@@ -723,14 +737,14 @@ def _topological(plans: Mapping[int, _Plan]) -> list[int]:
 
 
 def _suggest(name: str, names: Sequence[str]) -> str | None:
-    by_key = {_key(n): n for n in names}
-    close = difflib.get_close_matches(_key(name), list(by_key), n=1, cutoff=0.6)
+    by_key = {group_key(n): n for n in names}
+    close = difflib.get_close_matches(group_key(name), list(by_key), n=1, cutoff=0.6)
     return by_key[close[0]] if close else None
 
 
 def _rename_refs(node: Node, old_key: str, new: str) -> Node:
     match node:
-        case InGroup(group, negated) if _key(group) == old_key:
+        case InGroup(group, negated) if group_key(group) == old_key:
             return InGroup(new, negated)
         case And(items):
             return And(tuple(_rename_refs(i, old_key, new) for i in items))
@@ -754,12 +768,8 @@ class _Work:
     changes: list[Change] = attrs.field(factory=list)
 
     def flush(self, store: GroupStore) -> None:
-        put_many = getattr(store, "put_many", None)
-        if put_many is not None and self.rows:
-            put_many(self.rows)
-        for gid, rows in self.rows.items():
-            if rows and put_many is None:
-                store.put_rules(gid, rows)
+        if self.rows:
+            store.put_many(self.rows)
         if self.digests:
             store.put_digests(self.digests)
         self.rows, self.digests = {}, {}
@@ -804,17 +814,18 @@ class Groups:
     """
 
     def __init__(
-        self, repository: Any, *, store: GroupStore | None = None, progress: ProgressCallback | None = None
+        self, repository: Repository, *, store: GroupStore | None = None, progress: ProgressCallback | None = None
     ) -> None:
+        require(repository, Repository, "Groups")
         self.repository = repository
         self.progress = progress
-        self._store: GroupStore = store if store is not None else _store_for(repository)
+        self._store: GroupStore = store if store is not None else repository.group_store()
         self._subscribers: list[tuple[Callable[[Change], object], str | None, bool, bool]] = []
         self._plans: dict[tuple[int, int, str | None], _Plan] = {}
         self._cached_catalog: tuple[tuple[GroupDef, ...], _Catalog] | None = None
-        self._schema: Schema | None = None if _lenient(repository) else repository.schema
-        self._tz: dt.tzinfo = resolve_tz(getattr(repository, "tz", None))
-        self._region: str = getattr(repository, "region", DEFAULT_REGION)
+        self._schema: Schema | None = None if repository.declared_schema is None else repository.schema
+        self._tz: dt.tzinfo = repository.tz
+        self._region: str = repository.region
 
     def __repr__(self) -> str:
         return f"<Groups: {len(self._store.definitions())} groups>"
@@ -842,9 +853,7 @@ class Groups:
                 with self.repository.transaction():
                     yield changes
             except BaseException:
-                forget = getattr(store, "forget", None)
-                if forget is not None:
-                    forget()  # cached definitions may come from the rolled-back transaction
+                store.forget()  # cached definitions may come from the rolled-back transaction
                 raise
         self._notify(changes)
 
@@ -912,7 +921,7 @@ class Groups:
             [(1, 'joined')]
             >>> stop()
         """
-        entry = (callback, None if group is None else _key(group), joins, leaves)
+        entry = (callback, None if group is None else group_key(group), joins, leaves)
         self._subscribers.append(entry)
 
         def unsubscribe() -> None:
@@ -926,7 +935,7 @@ class Groups:
             return
         for change in changes:
             for callback, key, joins, leaves in list(self._subscribers):
-                if key is not None and _key(change.group) != key:
+                if key is not None and group_key(change.group) != key:
                     continue
                 if (change.joined and joins) or (change.left and leaves):
                     callback(change)
@@ -934,7 +943,7 @@ class Groups:
     # -- definitions -----------------------------------------------------------
 
     def _check_rule(self, catalog: _Catalog, gid: int | None, rule: RuleLike | None) -> Node | None:
-        node = _as_rule(rule)
+        node = _optional_rule(rule)
         if node is None:
             return None
         compile(node, schema=self._schema, tz=self._tz, region=self._region)  # validates
@@ -956,7 +965,7 @@ class Groups:
 
     def names(self) -> list[str]:
         """Every group's name, sorted case-insensitively."""
-        return sorted((d.name for d in self._store.definitions()), key=_key)
+        return sorted((d.name for d in self._store.definitions()), key=group_key)
 
     def definition(self, name: str) -> GroupDef:
         """The stored definition of a group (name, rule, description, version)."""
@@ -974,7 +983,7 @@ class Groups:
             raise TypeError("a description is text")
         with self._atomic():
             catalog = self._catalog()
-            key = _key(name)
+            key = group_key(name)
             if key in catalog.by_key:
                 taken = catalog.defs[catalog.by_key[key]].name
                 raise GroupError(f"a group named {taken!r} exists already")
@@ -992,10 +1001,10 @@ class Groups:
         with self._atomic():
             catalog = self._catalog()
             gid = catalog.known(old)
-            key = _key(new)
+            key = group_key(new)
             if key in catalog.by_key and catalog.by_key[key] != gid:
                 raise GroupError(f"a group named {catalog.defs[catalog.by_key[key]].name!r} exists already")
-            old_key = _key(catalog.defs[gid].name)
+            old_key = group_key(catalog.defs[gid].name)
             self._store.save_definition(attrs.evolve(catalog.defs[gid], name=new.strip()))
             for user in catalog.dependents[gid]:
                 definition = catalog.defs[user]
@@ -1174,19 +1183,8 @@ class Groups:
         return changes + work.changes
 
     def _existing(self, customer_ids: Sequence[CustomerId]) -> set[CustomerId]:
-        """Which of these ids the repository holds, at a cost in their number (not the repository's size).
-
-        A repository with ``existing(ids)`` answers for many ids at once (one
-        query per few hundred on SQL); one with ``in`` (a dict in memory) id by
-        id; any other through ``get``.
-        """
-        repository = self.repository
-        existing = getattr(repository, "existing", None)
-        if callable(existing):
-            return set(existing(customer_ids))
-        if hasattr(repository, "__contains__"):
-            return {cid for cid in customer_ids if cid in repository}
-        return {cid for cid in customer_ids if repository.get(cid) is not None}
+        """Which of these ids the repository holds, at a cost in their number (not the repository's size)."""
+        return self.repository.existing(customer_ids)
 
     # -- evaluation ------------------------------------------------------------
 
@@ -1310,7 +1308,7 @@ class Groups:
         stale_customers: dict[CustomerId, set[int]] = {}
         seen: set[CustomerId] = set()
         iterator = iter(self.repository)
-        total = _size(self.repository) if self.progress is not None else None
+        total = len(self.repository) if self.progress is not None else None
         while batch := list(itertools.islice(iterator, _BATCH)):
             self._report(Progress(len(seen), _share(len(seen), total), what="customers", stage="refresh: customers"))
             previous = store.digests([c.id for c in batch])
@@ -1613,14 +1611,6 @@ class Groups:
         )
 
 
-def _size(repository: Any) -> int | None:
-    """How many customers ``repository`` holds, when it can say cheaply."""
-    try:
-        return len(repository)
-    except TypeError:
-        return None
-
-
 def _share(done: int, total: int | None) -> float | None:
     return None if not total else min(1.0, done / total)
 
@@ -1634,19 +1624,3 @@ def _check_ids(customer_ids: Iterable[CustomerId]) -> Iterable[CustomerId]:
     if isinstance(customer_ids, str | int):
         raise TypeError("customer_ids is a collection of ids, not a single id")
     return customer_ids
-
-
-def _lenient(repository: Any) -> bool:
-    """True for repositories that type undeclared attributes by the rule's values (no schema given)."""
-    return hasattr(repository, "_schema") and getattr(repository, "_schema", None) is None
-
-
-def _store_for(repository: Any) -> GroupStore:
-    if hasattr(repository, "engine") and hasattr(repository, "connect"):
-        from .sql_groups import SQLGroupStore
-
-        return SQLGroupStore(repository)
-    if hasattr(repository, "extension"):
-        store: GroupStore = repository.extension("cohorts.groups", MemoryGroupStore)
-        return store
-    return MemoryGroupStore()

@@ -16,7 +16,6 @@ only :func:`import_file` writes, inside one ``repository.transaction()``.
 from __future__ import annotations
 
 import codecs
-import contextlib
 import csv
 import datetime as dt
 import io
@@ -36,9 +35,10 @@ from dateutil import parser as date_parser
 from ._html import html_table, html_text
 from .ast import CUSTOMER, EVENT_TIME, Condition, Op, Path
 from .errors import CohortsError, UnknownAttributeError
+from .groups import Groups
 from .model import Customer, CustomerId, Event
 from .progress import Progress
-from .repository import MemoryRepository
+from .repository import MemoryRepository, Repository, require
 from .schema import AttributeType, Schema, default_schema
 from .values import DEFAULT_REGION, fold_text, is_known, to_bool
 
@@ -83,7 +83,6 @@ BATCH_SIZE = 5000
 REASON_HEADER = "Import error"
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _TEXT = AttributeType.TEXT
-_UNSET = object()
 
 
 class ImportFileError(CohortsError, ValueError):
@@ -1500,7 +1499,7 @@ class _KeyIndex:
     the file. Keys the index cannot rule out are looked up in the repository.
     """
 
-    def __init__(self, repository: Any, key_field: Field | None) -> None:
+    def __init__(self, repository: Repository, key_field: Field | None) -> None:
         self.key_field = key_field
         self.exact: dict[Any, list[CustomerId]] | None = None
         self.seen: _Bloom | None = None
@@ -1557,12 +1556,12 @@ class _Writer:
 
     def __init__(
         self,
-        repository: Any,
+        repository: Repository,
         report: ImportReport,
         key_field: Field | None,
         policy: Policy,
         group: str | None,
-        groups: Any,
+        groups: Groups,
         refresh: bool = False,
     ) -> None:
         self.repository = repository
@@ -1710,36 +1709,16 @@ class _Writer:
             self.report.merged -= 1
 
 
-def _groups_of(repository: Any) -> Any:
-    from .groups import Groups
-
-    return Groups(repository)
-
-
 # -- import_file -------------------------------------------------------------------------
 
 
-def _schema_of(repository: Any) -> Schema:
-    schema = getattr(repository, "schema", None)
-    return schema if isinstance(schema, Schema) else default_schema()
+def _grow_schema(repository: Repository, plan: Plan) -> None:
+    """Give the repository the attributes the import creates (rolled back with the import's transaction)."""
+    if plan.added:
+        repository.declare(repository.schema.merge(plan.schema))
 
 
-def _grow_schema(repository: Any, plan: Plan) -> None:
-    """Give the repository the attributes the import creates."""
-    if not plan.added:
-        return
-    add = getattr(repository, "add_attribute", None)
-    if callable(add):
-        for text in plan.added:
-            path = Path.of(text)
-            if path.attribute != EVENT_TIME and not _schema_of(repository).has(path):
-                add(path.category, path.attribute, AttributeType.TEXT)
-        return
-    with contextlib.suppress(AttributeError):
-        repository.schema = _schema_of(repository).merge(plan.schema)
-
-
-def _ensure_group(groups: Any, name: str) -> str:
+def _ensure_group(groups: Groups, name: str) -> str:
     """The group's name as stored; the group is created when no group has that name (in any case)."""
     for existing in groups.names():
         if existing.casefold() == name.casefold():
@@ -1750,7 +1729,7 @@ def _ensure_group(groups: Any, name: str) -> str:
 
 def import_file(
     path: str | os.PathLike[str],
-    repository: Any,
+    repository: Repository,
     group: str | None = None,
     mapping: Mapping[Column, str | None] | None = None,
     new_attributes: Iterable[str] = (),
@@ -1809,12 +1788,13 @@ def import_file(
         raise ValueError(f"policy is 'fill' or 'overwrite', not {policy!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-    region = (region or getattr(repository, "region", None) or DEFAULT_REGION).upper()
+    require(repository, Repository, "import_file")
+    region = (region or repository.region or DEFAULT_REGION).upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError(f"unknown region {region!r} (a two-letter country code such as 'US', 'CA', 'FR')")
     with open_table(path, header=header, delimiter=delimiter, encoding=encoding, sheet=sheet) as table:
         hints = _content_guesses(table, table.sample(), region) if not header else None
-        plan = plan_mapping(table.columns, _schema_of(repository), mapping, new_attributes, hints)
+        plan = plan_mapping(table.columns, repository.schema, mapping, new_attributes, hints)
         key_field = _resolve_match_on(match_on, plan)
         report = ImportReport(
             path=os.fspath(path),
@@ -1834,10 +1814,9 @@ def import_file(
             encoding=table.encoding,
             sheet=table.sheet,
         )
-        groups = _groups_of(repository)
+        groups = Groups(repository)
         ruled = any(groups.definition(name).rule is not None for name in groups.names())
         width = len(table.columns)
-        saved_schema = vars(repository).get("_schema", _UNSET) if hasattr(repository, "__dict__") else _UNSET
         try:
             with repository.transaction():
                 _grow_schema(repository, plan)
@@ -1848,8 +1827,6 @@ def import_file(
                 if dry_run or (atomic and report.rejected):
                     raise _Rollback
         except BaseException as error:
-            if plan.added and saved_schema is not _UNSET:
-                repository._schema = saved_schema  # the attributes go with the rolled-back rows
             if not isinstance(error, _Rollback):
                 raise
             report.written = False

@@ -218,6 +218,10 @@ def report(
 
     .. versionadded:: 0.1
     """
+    from .groups import Groups
+
+    if not isinstance(groups, Groups):
+        raise TypeError(f"report needs a cohorts.Groups over a repository, not {type(groups).__name__}")
     chosen = Measure.parse(measure) if isinstance(measure, str) else measure
     if not isinstance(chosen, Measure):
         raise TypeError(f"a measure is text or a Measure, not {type(measure).__name__}")

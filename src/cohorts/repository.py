@@ -25,15 +25,21 @@ from typing import Any, Protocol, TypeAlias, TypeVar, runtime_checkable
 from .ast import Node
 from .errors import CohortsError
 from .evaluate import compile as compile_rule
+from .group_store import GroupStore, MemoryGroupStore
+from .ledger import Ledger, MemoryLedger, MemoryLedgerState
 from .model import Customer, CustomerId, Event
 from .schema import Schema, default_schema
 from .values import DEFAULT_REGION, resolve_tz
 
 __all__ = [
     "CustomerDataError",
+    "CustomerReader",
+    "CustomerWriter",
     "MemoryRepository",
     "Repository",
+    "StateStore",
     "UnknownCustomerError",
+    "require",
 ]
 
 RuleLike: TypeAlias = Node | str
@@ -70,19 +76,17 @@ class CustomerDataError(CohortsError, ValueError):
         super().__init__(f"customer {customer_id!r}: {reason}")
 
 
-@runtime_checkable
-class Repository(Protocol):
-    """What every customer store offers; :class:`MemoryRepository` and ``SQLRepository`` satisfy it.
-
-    ``upsert`` writes a batch: a new customer is stored with its events; an
-    existing one gets its attributes replaced, keeps its stored events, and
-    gains those of the given events that are not stored yet (compared by
-    value), so writing back a customer read with ``get`` adds nothing.
-    """
+class CustomerReader(Protocol):
+    """What rules and reports read: the customers, their settings, and ``select``."""
 
     @property
     def schema(self) -> Schema:
         """The schema rules are checked against."""
+        ...
+
+    @property
+    def declared_schema(self) -> Schema | None:
+        """The schema the repository was given; None when undeclared attributes are typed by the rule's values."""
         ...
 
     @property
@@ -93,14 +97,6 @@ class Repository(Protocol):
     @property
     def region(self) -> str:
         """The default country of phone numbers."""
-        ...
-
-    def upsert(self, customers: Iterable[Customer]) -> None:
-        """Write a batch of customers, all or nothing."""
-        ...
-
-    def add_events(self, customer_id: CustomerId, events: Iterable[Event]) -> None:
-        """Append events to a stored customer (UnknownCustomerError when absent)."""
         ...
 
     def get(self, customer_id: CustomerId) -> Customer | None:
@@ -115,8 +111,12 @@ class Repository(Protocol):
         """How many customers are stored."""
         ...
 
-    def delete(self, *customer_ids: CustomerId) -> int:
-        """Remove customers and their events; returns how many existed."""
+    def ids(self) -> set[CustomerId]:
+        """Every stored id."""
+        ...
+
+    def existing(self, customer_ids: Iterable[CustomerId]) -> set[CustomerId]:
+        """The ids among ``customer_ids`` that are stored."""
         ...
 
     def select(
@@ -125,17 +125,91 @@ class Repository(Protocol):
         """The ids of the customers for whom ``rule`` is true at ``now``."""
         ...
 
+
+class CustomerWriter(Protocol):
+    """What imports and campaign handlers write, in transactions.
+
+    ``upsert`` writes a batch: a new customer is stored with its events; an
+    existing one gets its attributes replaced, keeps its stored events, and
+    gains those of the given events that are not stored yet (compared by
+    value), so writing back a customer read with ``get`` adds nothing.
+    """
+
+    def upsert(self, customers: Iterable[Customer]) -> None:
+        """Write a batch of customers, all or nothing."""
+        ...
+
+    def add_events(self, customer_id: CustomerId, events: Iterable[Event]) -> None:
+        """Append events to a stored customer (UnknownCustomerError when absent)."""
+        ...
+
+    def delete(self, *customer_ids: CustomerId) -> int:
+        """Remove customers and their events; returns how many existed."""
+        ...
+
     def unsubscribe(self, customer_id: CustomerId) -> None:
         """Set the customer's ``subscribed`` attribute to False."""
         ...
 
-    def ids(self) -> set[CustomerId]:
-        """Every stored id."""
+    def declare(self, schema: Schema) -> None:
+        """Make ``schema`` the repository's schema (an import adds the attributes it creates).
+
+        Rolled back with the transaction it is made in.
+        """
         ...
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """A block whose writes are all committed at its end, or all rolled back if it raises."""
         ...
+
+
+class StateStore(Protocol):
+    """Where the state of groups and campaigns lives: in the repository, written in its transactions."""
+
+    def group_store(self) -> GroupStore:
+        """The store of group definitions, marks and memberships (one per repository)."""
+        ...
+
+    def ledger(self) -> Ledger:
+        """The campaign ledger (one per repository)."""
+        ...
+
+
+@runtime_checkable
+class Repository(CustomerReader, CustomerWriter, StateStore, Protocol):
+    """What every customer store offers; :class:`MemoryRepository` and ``SQLRepository`` satisfy it.
+
+    A third-party backend implements these three protocols (see ``docs/repositories.md``):
+    :class:`CustomerReader`, :class:`CustomerWriter` and :class:`StateStore`.
+    """
+
+
+def _members(protocol: type) -> list[str]:
+    names: list[str] = []
+    for klass in protocol.__mro__:
+        if klass in (object, Protocol) or not getattr(klass, "_is_protocol", False):
+            continue
+        for name in vars(klass):
+            if (name in ("__iter__", "__len__") or not name.startswith("_")) and name not in names:
+                names.append(name)
+    return names
+
+
+def require(value: object, protocol: type, use: str) -> None:
+    """Raise a TypeError that names what ``value`` lacks of ``protocol`` (a service boundary's check).
+
+    Example:
+        >>> require(object(), CustomerReader, "report")
+        Traceback (most recent call last):
+        ...
+        TypeError: report needs a cohorts.CustomerReader, such as a MemoryRepository or SQLRepository; object lacks ...
+    """
+    missing = sorted(name for name in _members(protocol) if not hasattr(value, name))
+    if missing:
+        raise TypeError(
+            f"{use} needs a cohorts.{protocol.__name__}, such as a MemoryRepository or SQLRepository;"
+            f" {type(value).__name__} lacks {', '.join(missing)}"
+        )
 
 
 # -- checking what a customer holds ------------------------------------------
@@ -235,6 +309,15 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+@runtime_checkable
+class Transactional(Protocol):
+    """State a :class:`MemoryRepository` extension keeps that its transactions roll back."""
+
+    def snapshot(self) -> object: ...
+
+    def restore(self, snapshot: object) -> None: ...
+
+
 # -- the in-memory repository -------------------------------------------------
 
 
@@ -282,6 +365,15 @@ class MemoryRepository:
 
     @schema.setter
     def schema(self, schema: Schema) -> None:
+        self.declare(schema)
+
+    @property
+    def declared_schema(self) -> Schema | None:
+        """The schema given (None: undeclared attributes are typed by the rule's values)."""
+        return self._schema
+
+    def declare(self, schema: Schema) -> None:
+        """Make ``schema`` the repository's schema (rolled back with the transaction it is made in)."""
         if not isinstance(schema, Schema):
             raise TypeError(f"a schema is a cohorts.Schema, not {type(schema).__name__}")
         self._schema = schema
@@ -361,6 +453,11 @@ class MemoryRepository:
         """Every stored id."""
         return set(self._customers)
 
+    def existing(self, customer_ids: Iterable[CustomerId]) -> set[CustomerId]:
+        """The ids among ``customer_ids`` that are stored."""
+        customers = self._customers
+        return {cid for cid in customer_ids if cid in customers}
+
     def select(
         self, rule: RuleLike, now: dt.datetime | None = None, *, groups: GroupLookup | None = None
     ) -> set[CustomerId]:
@@ -369,6 +466,15 @@ class MemoryRepository:
         return set(predicate.select(self._customers.values(), now, groups=groups))
 
     # -- other modules' state, and transactions
+
+    def group_store(self) -> GroupStore:
+        """The groups' state, kept in this repository and rolled back with its transactions."""
+        store: MemoryGroupStore = self.extension("cohorts.groups", MemoryGroupStore)
+        return store
+
+    def ledger(self) -> Ledger:
+        """The campaign ledger, kept in this repository and rolled back with its transactions."""
+        return MemoryLedger(self.extension("cohorts.campaigns.ledger", MemoryLedgerState))
 
     def extension(self, key: str, factory: Callable[[], T]) -> T:
         """A per-repository object kept under ``key``, made by ``factory`` on first use.
@@ -406,16 +512,14 @@ class MemoryRepository:
             {1}
         """
         customers = dict(self._customers)
+        schema = self._schema
         extensions = dict(self._extensions)
-        snapshots = {
-            key: value.snapshot()
-            for key, value in self._extensions.items()
-            if callable(getattr(value, "snapshot", None)) and callable(getattr(value, "restore", None))
-        }
+        snapshots = {key: v.snapshot() for key, v in self._extensions.items() if isinstance(v, Transactional)}
         try:
             yield
         except BaseException:
             self._customers = customers
+            self._schema = schema
             for key, snapshot in snapshots.items():
                 extensions[key].restore(snapshot)
             self._extensions = extensions

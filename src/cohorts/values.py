@@ -26,6 +26,8 @@ from .ast import Anchor, DatePart, Duration, Relative, Unit
 
 __all__ = [
     "DEFAULT_REGION",
+    "FALSE_WORDS",
+    "TRUE_WORDS",
     "Kind",
     "fold_text",
     "is_known",
@@ -130,8 +132,8 @@ def to_number(value: Any) -> int | float | None:
     return None
 
 
-_TRUE_WORDS = frozenset({"true", "yes", "y", "1", "vrai", "oui"})
-_FALSE_WORDS = frozenset({"false", "no", "n", "0", "faux", "non"})
+TRUE_WORDS = frozenset({"true", "yes", "y", "1", "vrai", "oui"})
+FALSE_WORDS = frozenset({"false", "no", "n", "0", "faux", "non"})
 
 
 def to_bool(value: Any) -> bool | None:
@@ -144,9 +146,9 @@ def to_bool(value: Any) -> bool | None:
         return bool(value)
     if isinstance(value, str):
         word = value.strip().lower()
-        if word in _TRUE_WORDS:
+        if word in TRUE_WORDS:
             return True
-        if word in _FALSE_WORDS:
+        if word in FALSE_WORDS:
             return False
     return None
 

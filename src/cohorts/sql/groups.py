@@ -29,15 +29,20 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
-from .group_store import MARKS, GroupDef, RuleRow, Slot
-from .model import CustomerId
+from ..group_store import MARKS, GroupDef, RuleRow, Slot, group_key
+from ..model import CustomerId
+from .compiler import Params
+from .dialects import dialect
+from .host import driver_params
+
+if TYPE_CHECKING:
+    from .repository import SQLRepository
 
 __all__ = ["SQLGroupStore"]
 
@@ -55,22 +60,8 @@ def _micros(value: dt.datetime | None) -> int | None:
 
 
 def _insert(conn: Any, table: sa.Table, rows: Sequence[tuple[Any, ...]], *, or_ignore: bool = False) -> None:
-    """Insert many rows with the driver's own executemany (bound parameters; the table name is ours).
-
-    ``or_ignore`` skips the rows whose primary key is already stored.
-    """
-    if not rows:
-        return
-    columns = [c.name for c in table.columns]
-    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    quote = conn.dialect.identifier_preparer.quote
-    sqlite = conn.dialect.name == "sqlite"
-    sql = (
-        f"INSERT{' OR IGNORE' if or_ignore and sqlite else ''} INTO {quote(table.name)}"
-        f" ({', '.join(quote(c) for c in columns)}) VALUES ({', '.join(marker for _ in columns)})"
-        f"{' ON CONFLICT DO NOTHING' if or_ignore and not sqlite else ''}"
-    )
-    conn.exec_driver_sql(sql, list(rows))
+    """Insert many rows with the driver's own executemany (``or_ignore``: skip rows whose key is stored)."""
+    dialect(conn).insert_many(conn, table.name, [c.name for c in table.columns], rows, or_ignore=or_ignore)
 
 
 def _instant(value: int | None) -> dt.datetime | None:
@@ -97,7 +88,7 @@ def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
 class SQLGroupStore:
     """A :class:`cohorts.group_store.GroupStore` in the repository's database."""
 
-    def __init__(self, repository: Any, prefix: str = "cohorts_") -> None:
+    def __init__(self, repository: SQLRepository, prefix: str = "cohorts_") -> None:
         self.repository = repository
         metadata = sa.MetaData()
         self.groups = sa.Table(
@@ -196,12 +187,10 @@ class SQLGroupStore:
 
     def save_definitions(self, definitions: Sequence[GroupDef]) -> None:
         """Insert or replace several definitions."""
-        from .groups import _key
-
         rows = [
             (
                 d.id,
-                _key(d.name),
+                group_key(d.name),
                 d.name,
                 d.rule,
                 d.description,
@@ -246,20 +235,21 @@ class SQLGroupStore:
         if not keys:
             return {}
         with self._connect() as conn:
-            # One statement per table for any number of ids: the ids go as one JSON (SQLite) or array parameter.
-            sqlite = conn.dialect.name == "sqlite"
-            among, ids = ("IN (SELECT value FROM json_each(?))", json.dumps(keys)) if sqlite else ("= ANY(%s)", keys)
+            # One statement per table for any number of ids: the ids go as one parameter.
+            params = Params(dialect(conn))
+            among, bound = params.render(params.dialect.in_texts(params, "customer", keys))
+            ids = driver_params(bound)
             quote = conn.dialect.identifier_preparer.quote
             marks = conn.exec_driver_sql(
-                f"SELECT group_id, customer, kind FROM {quote(self.marks.name)} WHERE customer {among}",  # noqa: S608 - our own quoted names
-                (ids,),
+                f"SELECT group_id, customer, kind FROM {quote(self.marks.name)} WHERE {among}",  # noqa: S608 - our own quoted names
+                ids,
             )
             for gid, customer, kind in marks:
                 found.setdefault(customer, {}).setdefault(gid, {})[kind] = True
             rules = conn.exec_driver_sql(
                 "SELECT group_id, customer, matched, version, since, evaluated_at, due"  # noqa: S608 - our own quoted names
-                f" FROM {quote(self.rules.name)} WHERE customer {among}",
-                (ids,),
+                f" FROM {quote(self.rules.name)} WHERE {among}",
+                ids,
             )
             for row in rules:
                 found.setdefault(row.customer, {}).setdefault(row.group_id, {})["rule"] = self._row(row)

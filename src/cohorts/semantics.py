@@ -1,0 +1,569 @@
+"""What each operator means on each kind of value: the one definition every backend renders.
+
+A condition is decided once, at compile time, into a :class:`Shape`: the
+positive operator, whether the condition is its negation, the *kind* of value
+it compares (text, number, boolean, time, phone), whether the attribute may
+hold a list, and the rule's value prepared for that kind. At a moment ``now``
+the shape resolves (:func:`resolve`) into a :data:`Spec`: a test of a known
+value in disjunctive normal form, whose checks are ``(symbol, constant)``
+pairs with relative times and windows already resolved. The in-memory
+evaluator turns specs into Python, the SQL compilers into SQL, the group
+timing into the instants an answer can change, and ``explain`` into text.
+
+Three-valued logic is defined here too (:func:`connective`, :func:`polar_fold`,
+:func:`kleene`): a node is true, false or unknown; a compiler that renders
+"is true" and "is false" forms asks :func:`connective` which connective an
+AND or OR becomes under each polarity. An unknown value never passes a test
+and never fails one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Literal, TypeAlias, TypeVar
+
+import attrs
+
+from .ast import (
+    ORDERING,
+    TEXT_OPS,
+    Aggregate,
+    Anchor,
+    And,
+    Condition,
+    Duration,
+    InGroup,
+    Month,
+    Node,
+    Not,
+    Op,
+    Or,
+    Path,
+    Relative,
+    Weekday,
+    Window,
+    WindowKind,
+    format_value,
+)
+from .errors import RuleTypeError
+from .parser import parse
+from .schema import AttributeType, Schema, default_schema
+from .values import Interval, Kind, fold_text, resolve_time, to_phone, window
+
+__all__ = [
+    "NEGATIONS",
+    "Check",
+    "Shape",
+    "Spec",
+    "as_rule",
+    "conditions",
+    "connective",
+    "describe_spec",
+    "kind_word",
+    "kleene",
+    "moment",
+    "passes",
+    "plain_test",
+    "polar_fold",
+    "resolve",
+    "resolve_window",
+    "shape_of",
+    "time_test",
+    "window_op",
+    "window_spec",
+]
+
+RuleLike: TypeAlias = Node | str
+T = TypeVar("T")
+
+# Positive operators; the negative ones are NOT of these.
+NEGATIONS = {Op.NE: Op.EQ, Op.NOT_CONTAINS: Op.CONTAINS, Op.NOT_IN: Op.IN, Op.IS_UNKNOWN: Op.IS_KNOWN}
+_INVERTED = {Op.LT: Op.GT, Op.LE: Op.GE, Op.GT: Op.LT, Op.GE: Op.LE}
+_TYPE_KINDS = {
+    AttributeType.TEXT: Kind.TEXT,
+    AttributeType.LIST: Kind.TEXT,
+    AttributeType.NUMBER: Kind.NUMBER,
+    AttributeType.BOOLEAN: Kind.BOOLEAN,
+    AttributeType.DATE: Kind.TIME,
+    AttributeType.DATETIME: Kind.TIME,
+    AttributeType.PHONE: Kind.PHONE,
+}
+# What every event has, whether or not a schema declares its category.
+_IMPLICIT: dict[object, AttributeType] = {
+    "at": AttributeType.DATETIME,
+    Aggregate.COUNT: AttributeType.NUMBER,
+    Aggregate.FIRST_TIME: AttributeType.DATETIME,
+    Aggregate.LAST_TIME: AttributeType.DATETIME,
+}
+_KIND_OPS = {
+    Kind.TEXT: {Op.EQ, Op.IN, Op.CONTAINS, Op.STARTS_WITH, Op.ENDS_WITH, Op.BETWEEN, *ORDERING},
+    Kind.NUMBER: {Op.EQ, Op.IN, Op.BETWEEN, *ORDERING},
+    Kind.BOOLEAN: {Op.EQ, Op.IN},
+    Kind.TIME: {Op.EQ, Op.IN, Op.BETWEEN, Op.BEFORE, Op.AFTER, Op.WITHIN_LAST, Op.WITHIN_NEXT, *ORDERING},
+    Kind.PHONE: {Op.EQ, Op.IN, Op.CONTAINS, Op.STARTS_WITH, Op.ENDS_WITH},
+}
+
+
+def as_rule(rule: RuleLike) -> Node:
+    if isinstance(rule, str):
+        return parse(rule)
+    if isinstance(rule, Node):
+        return rule
+    raise TypeError(f"a rule is text or a cohorts AST node, not {type(rule).__name__}")
+
+
+# -- deciding how each condition compares -----------------------------------
+
+
+def _value_kind(value: object) -> Kind | None:
+    if isinstance(value, bool):
+        return Kind.BOOLEAN
+    if isinstance(value, Month | Weekday):
+        return Kind.NUMBER
+    if isinstance(value, int | float):
+        return Kind.NUMBER
+    if isinstance(value, str):
+        return Kind.TEXT
+    if isinstance(value, dt.date | Relative | Anchor | Duration):
+        return Kind.TIME
+    return None
+
+
+@attrs.frozen
+class Shape:
+    """What a condition reads and how: decided once, at compile time."""
+
+    condition: Condition
+    op: Op  # positive operator
+    negated: bool
+    kind: Kind | None  # None: is known on an untyped attribute (raw presence)
+    declared: bool  # the attribute's type comes from a schema
+    is_list: bool  # the attribute holds a list (or may, when untyped)
+    value: Any  # the rule's value, prepared for the kind (times stay unresolved)
+
+
+def shape_of(condition: Condition, schema: Schema | None) -> Shape:
+    path, op = condition.path, condition.op
+    negated = op in NEGATIONS
+    op = NEGATIONS.get(op, op)
+    lookup = (schema or default_schema()).lookup(path)
+    if schema is not None and lookup is None:
+        schema.type_of(path)  # raises UnknownAttributeError with a suggestion
+    if path.window is not None:
+        _check_window(condition)
+    if lookup is None and not path.is_customer:
+        lookup = _IMPLICIT.get(path.aggregate or path.attribute)
+    declared = lookup is not None
+    is_list = (lookup is AttributeType.LIST) or (not declared and path.is_customer)
+    value = condition.value
+
+    if path.part is not None:
+        if lookup not in (None, AttributeType.DATE, AttributeType.DATETIME):
+            raise RuleTypeError(str(condition), f"{path.part.value} is a part of dates, and this is {lookup.value}")
+        kind: Kind | None = Kind.NUMBER
+        declared, is_list = True, False
+    elif lookup is not None:
+        kind = _TYPE_KINDS[lookup]
+    elif op is Op.IS_KNOWN:
+        kind = None
+    else:
+        values = value if isinstance(value, tuple) else (value,)
+        kinds = {_value_kind(v) for v in values}
+        if len(kinds) > 1:
+            raise RuleTypeError(str(condition), "the values mix types")
+        kind = kinds.pop() if kinds else Kind.TEXT
+        if kind is None:
+            raise RuleTypeError(str(condition), "this value cannot be compared")
+    if op in (Op.BEFORE, Op.AFTER, Op.WITHIN_LAST, Op.WITHIN_NEXT) and kind is not Kind.TIME:
+        raise RuleTypeError(str(condition), f"{condition.op.value} compares dates, and this is {kind_word(kind)}")
+    if kind is not None and op is not Op.IS_KNOWN:
+        if op not in _KIND_OPS[kind] and not (is_list and op is Op.CONTAINS):
+            raise RuleTypeError(str(condition), f"{condition.op.value} does not apply to {kind_word(kind)}")
+        value = _prepare(condition, op, kind, value, path.part)
+    return Shape(condition, op, negated, kind, declared, is_list, value)
+
+
+def _check_window(condition: Condition) -> None:
+    """A window restricts an event count to the events of a time window; it needs times."""
+    path = condition.path
+    window = path.window
+    assert window is not None
+    if path.aggregate is not Aggregate.COUNT:
+        bare = attrs.evolve(path, window=None)
+        example = Path("appointment" if path.is_customer else path.category, Aggregate.COUNT.value, window=window)
+        raise RuleTypeError(str(condition), f"a window counts events, as in {example}; {bare} is not a count")
+    if window.kind in (WindowKind.SINCE, WindowKind.BETWEEN):
+        times = window.value if isinstance(window.value, tuple) else (window.value,)
+        for time in times:
+            if isinstance(time, bool) or not isinstance(time, dt.date | Relative | Anchor):
+                raise RuleTypeError(str(condition), f"a window takes times, and {format_value(time)} is not a time")
+
+
+def window_spec(window: Window, now: dt.datetime, tz: dt.tzinfo) -> Spec:
+    """The test an event's time passes to be in ``window`` at ``now``: the one its words have on ``at``.
+
+    ``last N units`` is ``at within last N units``, ``next N units`` is
+    ``at within next N units``, ``between X and Y`` is ``at between X and Y``
+    and ``since X`` is ``NOT at before X``. Raises OverflowError or ValueError
+    when a bound is out of the calendar's range.
+    """
+    if window.kind is WindowKind.SINCE:
+        start = resolve_time(window.value, now, tz).start
+        return (((">=", start),),)
+    spec, _ = time_test(window_op(window)[0], window.value, now, tz)
+    return spec
+
+
+def window_op(window: Window) -> tuple[Op, Any]:
+    """A condition on the event time that flips at the same instants as membership of ``window``.
+
+    The same test for last, next and between; for ``since X``, ``before X``
+    (its negation, which flips at the same instants).
+    """
+    match window.kind:
+        case WindowKind.LAST:
+            return Op.WITHIN_LAST, window.value
+        case WindowKind.NEXT:
+            return Op.WITHIN_NEXT, window.value
+        case WindowKind.BETWEEN:
+            return Op.BETWEEN, window.value
+    return Op.BEFORE, window.value
+
+
+def describe_spec(spec: Spec) -> str:
+    """A window's resolved bounds as an interval: ``[a, b]``, ``[a, b)``, ``[a, ...)``."""
+    if len(spec) != 1:
+        return " or ".join(describe_spec((clause,)) for clause in spec)
+    low, high = "(...", "...)"
+    for symbol, bound in spec[0]:
+        shown = bound.isoformat() if isinstance(bound, dt.datetime) else str(bound)
+        if symbol in (">=", ">"):
+            low = ("[" if symbol == ">=" else "(") + shown
+        elif symbol in ("<=", "<"):
+            high = shown + ("]" if symbol == "<=" else ")")
+    return f"{low}, {high}"
+
+
+def kind_word(kind: Kind | None) -> str:
+    return {
+        Kind.TEXT: "text",
+        Kind.NUMBER: "a number",
+        Kind.BOOLEAN: "a boolean",
+        Kind.TIME: "a date",
+        Kind.PHONE: "a phone number",
+        None: "unknown",
+    }[kind]
+
+
+def _prepare(condition: Condition, op: Op, kind: Kind, value: Any, part: object) -> Any:
+    """Check the rule's value against the kind and turn it into what is compared."""
+    if op is Op.IN:
+        if not isinstance(value, tuple):
+            raise RuleTypeError(str(condition), "in takes a list")
+        return tuple(_prepare_scalar(condition, kind, v, part) for v in value)
+    if op is Op.BETWEEN:
+        low, high = value
+        return (_prepare_scalar(condition, kind, low, part), _prepare_scalar(condition, kind, high, part))
+    if op in (Op.WITHIN_LAST, Op.WITHIN_NEXT):
+        return value
+    if isinstance(value, tuple):
+        raise RuleTypeError(str(condition), f"{op.value} takes one value, not a list")
+    if op in TEXT_OPS and kind is Kind.PHONE:  # part of a number: digits, not a whole phone number
+        digits = "".join(ch for ch in str(value) if ch.isdigit() or ch == "+")
+        if not digits or isinstance(value, bool):
+            raise RuleTypeError(str(condition), f"{format_value(value)} is not part of a phone number")
+        return digits
+    return _prepare_scalar(condition, kind, value, part)
+
+
+def _mismatch(condition: Condition, kind: Kind, value: Any) -> RuleTypeError:
+    """The error for a rule value of the wrong kind; built only when raised, as ``str(condition)``
+    costs the rule's length and values are checked one by one (``in`` lists)."""
+    return RuleTypeError(str(condition), f"{format_value(value)} is not {kind_word(kind)}")
+
+
+def _prepare_scalar(condition: Condition, kind: Kind, value: Any, part: object) -> Any:
+    match kind:
+        case Kind.TEXT:
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise _mismatch(condition, kind, value)
+            folded = fold_text(value)
+            if folded is None:
+                raise RuleTypeError(str(condition), 'blank text matches nothing; use "is unknown"')
+            return folded
+        case Kind.NUMBER:
+            if isinstance(value, Month) and getattr(part, "value", None) != "month":
+                raise RuleTypeError(str(condition), "month names compare with .month")
+            if isinstance(value, Weekday) and getattr(part, "value", None) != "weekday":
+                raise RuleTypeError(str(condition), "day names compare with .weekday")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise _mismatch(condition, kind, value)
+            return int(value) if isinstance(value, Month | Weekday) else value
+        case Kind.BOOLEAN:
+            if not isinstance(value, bool):
+                raise _mismatch(condition, kind, value)
+            return value
+        case Kind.TIME:
+            if not isinstance(value, dt.date | Relative | Anchor):
+                raise _mismatch(condition, kind, value)
+            return value
+        case Kind.PHONE:
+            phone = to_phone(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
+            if phone is None:
+                raise _mismatch(condition, kind, value)
+            return phone
+    raise AssertionError(kind)
+
+
+def conditions(node: Node) -> Iterator[Condition]:
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        match current:
+            case Condition():
+                yield current
+            case And(items) | Or(items):
+                stack.extend(items)
+            case Not(operand):
+                stack.append(operand)
+
+
+# A test of a known value, in disjunctive normal form: any clause whose checks all
+# hold. A check is (symbol, constant); ``has`` is "constant in value".
+Check: TypeAlias = tuple[str, Any]
+Spec: TypeAlias = tuple[tuple[Check, ...], ...]
+
+
+def time_test(op: Op, value: Any, now: dt.datetime, tz: dt.tzinfo) -> tuple[Spec, Any]:
+    if op is Op.EQ:
+        iv = resolve_time(value, now, tz, as_day=True)
+        return (_time_eq(iv),), iv
+    if op is Op.IN:
+        ivs = [resolve_time(v, now, tz, as_day=True) for v in value]
+        return tuple(_time_eq(iv) for iv in ivs), ivs
+    if op in ORDERING:
+        if isinstance(value, Relative) and value.ago:
+            op = _INVERTED[op]
+        iv = resolve_time(value, now, tz)
+        return (_time_order(op, iv),), iv
+    if op is Op.BEFORE:
+        iv = resolve_time(value, now, tz)
+        return (_time_order(Op.LT, iv),), iv
+    if op is Op.AFTER:
+        iv = resolve_time(value, now, tz)
+        return (_time_order(Op.GT, iv),), iv
+    if op is Op.BETWEEN:
+        a, b = (resolve_time(v, now, tz) for v in value)
+        low, high = (a, b) if a.start <= b.start else (b, a)
+        upper: Check = ("<", high.end) if high.end is not None else ("<=", high.start)
+        return ((((">=", low.start), upper)),), (low, high)
+    if op in (Op.WITHIN_LAST, Op.WITHIN_NEXT):
+        first, last = window(value, now, tz, last=op is Op.WITHIN_LAST)
+        return (((">=", first), ("<=", last)),), (Interval(first), Interval(last))
+    raise AssertionError(op)
+
+
+def _time_eq(iv: Interval) -> tuple[Check, ...]:
+    if iv.end is None:
+        return (("==", iv.start),)
+    return ((">=", iv.start), ("<", iv.end))
+
+
+def _time_order(op: Op, iv: Interval) -> tuple[Check, ...]:
+    start, end = iv.start, iv.end
+    match op:
+        case Op.LT:
+            return (("<", start),)
+        case Op.GE:
+            return ((">=", start),)
+        case Op.LE:
+            return (("<", end),) if end is not None else (("<=", start),)
+        case Op.GT:
+            return ((">=", end),) if end is not None else ((">", start),)
+    raise AssertionError(op)
+
+
+_PLAIN_SYMBOLS = {
+    Op.EQ: "==",
+    Op.LT: "<",
+    Op.LE: "<=",
+    Op.GT: ">",
+    Op.GE: ">=",
+    Op.CONTAINS: "has",
+    Op.STARTS_WITH: "starts",
+    Op.ENDS_WITH: "ends",
+}
+
+
+def plain_test(op: Op, value: Any) -> Spec:
+    if op is Op.IN:
+        return ((("in", frozenset(value)),),)
+    if op is Op.BETWEEN:
+        low, high = sorted(value)
+        return (((">=", low), ("<=", high)),)
+    return (((_PLAIN_SYMBOLS[op], value),),)
+
+
+def resolve(shape: Shape, now: dt.datetime, tz: dt.tzinfo) -> tuple[Spec, Any]:
+    """The condition's test at ``now`` and the value it compares to, resolved (for explanations).
+
+    ``is known`` passes every known value. ``contains`` on a list of numbers,
+    booleans or times is "has an element equal to". A relative time out of the
+    calendar's range at ``now`` is a RuleTypeError saying so.
+    """
+    op, kind = shape.op, shape.kind
+    if op is Op.IS_KNOWN:
+        return ((),), None
+    if kind is Kind.TIME:
+        try:
+            return time_test(Op.EQ if op is Op.CONTAINS else op, shape.value, now, tz)
+        except (OverflowError, ValueError):
+            raise RuleTypeError(str(shape.condition), f"the time is out of range at {now.isoformat()}") from None
+    equality = op is Op.CONTAINS and kind is not Kind.TEXT and kind is not Kind.PHONE
+    return plain_test(Op.EQ if equality else op, shape.value), shape.value
+
+
+def element_spec(shape: Shape, spec: Spec) -> Spec:
+    """The test of a list's elements: ``contains`` on a list of text is "has an element equal to"."""
+    if shape.op is Op.CONTAINS and shape.kind is Kind.TEXT:
+        return ((("==", shape.value),),)
+    return spec
+
+
+def resolve_window(shape: Shape, now: dt.datetime, tz: dt.tzinfo) -> Spec | None:
+    """The test of an event time in the window of a count at ``now`` (None: the count has no window)."""
+    path_window = shape.condition.path.window
+    if path_window is None:
+        return None
+    try:
+        return window_spec(path_window, now, tz)
+    except (OverflowError, ValueError):
+        raise RuleTypeError(str(shape.condition), f"the window is out of range at {now.isoformat()}") from None
+
+
+_CHECKS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": lambda v, k: bool(v == k),
+    "<": lambda v, k: bool(v < k),
+    "<=": lambda v, k: bool(v <= k),
+    ">": lambda v, k: bool(v > k),
+    ">=": lambda v, k: bool(v >= k),
+    "in": lambda v, k: v in k,
+    "has": lambda v, k: k in v,
+    "starts": lambda v, k: bool(v.startswith(k)),
+    "ends": lambda v, k: bool(v.endswith(k)),
+}
+
+
+def passes(spec: Spec, value: Any) -> bool:
+    """Whether the known ``value`` passes ``spec`` (the meaning the backends render).
+
+    Example:
+        >>> passes(plain_test(Op.BETWEEN, (1, 3)), 2), passes(plain_test(Op.IN, (1, 3)), 2)
+        (True, False)
+    """
+    return any(all(_CHECKS[symbol](value, constant) for symbol, constant in clause) for clause in spec)
+
+
+def moment(now: dt.datetime | None, tz: dt.tzinfo) -> dt.datetime:
+    """``now`` as an aware datetime (naive ones are in ``tz``); the current time when None."""
+    if now is None:
+        return dt.datetime.now(dt.UTC)
+    if not isinstance(now, dt.datetime):
+        raise TypeError(f"now is a datetime, not {type(now).__name__}")
+    return now if now.tzinfo is not None else now.replace(tzinfo=tz)
+
+
+# -- three-valued logic ---------------------------------------------------------------
+
+Connective: TypeAlias = Literal["and", "or"]
+
+
+def connective(node: And | Or, holds: bool) -> Connective:
+    """The connective of ``node``'s items in its "is true" (``holds``) or "is false" form.
+
+    AND is true when every item is true and false when any is false; OR the reverse.
+    """
+    return "and" if isinstance(node, And) == holds else "or"
+
+
+def kleene(node: Node, results: Sequence[bool | None]) -> bool | None:
+    """The truth value of an AND, OR or NOT from its items' values (None: unknown)."""
+    if isinstance(node, Not):
+        (result,) = results
+        return None if result is None else not result
+    decisive = isinstance(node, Or)  # True decides an OR, False an AND
+    if decisive in results:
+        return decisive
+    return None if None in results else not decisive
+
+
+def polar_fold(
+    root: Node,
+    holds: bool,
+    leaf: Callable[[Condition | InGroup, bool], T],
+    join: Callable[[Connective, list[T]], T],
+) -> T:
+    """Render the "is true" (``holds``) or "is false" form of a rule, without recursion.
+
+    NOT flips the polarity of its operand; AND and OR join their items'
+    forms with :func:`connective`; ``leaf(node, holds)`` renders a condition
+    or group test in its polarity. Nested groups that join with the same
+    connective (and groups of one item) are flattened into their parent, so
+    a chain of NOTs or of one-item groups renders as flat as the rule means.
+    """
+    out: list[T] = []  # rendered forms, in order
+    stack: list[tuple[Node, bool] | tuple[Connective, int]] = [(root, holds)]
+    while stack:
+        top = stack.pop()
+        if isinstance(top[0], str):  # a group's items are rendered: join them
+            joined, count = top
+            assert isinstance(count, int)
+            parts = out[len(out) - count :]
+            del out[len(out) - count :]
+            out.append(join(joined, parts))
+            continue
+        node, positive = top
+        assert isinstance(node, Node) and isinstance(positive, bool)
+        node, positive = _unwrap(node, positive)
+        if isinstance(node, Condition | InGroup):
+            out.append(leaf(node, positive))
+            continue
+        if not isinstance(node, And | Or):
+            raise TypeError(f"not a rule node: {node!r}")
+        joined = connective(node, positive)
+        items = _flat_items(node, positive, joined)
+        stack.append((joined, len(items)))
+        stack.extend(reversed(items))
+    (result,) = out
+    return result
+
+
+def _unwrap(node: Node, positive: bool) -> tuple[Node, bool]:
+    """``node`` without the NOTs and one-item groups around what it means, and its polarity."""
+    while True:
+        if isinstance(node, Not):
+            node, positive = node.operand, not positive
+        elif isinstance(node, And | Or) and len(node.items) == 1:
+            node = node.items[0]
+        else:
+            return node, positive
+
+
+def _flat_items(node: And | Or, positive: bool, joined: Connective) -> list[tuple[Node, bool]]:
+    """The items of a group with their polarities, with nested groups of the same connective spliced in."""
+    items: list[tuple[Node, bool]] = []
+    stack = [(item, positive) for item in reversed(node.items)]
+    while stack:
+        item, polarity = _unwrap(*stack.pop())
+        if isinstance(item, And | Or) and connective(item, polarity) == joined:
+            stack.extend((inner, polarity) for inner in reversed(item.items))
+        else:
+            items.append((item, polarity))
+    return items
+
+
+def all_conditions(nodes: Iterable[Node]) -> Iterator[Condition]:
+    """The conditions of several rules."""
+    for node in nodes:
+        yield from conditions(node)

@@ -1,0 +1,476 @@
+"""Rules compiled to one SQL query over the repository's tables, in any :mod:`~cohorts.sql.dialects` dialect.
+
+The compiler renders :mod:`cohorts.semantics`: each condition's shape and its
+test resolved at ``now``; :func:`cohorts.semantics.polar_fold` gives the
+three-valued structure (every node compiles to SQL true exactly when it is
+true, or exactly when it is false, so unknown is neither). What a database
+spells differently is the dialect's. Rule values, JSON paths and resolved times
+are always bound parameters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import re
+from collections.abc import Callable, Collection, Container, Iterable, Sequence
+from typing import Any, TypeAlias
+
+import attrs
+
+from ..ast import Aggregate, Condition, DatePart, InGroup, Node, Op
+from ..errors import RuleError
+from ..model import CustomerId
+from ..repository import members_of
+from ..schema import Schema
+from ..semantics import (
+    Connective,
+    Shape,
+    Spec,
+    as_rule,
+    element_spec,
+    moment,
+    passes,
+    polar_fold,
+    resolve,
+    resolve_window,
+    shape_of,
+)
+from ..values import Kind, resolve_tz
+from .dialects import Dialect, ParamStyle, dialect, sql_type
+from .storage import KIND_FIELD, PART_FIELD, micros, shadow_key
+
+__all__ = ["Compiler", "Params", "compile_rule", "to_sql"]
+
+RuleLike: TypeAlias = Node | str
+GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
+
+_MARK = re.compile("\x00([0-9]+)\x00")
+FALSE = "(1 = 0)"
+TRUE = "(1 = 1)"
+
+
+class Params:
+    """Bound parameters, written into SQL text as markers and rendered in a driver's style."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any, cast: str | None = None) -> str:
+        self.values.append(value)
+        return self.dialect.typed(f"\x00{len(self.values) - 1}\x00", cast)
+
+    def render(self, sql: str, style: ParamStyle | None = None) -> tuple[str, dict[str, Any] | list[Any]]:
+        """The SQL with the driver's placeholders, and the parameters it uses (dropped fragments' are left out)."""
+        style = style or self.dialect.param_style
+        if style == "qmark":
+            ordered: list[Any] = []
+
+            def qmark(match: re.Match[str]) -> str:
+                ordered.append(self.values[int(match.group(1))])
+                return "?"
+
+            return _MARK.sub(qmark, sql), ordered
+        template = "%(p{})s" if style == "pyformat" else ":p{}"
+        text = _MARK.sub(lambda m: template.format(m.group(1)), sql)
+        used = sorted({int(m.group(1)) for m in _MARK.finditer(sql)})
+        return text, {f"p{i}": self.values[i] for i in used}
+
+
+def _sort_key(value: Any) -> tuple[str, Any]:
+    return (type(value).__name__, value)
+
+
+def constant(value: Any) -> Any:
+    """A resolved value as SQL compares it: times in microseconds, enums as integers."""
+    if isinstance(value, dt.datetime):
+        return micros(value)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)  # Month and Weekday are IntEnums
+    return value
+
+
+def join(connective: Connective, parts: list[str]) -> str:
+    """Items joined by AND or OR, as :func:`cohorts.semantics.polar_fold` asks."""
+    return "(" + f" {connective.upper()} ".join(parts) + ")"
+
+
+@attrs.frozen
+class Layout:
+    """Where the compiled SQL reads customers and events."""
+
+    customers: str = "cohorts_customers"
+    events: str = "cohorts_events"
+
+
+class Compiler:
+    """Turns a rule into the WHERE clause of a query over the customers table (alias ``c``)."""
+
+    customer_key = "c.pk"
+    """The customer's key in the outer query, which event queries return as ``customer_pk``."""
+    key_type = "BIGINT"
+    """The SQL type of the key."""
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        schema: Schema | None,
+        tz: dt.tzinfo,
+        now: dt.datetime,
+        groups: GroupLookup | None,
+        layout: Layout = Layout(),
+        *,
+        staged: bool = False,
+    ) -> None:
+        self.dialect = dialect
+        self.schema = schema
+        self.tz = tz
+        self.now = now
+        self.groups = groups
+        self.layout = layout
+        self.param = Params(dialect)
+        self._aliases = itertools.count(1)
+        self._ctes: list[str] = []
+        self.staged = staged
+        self.stages: list[tuple[str, int]] = []
+        """Queries of keys to run first, in order, and the index of the parameter each one's keys fill."""
+
+    def alias(self, prefix: str) -> str:
+        """A fresh table alias."""
+        return f"{prefix}{next(self._aliases)}"
+
+    def bind(self, value: Any, cast: str | None = None) -> str:
+        return self.param(value, cast)
+
+    def select(self, rule: Node) -> str:
+        where = self.where(rule)
+        return f"{self.with_clause()}SELECT c.id, c.int_id FROM {self.layout.customers} AS c WHERE {where}"  # noqa: S608 - names are ours; values are bound
+
+    def rows(self) -> tuple[str, str]:
+        """The table the rule filters (alias ``c``) and the expression of its key."""
+        return self.layout.customers, self.customer_key
+
+    def where(self, rule: Node) -> str:
+        """SQL true exactly when ``rule`` is true.
+
+        Groups nested deeper than the dialect's ``max_nesting`` become common table
+        expressions of the keys they hold for, so no rule is too deep for the database's parser.
+        """
+        limit = self.dialect.max_nesting
+
+        def leaf(node: Condition | InGroup, holds: bool) -> tuple[str, int]:
+            return self.leaf(node, holds), 1
+
+        def joined(connective: Connective, parts: list[tuple[str, int]]) -> tuple[str, int]:
+            sql, depth = join(connective, [text for text, _ in parts]), 1 + max(depth for _, depth in parts)
+            return (self.split(sql), 1) if depth > limit else (sql, depth)
+
+        return polar_fold(rule, True, leaf, joined)[0]
+
+    def split(self, condition: str) -> str:
+        """``condition`` as a set of the keys it is true for, and the test of a key in that set.
+
+        In one statement (``to_sql``) the set is a common table expression; a
+        repository that runs the query itself compiles with ``staged=True``, and
+        each set is then a query of its own (:attr:`stages`) whose keys are bound
+        as one parameter of the next, so no statement is too deep.
+        """
+        table, key = self.rows()
+        query = f"SELECT {key} FROM {table} AS c WHERE {condition}"  # noqa: S608 - names are ours; values are bound
+        if self.staged:
+            index = len(self.param.values)
+            test = self.dialect.in_keys(self.bind, key, None, self.key_type)
+            self.stages.append((query, index))
+            return test
+        name = self.alias("d")
+        self._ctes.append(f"{name}(k) AS MATERIALIZED ({query})")
+        return f"{key} IN (SELECT k FROM {name})"  # noqa: S608 - names are ours
+
+    def with_clause(self) -> str:
+        """``WITH ...`` for the expressions :meth:`split` made, or nothing."""
+        return f"WITH {', '.join(self._ctes)} " if self._ctes else ""
+
+    def leaf(self, node: Condition | InGroup, holds: bool) -> str:
+        if isinstance(node, InGroup):
+            member = self.membership(node.group)
+            return member if holds != node.negated else f"NOT {member}"
+        shape = shape_of(node, self.schema)
+        positive = holds != shape.negated
+        if shape.condition.path.is_customer:
+            return self.customer_condition(shape, positive)
+        return self.event_condition(shape, positive)
+
+    def members(self, group: str) -> Collection[CustomerId]:
+        """The members of ``group``, from the lookup the rule is evaluated with."""
+        if self.groups is None:
+            raise RuleError(f'the rule refers to group "{group}"; evaluate it with groups=...')
+        return members_of(self.groups, group)
+
+    def membership(self, group: str) -> str:
+        members = self.members(group)
+        ints = sorted(str(m) for m in members if isinstance(m, int) and not isinstance(m, bool))
+        texts = sorted(m for m in members if isinstance(m, str))
+        parts = [
+            f"({'c.int_id' if flag else 'NOT c.int_id'} AND {self.dialect.in_texts(self.bind, 'c.id', ids)})"
+            for ids, flag in ((ints, True), (texts, False))
+            if ids
+        ]
+        return "(" + " OR ".join(parts) + ")" if parts else FALSE
+
+    # -- tests of values
+
+    def spec(self, shape: Shape) -> Spec:
+        """The condition's test at ``now``, exactly as the evaluator binds it."""
+        return resolve(shape, self.now, self.tz)[0]
+
+    def test(self, spec: Spec, x: str, kind: Kind | None) -> str:
+        """SQL true when known value ``x`` passes ``spec`` (NULL or false when ``x`` is NULL)."""
+        if not spec:
+            return FALSE
+        clauses = []
+        for clause in spec:
+            if not clause:
+                return f"({x} IS NOT NULL)"
+            clauses.append(" AND ".join(self.check(x, symbol, value, kind) for symbol, value in clause))
+        return "(" + " OR ".join(f"({c})" for c in clauses) + ")"
+
+    def check(self, x: str, symbol: str, value: Any, kind: Kind | None) -> str:
+        cast = sql_type(kind)
+        d, p = self.dialect, self.bind
+        if symbol == "in":
+            values = sorted((constant(v) for v in value), key=_sort_key)
+            if not values:
+                return FALSE
+            return f"{x} IN ({', '.join(p(v, cast) for v in values)})"
+        if symbol == "has":
+            return d.has(x, p(value, cast))
+        if symbol == "starts":
+            return d.starts(x, p(value, cast))
+        if symbol == "ends":
+            return d.ends(x, p(value, cast))
+        return d.compare(x, symbol, p(constant(value), cast), cast)
+
+    # -- reading the shadow
+
+    def field(self, column: str, attribute: str, field: str, kind: Kind | None) -> str:
+        """The typed shadow value ``field`` of ``attribute`` (NULL when unknown)."""
+        return self.dialect.shadow_field(self.bind, column, shadow_key(attribute), field, kind)
+
+    def present(self, column: str, attribute: str, field: str | None = None) -> str:
+        """SQL true when the shadow has ``attribute`` (or one of its fields)."""
+        return self.dialect.shadow_present(self.bind, column, shadow_key(attribute), field)
+
+    def elements(self, column: str, attribute: str, field: str, kind: Kind | None, spec: Spec) -> str:
+        """SQL true when some element of the list field passes ``spec``."""
+        return self.dialect.shadow_elements(
+            self.bind, self.alias("j"), column, shadow_key(attribute), field, kind, lambda v: self.test(spec, v, kind)
+        )
+
+    def contained(self, attribute: str, field: str, spec: Spec, as_list: bool) -> str | None:
+        """Equality tests as containment of shadow documents, where the dialect has an index for it."""
+        if len(spec) != 1 or len(spec[0]) != 1:
+            return None
+        symbol, value = spec[0][0]
+        if symbol == "==":
+            values = [value]
+        elif symbol == "in":
+            values = sorted(value, key=_sort_key)
+        else:
+            return None
+        key = shadow_key(attribute)
+        documents = [{key: {field: [constant(v)] if as_list else constant(v)}} for v in values]
+        return self.dialect.shadow_contains(self.bind, "c.shadow", documents)
+
+    # -- conditions on the customer's attributes
+
+    def customer_condition(self, shape: Shape, holds: bool) -> str:
+        path, kind = shape.condition.path, shape.kind
+        name = path.attribute
+        if shape.op is Op.IS_KNOWN:
+            if kind is None:
+                known = self.present("c.shadow", name)
+            else:
+                field = KIND_FIELD[kind] if path.part is None else PART_FIELD[path.part.value]
+                known = self.present("c.shadow", name, field)
+                if shape.is_list and path.part is None:
+                    known = f"({known} OR {self.present('c.shadow', name, 'l' + field)})"
+            return known if holds else f"NOT ({known})"
+        assert kind is not None
+        spec = self.spec(shape)
+        if path.part is not None:
+            field, value_kind = PART_FIELD[path.part.value], Kind.NUMBER
+        else:
+            field, value_kind = KIND_FIELD[kind], kind
+        x = self.field("c.shadow", name, field, value_kind)
+        if not shape.is_list:
+            if holds:
+                return self.contained(name, field, spec, False) or self.test(spec, x, value_kind)
+            return f"({x} IS NOT NULL AND NOT {self.test(spec, x, value_kind)})"
+        list_field = "l" + field
+        elements = element_spec(shape, spec)
+        if holds:
+            scalar = self.contained(name, field, spec, False) or self.test(spec, x, value_kind)
+            listed = self.contained(name, list_field, elements, True) or self.elements(
+                "c.shadow", name, list_field, value_kind, elements
+            )
+            return f"({scalar} OR {listed})"
+        scalar = f"({x} IS NOT NULL AND NOT {self.test(spec, x, value_kind)})"
+        present = self.present("c.shadow", name, list_field)
+        listed = self.elements("c.shadow", name, list_field, value_kind, elements)
+        return f"({scalar} OR ({present} AND NOT {listed}))"
+
+    # -- conditions on events
+
+    def semi(self, select: str, negate: bool) -> str:
+        """SQL true when the customer's key is (not) among those ``select`` returns."""
+        return self.dialect.semi(self.customer_key, select, self.alias("s"), negate)
+
+    # Where events are read: the hooks a compiler over other tables overrides.
+
+    def event_source(self, shape: Shape, e: str) -> tuple[str, str]:
+        """The query of the customer keys of the condition's events (alias ``e``), and the key's expression."""
+        name = self.bind(shape.condition.path.category, "TEXT")
+        events = self.layout.events
+        return f"SELECT {e}.customer_pk FROM {events} AS {e} WHERE {e}.name = {name}", f"{e}.customer_pk"  # noqa: S608 - names are ours; values are bound
+
+    def event_time(self, shape: Shape, e: str) -> str:
+        """The time of event ``e``, as the TIME tests of this compiler read times."""
+        return f"{e}.at"
+
+    def event_timed(self, shape: Shape, e: str) -> str | None:
+        """SQL true when event ``e`` has a readable time (None: every event has one)."""
+        return None
+
+    def event_time_part(self, shape: Shape, e: str, part: DatePart) -> str:
+        """A date part of the time of event ``e``, as a number."""
+        return f"{e}.{part.value}"
+
+    def event_value(self, shape: Shape, e: str, field: str, kind: Kind) -> str:
+        """The reading ``field`` of the condition's attribute on event ``e`` (NULL when unknown)."""
+        return self.field(f"{e}.shadow", shape.condition.path.attribute, field, kind)
+
+    def event_known(self, shape: Shape, e: str) -> str:
+        """SQL true when the condition's attribute is known on event ``e``."""
+        return self.present(f"{e}.shadow", shape.condition.path.attribute)
+
+    def extreme_part(self, shape: Shape, spec: Spec, holds: bool, base: str, e: str, key: str) -> str:
+        """A date part of ``first_time``/``last_time``: the part of the customer's earliest/latest event."""
+        path = shape.condition.path
+        assert path.part is not None
+        extreme = "min" if path.aggregate is Aggregate.FIRST_TIME else "max"
+        e2 = self.alias("e")
+        name2 = self.bind(path.category, "TEXT")
+        latest = (
+            f"(SELECT {extreme}({e2}.at) FROM {self.layout.events} AS {e2}"  # noqa: S608 - names are ours; values are bound
+            f" WHERE {e2}.customer_pk = {key} AND {e2}.name = {name2})"
+        )
+        test = self.test(spec, self.event_time_part(shape, e, path.part), Kind.NUMBER)
+        return self.semi(f"{base} AND {e}.at = {latest} AND {test if holds else 'NOT ' + test}", negate=False)
+
+    def event_condition(self, shape: Shape, holds: bool) -> str:
+        path, kind = shape.condition.path, shape.kind
+        e = self.alias("e")
+        base, key = self.event_source(shape, e)
+        aggregate = path.aggregate
+        if shape.op is Op.IS_KNOWN and aggregate is not None:
+            if aggregate is Aggregate.COUNT:
+                return TRUE if holds else FALSE
+            timed = self.event_timed(shape, e)  # first/last time: known when there are events with times
+            return self.semi(base if timed is None else f"{base} AND {timed}", negate=not holds)
+        spec = self.spec(shape)
+
+        if aggregate is Aggregate.COUNT:
+            window = resolve_window(shape, self.now, self.tz)
+            if window is not None:  # count only the events of the window: its bounds are parameters
+                base += f" AND {self.test(window, self.event_time(shape, e), Kind.TIME)}"
+            test = self.test(spec, "count(*)", Kind.NUMBER)
+            having = test if holds else f"NOT {test}"
+            if passes(spec, 0) == holds:  # customers without events pass too
+                return self.semi(f"{base} GROUP BY {key} HAVING NOT {having}", negate=True)
+            return self.semi(f"{base} GROUP BY {key} HAVING {having}", negate=False)
+
+        if aggregate is not None:
+            if path.part is not None:
+                return self.extreme_part(shape, spec, holds, base, e, key)
+            extreme = "min" if aggregate is Aggregate.FIRST_TIME else "max"
+            test = self.test(spec, f"{extreme}({self.event_time(shape, e)})", Kind.TIME)
+            having = test if holds else f"NOT {test}"
+            return self.semi(f"{base} GROUP BY {key} HAVING {having}", negate=False)
+
+        # a field of any event of that name: existential, never unknown
+        if path.attribute == "at":
+            if path.part is None:
+                test = self.test(spec, self.event_time(shape, e), Kind.TIME)
+            else:
+                test = self.test(spec, self.event_time_part(shape, e, path.part), Kind.NUMBER)
+        elif kind is None:
+            test = self.event_known(shape, e)
+        else:
+            if path.part is not None:
+                field, value_kind = PART_FIELD[path.part.value], Kind.NUMBER
+            else:
+                field, value_kind = KIND_FIELD[kind], kind
+            test = self.test(spec, self.event_value(shape, e, field, value_kind), value_kind)
+        return self.semi(f"{base} AND {test}", negate=not holds)
+
+
+def run_staged(
+    compiler: Compiler, sql: str, execute: Callable[[str, dict[str, Any] | list[Any]], Iterable[Sequence[Any]]]
+) -> list[Sequence[Any]]:
+    """Run a query compiled with ``staged=True``: its stages first, each one's keys bound into the next."""
+    params = compiler.param
+    for query, index in compiler.stages:
+        keys = [row[0] for row in execute(*params.render(query))]
+        params.values[index] = compiler.dialect.key_list(keys)
+    return list(execute(*params.render(sql)))
+
+
+def compile_rule(
+    rule: RuleLike,
+    dialect_name: str | Dialect,
+    schema: Schema | None,
+    tz: dt.tzinfo,
+    now: dt.datetime | None,
+    groups: GroupLookup | None,
+    layout: Layout = Layout(),
+    *,
+    staged: bool = False,
+) -> tuple[str, Compiler]:
+    """The query of ``rule`` and its compiler (whose ``param`` holds the parameters), in the dialect's markers."""
+    found = dialect(dialect_name)
+    node = as_rule(rule)
+    compiler = Compiler(found, schema, tz, moment(now, tz), groups, layout, staged=staged)
+    return compiler.select(node), compiler
+
+
+def to_sql(
+    rule: RuleLike,
+    dialect: str = "postgresql",
+    *,
+    now: dt.datetime | None = None,
+    schema: Schema | None = None,
+    tz: str | dt.tzinfo | None = None,
+    groups: GroupLookup | None = None,
+) -> tuple[str, dict[str, Any] | list[Any]]:
+    """The SQL query selecting the ids of the customers ``rule`` is true for, and its bound parameters.
+
+    The query reads the tables :class:`SQLRepository` creates. For
+    ``"postgresql"`` the parameters are a dict for ``%(name)s`` placeholders
+    (psycopg); for ``"sqlite"`` a list for ``?`` placeholders (sqlite3).
+    Values, JSON paths and times resolved at ``now`` are parameters, never
+    SQL text.
+
+    Example:
+        >>> sql, params = to_sql('customer.city = "Laval"', "sqlite")
+        >>> sql
+        'SELECT c.id, c.int_id FROM cohorts_customers AS c WHERE ((json_extract(c.shadow, ?) = ?))'
+        >>> params
+        ['$."city".t', 'laval']
+
+    .. versionadded:: 0.1
+    """
+    sql, compiler = compile_rule(rule, dialect, schema, resolve_tz(tz), now, groups)
+    return compiler.param.render(sql)

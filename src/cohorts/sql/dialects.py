@@ -1,0 +1,558 @@
+"""SQL dialects: what differs between the databases cohorts writes SQL for, as small objects.
+
+The compilers (:mod:`cohorts.sql.compiler`, :mod:`cohorts.sql.host`) decide what a
+condition means, from :mod:`cohorts.semantics`; a dialect only says how each piece
+is spelled: a bound parameter with its type, a text test, a read of a shadow
+field, a semi-join, a bulk insert. There is one instance per dialect, found by
+name with :func:`dialect`, and no ``if postgresql`` anywhere else.
+
+Adding a database is one subclass of :class:`Dialect` in its own module,
+registered with :func:`register`, plus its entry in the differential tests
+(``docs/repositories.md`` lists the steps).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar, Literal, Protocol, TypeAlias
+
+import sqlalchemy as sa
+
+from ..errors import RuleError
+from ..values import FALSE_WORDS, TRUE_WORDS, Kind
+
+__all__ = ["Dialect", "PostgreSQL", "SQLite", "dialect", "register"]
+
+ParamStyle: TypeAlias = Literal["qmark", "pyformat", "named"]
+Test: TypeAlias = Callable[[str], str]
+"""A test of a value: given the SQL of the value, SQL true when it passes."""
+
+
+class Binder(Protocol):
+    """Binds a value as a parameter and returns its marker in the SQL text (cast to ``cast`` where typed)."""
+
+    def __call__(self, value: Any, cast: str | None = None) -> str: ...
+
+
+# SQL types of the values a test compares, on databases whose parameters need one.
+SQL_TYPES = {
+    Kind.TEXT: "TEXT",
+    Kind.PHONE: "TEXT",
+    Kind.NUMBER: "NUMERIC",
+    Kind.BOOLEAN: "BOOLEAN",
+    Kind.TIME: "BIGINT",
+}
+COMPARISONS = {"==": "=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+
+
+def sql_type(kind: Kind | None, default: str = "NUMERIC") -> str:
+    """The SQL type of values of ``kind``."""
+    return SQL_TYPES.get(kind, default) if kind is not None else default
+
+
+class HostQuery(Protocol):
+    """What a dialect reads of a host-table query being compiled."""
+
+    @property
+    def tz_name(self) -> str: ...
+    region: str
+
+    def bind(self, value: Any, cast: str | None = None) -> str: ...
+
+    def alias(self, prefix: str) -> str: ...
+
+
+class Dialect:
+    """How one database spells what the compilers and stores need. Subclasses override what differs."""
+
+    name: ClassVar[str]
+    param_style: ClassVar[ParamStyle]
+    explain_prefix: ClassVar[str]
+    typed_parameters: ClassVar[bool] = False
+    max_nesting: ClassVar[int] = 64
+    """How deep AND/OR groups nest in one expression before the compiler splits them out."""
+    host_native_times: ClassVar[bool] = False
+    """Whether host-table times are read as the database's own time values (else as microseconds)."""
+    """Whether parameters are cast to their SQL type (PostgreSQL infers nothing from an untyped parameter)."""
+
+    def __repr__(self) -> str:
+        return f"<Dialect {self.name}>"
+
+    # -- parameters
+
+    def typed(self, mark: str, cast: str | None) -> str:
+        """A parameter marker with its type, where the database needs one."""
+        return f"CAST({mark} AS {cast})" if cast is not None and self.typed_parameters else mark
+
+    # -- tests of text values (folded at write time: only comparisons are left to SQL)
+
+    def compare(self, x: str, symbol: str, value: str, sql_type: str) -> str:
+        """``x <symbol> value`` where symbol is one of ``== < <= > >=``; text orders by code point."""
+        return f"{x} {COMPARISONS[symbol]} {value}"
+
+    def has(self, x: str, needle: str) -> str:
+        raise NotImplementedError
+
+    def starts(self, x: str, prefix: str) -> str:
+        raise NotImplementedError
+
+    def ends(self, x: str, suffix: str) -> str:
+        raise NotImplementedError
+
+    # -- reading the shadow column (JSON of typed readings; see cohorts.sql.storage)
+
+    def shadow_field(self, bind: Binder, column: str, key: str, field: str, kind: Kind | None) -> str:
+        """The typed reading ``field`` of attribute ``key`` (NULL when unknown)."""
+        raise NotImplementedError
+
+    def shadow_present(self, bind: Binder, column: str, key: str, field: str | None) -> str:
+        """SQL true when the shadow has attribute ``key`` (or its ``field``)."""
+        raise NotImplementedError
+
+    def shadow_elements(
+        self, bind: Binder, alias: str, column: str, key: str, field: str, kind: Kind | None, test: Test
+    ) -> str:
+        """SQL true when an element of the list reading ``field`` passes ``test``."""
+        raise NotImplementedError
+
+    def shadow_contains(self, bind: Binder, column: str, documents: Sequence[object]) -> str | None:
+        """SQL true when the shadow contains one of ``documents`` (None: no faster form than the plain test)."""
+        return None
+
+    # -- sets of keys
+
+    def semi(self, key: str, select: str, alias: str, negate: bool) -> str:
+        """SQL true when ``key`` is (not) among the ``customer_pk`` values that ``select`` returns."""
+        return f"{key} {'NOT IN' if negate else 'IN'} ({select})"
+
+    def in_texts(self, bind: Binder, x: str, values: Sequence[str]) -> str:
+        """SQL true when the text ``x`` is one of ``values`` (one parameter, however many values)."""
+        return self.in_keys(bind, x, self.key_list(list(values)), "TEXT")
+
+    def in_keys(self, bind: Binder, x: str, keys: object, sql_type: str) -> str:
+        """SQL true when ``x`` (of ``sql_type``) is among ``keys``, bound as one parameter made by :meth:`key_list`."""
+        raise NotImplementedError
+
+    def key_list(self, keys: list[Any]) -> object:
+        """Many keys as the value of one parameter."""
+        return keys
+
+    # -- host tables: values read from the host's own columns (see cohorts.sql.host)
+
+    def json_at(self, bind: Binder, column: str, keys: Sequence[str]) -> str:
+        """The JSON value of ``column`` at nested ``keys``."""
+        raise NotImplementedError
+
+    def host_read(self, q: HostQuery, source: str, is_json: bool, reading: str) -> str:
+        """``source`` (a column, or JSON from :meth:`json_at`) read as :mod:`cohorts.values` reads it.
+
+        ``reading`` is a shadow field (t, n, b, m, p, y, mo, d, w) or ``k`` for "known"; the
+        result is NULL when the value is unknown. Raise RuleError for readings the database
+        cannot do. A JSON array or object reads as NULL (but is known).
+        """
+        raise NotImplementedError
+
+    def host_part(self, q: HostQuery, time: str, reading: str) -> str:
+        """The year, month, day or ISO weekday (``reading``) of ``time`` as :meth:`host_read` reads times."""
+        raise NotImplementedError
+
+    def host_elements(self, q: HostQuery, source: str, reading: str, test: Test) -> str:
+        """SQL true when the JSON value ``source`` is an array with an element whose reading passes ``test``."""
+        raise NotImplementedError
+
+    def host_time(self, bind: Binder, value: Any) -> str:
+        """A time parameter as :meth:`host_read` reads times, where ``host_native_times``."""
+        raise NotImplementedError
+
+    def host_connection(self, conn: sa.Connection) -> None:
+        """Ready a connection for host-table queries (functions the SQL calls)."""
+
+    # -- statements of the repository and the stores
+
+    def prepare(self, engine: sa.Engine) -> None:
+        """Set up a new engine (connection settings)."""
+
+    def lock(self, conn: sa.Connection, key: int) -> None:
+        """Hold a lock on ``key`` until the transaction ends (nothing where writes are serial anyway)."""
+
+    def busy(self, error: Exception) -> bool:
+        """Whether ``error`` says the database was busy, so the transaction can be tried again."""
+        return False
+
+    def placeholder(self, name: str, cast: str | None = None) -> str:
+        """A named placeholder for ``exec_driver_sql`` with a dict of parameters."""
+        raise NotImplementedError
+
+    def insert_many(
+        self, conn: sa.Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+        or_ignore: bool = False,
+    ) -> None:
+        """Insert many rows with the driver's executemany (``or_ignore``: skip rows whose key is stored)."""
+        if not rows:
+            return
+        marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        quote = conn.dialect.identifier_preparer.quote
+        sql = (
+            f"{self.insert_verb(or_ignore)} INTO {quote(table)} ({', '.join(quote(c) for c in columns)})"
+            f" VALUES ({', '.join(marker for _ in columns)}){self.insert_suffix(or_ignore)}"
+        )
+        conn.exec_driver_sql(sql, list(rows))
+
+    def insert_verb(self, or_ignore: bool) -> str:
+        return "INSERT"
+
+    def insert_suffix(self, or_ignore: bool) -> str:
+        return " ON CONFLICT DO NOTHING" if or_ignore else ""
+
+    def bulk_load(self, conn: sa.Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        """Load many new rows as fast as the database takes them."""
+        self.insert_many(conn, table, columns, rows)
+
+    def upsert_statement(self, table: sa.Table) -> Any:
+        """An ``INSERT`` that can take ``.on_conflict_do_nothing()`` / ``.on_conflict_do_update()``."""
+        raise NotImplementedError
+
+    def allocate(self, conn: sa.Connection, table: str, meta: str, count: int) -> list[int]:
+        """``count`` new primary keys of ``table`` (column ``pk``), in order."""
+        raise NotImplementedError
+
+    def claim_rows(self, select: sa.Select[Any], table: sa.Table, where: Sequence[Any], columns: Sequence[Any]) -> Any:
+        """A statement that locks the rows ``where`` selects for this transaction and returns ``columns``;
+        rows another transaction holds are skipped or waited for, as the database can."""
+        raise NotImplementedError
+
+
+
+class SQLite(Dialect):
+    """SQLite 3.35+ with JSON1: the embedded default. Shadows are JSON text read with ``json_extract``."""
+
+    name = "sqlite"
+    param_style = "qmark"
+    explain_prefix = "EXPLAIN QUERY PLAN "
+    max_nesting = 10  # SQLite's parser stack (YYSTACKDEPTH) is 100 entries in common builds
+
+    def has(self, x: str, needle: str) -> str:
+        return f"instr({x}, {needle}) > 0"
+
+    def starts(self, x: str, prefix: str) -> str:
+        return f"substr({x}, 1, length({prefix})) = {prefix}"
+
+    def ends(self, x: str, suffix: str) -> str:
+        return f"substr({x}, -length({suffix})) = {suffix}"
+
+    @staticmethod
+    def _path(key: str, field: str | None) -> str:
+        return f'$."{key}"' + (f".{field}" if field else "")
+
+    def shadow_field(self, bind: Binder, column: str, key: str, field: str, kind: Kind | None) -> str:
+        return f"json_extract({column}, {bind(self._path(key, field))})"
+
+    def shadow_present(self, bind: Binder, column: str, key: str, field: str | None) -> str:
+        return f"json_type({column}, {bind(self._path(key, field))}) IS NOT NULL"
+
+    def shadow_elements(
+        self, bind: Binder, alias: str, column: str, key: str, field: str, kind: Kind | None, test: Test
+    ) -> str:
+        path = bind(self._path(key, field))
+        return f"EXISTS (SELECT 1 FROM json_each({column}, {path}) AS {alias} WHERE {test(f'{alias}.value')})"  # noqa: S608 - names are ours; values are bound
+
+    def in_keys(self, bind: Binder, x: str, keys: object, sql_type: str) -> str:
+        return f"{x} IN (SELECT value FROM json_each({bind(keys)}))"  # noqa: S608 - bound values
+
+    def key_list(self, keys: list[Any]) -> object:
+        return json.dumps(keys)
+
+    def json_at(self, bind: Binder, column: str, keys: Sequence[str]) -> str:
+        path = "$" + "".join(f'."{key}"' for key in keys)
+        return f"({column} -> {bind(path)})"
+
+    def host_read(self, q: HostQuery, source: str, is_json: bool, reading: str) -> str:
+        function = "cohorts_json" if is_json else "cohorts_read"
+        return f"{function}({source}, {q.bind(reading)}, {q.bind(q.tz_name)}, {q.bind(q.region)})"
+
+    def host_part(self, q: HostQuery, time: str, reading: str) -> str:
+        return f"cohorts_part({time}, {q.bind(reading)}, {q.bind(q.tz_name)})"
+
+    def host_elements(self, q: HostQuery, source: str, reading: str, test: Test) -> str:
+        alias = q.alias("j")
+        readings = f"cohorts_json_list({source}, {q.bind(reading)}, {q.bind(q.tz_name)}, {q.bind(q.region)})"
+        return f"EXISTS (SELECT 1 FROM json_each({readings}) AS {alias} WHERE {test(f'{alias}.value')})"  # noqa: S608 - names are ours; values are bound
+
+    def host_connection(self, conn: sa.Connection) -> None:
+        from . import functions
+
+        functions.register(conn)
+
+    def prepare(self, engine: sa.Engine) -> None:
+        # pysqlite's own transaction handling breaks SAVEPOINT; let SQLAlchemy emit BEGIN itself.
+        @sa.event.listens_for(engine, "connect")
+        def connect(dbapi_connection: Any, record: Any) -> None:
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA busy_timeout = 10000")
+            cursor.execute("PRAGMA cache_size = -65536")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def begin(connection: sa.Connection) -> None:
+            connection.exec_driver_sql("BEGIN")
+
+        engine.dispose()  # connections made before the listeners would lack them
+
+    def placeholder(self, name: str, cast: str | None = None) -> str:
+        return f":{name}"
+
+    def insert_verb(self, or_ignore: bool) -> str:
+        return "INSERT OR IGNORE" if or_ignore else "INSERT"
+
+    def insert_suffix(self, or_ignore: bool) -> str:
+        return ""
+
+    def upsert_statement(self, table: sa.Table) -> Any:
+        from sqlalchemy.dialects.sqlite import insert
+
+        return insert(table)
+
+    def allocate(self, conn: sa.Connection, table: str, meta: str, count: int) -> list[int]:
+        # Take SQLite's write lock (a write to the meta table) before reading the highest pk.
+        conn.exec_driver_sql(f"UPDATE {meta} SET value = value WHERE key = 'schema_version'")  # noqa: S608 - ours
+        top = conn.exec_driver_sql(f"SELECT coalesce(max(pk), 0) FROM {table}").scalar_one()  # noqa: S608 - ours
+        return list(range(top + 1, top + 1 + count))
+
+    def busy(self, error: Exception) -> bool:
+        return "locked" in str(error)
+
+    def claim_rows(self, select: sa.Select[Any], table: sa.Table, where: Sequence[Any], columns: Sequence[Any]) -> Any:
+        # The first write takes SQLite's database lock, held until the outcome commits.
+        return sa.update(table).where(*where).values({table.c.attempts: table.c.attempts}).returning(*columns)
+
+
+_PG_PARTS = {"y": "YEAR", "mo": "MONTH", "d": "DAY", "w": "ISODOW"}
+
+# ISO text PostgreSQL reads as a time, exactly the instants Python's fromisoformat gives:
+# a real calendar date (years 0001-9999), HH:MM[:SS[.ffffff]], an offset Z or ±HH:MM up to 15:59.
+_PG_MONTH_DAY = (
+    r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    r"|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+)
+_PG_YEAR = r"(?:[0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})"  # 0001-9999
+_PG_LEAP_DAY = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)-02-29"
+_PG_DATE = rf"(?:{_PG_YEAR}-{_PG_MONTH_DAY}|{_PG_LEAP_DAY})"
+_PG_CLOCK = r"[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
+_PG_DATE_RE = rf"^{_PG_DATE}$"
+_PG_NAIVE_RE = rf"^{_PG_DATE}{_PG_CLOCK}$"
+_PG_AWARE_RE = rf"^{_PG_DATE}{_PG_CLOCK}(?:Z|[+-](?:0[0-9]|1[0-5]):[0-5][0-9])$"
+# Numeric text PostgreSQL reads as to_number does (ASCII digits, exponents up to 99).
+_PG_NUMBER_RE = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,2})?$"
+
+
+class PostgreSQL(Dialect):
+    """PostgreSQL 13+ through psycopg 3: shadows are JSONB with a GIN index, bulk loads use COPY."""
+
+    name = "postgresql"
+    param_style = "pyformat"
+    explain_prefix = "EXPLAIN "
+    typed_parameters = True
+    host_native_times = True
+
+    def compare(self, x: str, symbol: str, value: str, sql_type: str) -> str:
+        collate = ' COLLATE "C"' if sql_type == "TEXT" and symbol != "==" else ""  # code-point order, as Python
+        return f"{x}{collate} {COMPARISONS[symbol]} {value}"
+
+    def has(self, x: str, needle: str) -> str:
+        return f"strpos({x}, {needle}) > 0"
+
+    def starts(self, x: str, prefix: str) -> str:
+        return f"starts_with({x}, {prefix})"
+
+    def ends(self, x: str, suffix: str) -> str:
+        return f"right({x}, length({suffix})) = {suffix}"
+
+    def shadow_field(self, bind: Binder, column: str, key: str, field: str, kind: Kind | None) -> str:
+        text = f"({column} #>> {bind([key, field], 'TEXT[]')})"
+        cast = sql_type(kind)
+        return text if cast == "TEXT" else f"CAST({text} AS {cast})"
+
+    def shadow_present(self, bind: Binder, column: str, key: str, field: str | None) -> str:
+        return f"({column} #> {bind([key, field] if field else [key], 'TEXT[]')}) IS NOT NULL"
+
+    def shadow_elements(
+        self, bind: Binder, alias: str, column: str, key: str, field: str, kind: Kind | None, test: Test
+    ) -> str:
+        cast = sql_type(kind, "TEXT")
+        value = f"{alias}.v" if cast == "TEXT" else f"CAST({alias}.v AS {cast})"
+        path = bind([key, field], "TEXT[]")
+        return (
+            f"EXISTS (SELECT 1 FROM jsonb_array_elements_text({column} #> {path}) AS {alias}(v)"  # noqa: S608 - names are ours; values are bound
+            f" WHERE {test(value)})"
+        )
+
+    def shadow_contains(self, bind: Binder, column: str, documents: Sequence[object]) -> str | None:
+        if not documents:
+            return "(1 = 0)"
+        return "(" + " OR ".join(f"{column} @> {bind(json.dumps(d), 'JSONB')}" for d in documents) + ")"
+
+    def semi(self, key: str, select: str, alias: str, negate: bool) -> str:
+        return (
+            f"{'NOT ' if negate else ''}EXISTS (SELECT 1 FROM ({select}) AS {alias}"  # noqa: S608 - names are ours; values are bound
+            f" WHERE {alias}.customer_pk = {key})"
+        )
+
+    def in_keys(self, bind: Binder, x: str, keys: object, sql_type: str) -> str:
+        return f"{x} = ANY({bind(keys, sql_type + '[]')})"
+
+    def json_at(self, bind: Binder, column: str, keys: Sequence[str]) -> str:
+        return f"(CAST({column} AS JSONB) #> {bind(list(keys), 'TEXT[]')})"
+
+    def host_read(self, q: HostQuery, source: str, is_json: bool, reading: str) -> str:
+        if reading == "p":
+            raise RuleError("phone conditions on a host table need SQLite (or a shadow column)")
+        if reading in _PG_PARTS:
+            return self.host_part(q, self.host_read(q, source, is_json, "m"), reading)
+        return self._json_reading(q, source, reading) if is_json else self._column_reading(source, reading)
+
+    @staticmethod
+    def _column_reading(column: str, reading: str) -> str:
+        match reading:
+            case "k":
+                return f"NULLIF(btrim(CAST({column} AS TEXT)), '')"
+            case "t":
+                return f"NULLIF(lower(normalize(btrim(CAST({column} AS TEXT)), NFC) COLLATE \"und-x-icu\"), '')"
+            case "n":
+                return f"CAST({column} AS NUMERIC)"
+            case "b":
+                return f"CAST({column} AS BOOLEAN)"
+        assert reading == "m"
+        return f"CAST({column} AS TIMESTAMPTZ)"  # a plain cast: an index on a timestamptz column serves it
+
+    def _json_reading(self, q: HostQuery, v: str, reading: str) -> str:
+        """A ``jsonb`` value ``v`` read as values.py reads the value ``json.loads`` gives."""
+        kind = f"jsonb_typeof({v})"
+        text = f"({v} #>> '{{}}')"
+        trimmed = f"btrim({text})"
+        match reading:
+            case "k":
+                k = q.alias("k")
+                element = (
+                    f"jsonb_typeof({k}.x) IN ('number', 'boolean', 'object')"
+                    f" OR (jsonb_typeof({k}.x) = 'string' AND btrim({k}.x #>> '{{}}') <> '')"
+                    f" OR (jsonb_typeof({k}.x) = 'array' AND jsonb_array_length({k}.x) > 0)"
+                )
+                any_known = f"EXISTS (SELECT 1 FROM jsonb_array_elements({v}) AS {k}(x) WHERE {element})"  # noqa: S608 - names are ours; values are bound
+                return (
+                    f"(CASE {kind} WHEN 'string' THEN NULLIF({trimmed}, '') WHEN 'number' THEN 'number'"
+                    f" WHEN 'boolean' THEN 'boolean' WHEN 'object' THEN 'object'"
+                    f" WHEN 'array' THEN CASE WHEN {any_known} THEN 'array' END END)"
+                )
+            case "t":
+                return (
+                    f"(CASE WHEN {kind} IN ('string', 'number')"
+                    f" THEN NULLIF(lower(normalize({trimmed}, NFC) COLLATE \"und-x-icu\"), '') END)"
+                )
+            case "n":
+                number = q.bind(_PG_NUMBER_RE, "TEXT")
+                return (
+                    f"(CASE {kind} WHEN 'number' THEN CAST({text} AS NUMERIC)"
+                    f" WHEN 'string' THEN CASE WHEN {trimmed} ~ {number} THEN CAST({trimmed} AS NUMERIC) END END)"
+                )
+            case "b":
+                word = f"lower({trimmed})"
+                yes, no = q.bind(sorted(TRUE_WORDS), "TEXT[]"), q.bind(sorted(FALSE_WORDS), "TEXT[]")
+                return (
+                    f"(CASE {kind} WHEN 'boolean' THEN CAST({text} AS BOOLEAN)"
+                    f" WHEN 'number' THEN CASE {text} WHEN '1' THEN TRUE WHEN '0' THEN FALSE END"
+                    f" WHEN 'string' THEN CASE WHEN {word} = ANY({yes}) THEN TRUE WHEN {word} = ANY({no}) THEN FALSE"
+                    " END END)"
+                )
+        assert reading == "m"
+        zone = q.bind(q.tz_name, "TEXT")
+        date, naive, aware = (q.bind(r, "TEXT") for r in (_PG_DATE_RE, _PG_NAIVE_RE, _PG_AWARE_RE))
+        return (
+            f"(CASE WHEN {kind} = 'string' THEN CASE"
+            f" WHEN {trimmed} ~ {date} THEN CAST(CAST({trimmed} AS DATE) AS TIMESTAMP) AT TIME ZONE {zone}"
+            f" WHEN {trimmed} ~ {naive} THEN CAST({trimmed} AS TIMESTAMP) AT TIME ZONE {zone}"
+            f" WHEN {trimmed} ~ {aware} THEN CAST({trimmed} AS TIMESTAMPTZ) END END)"
+        )
+
+    def host_part(self, q: HostQuery, time: str, reading: str) -> str:
+        zone = q.bind(q.tz_name, "TEXT")
+        return f"CAST(EXTRACT({_PG_PARTS[reading]} FROM {time} AT TIME ZONE {zone}) AS NUMERIC)"
+
+    def host_elements(self, q: HostQuery, source: str, reading: str, test: Test) -> str:
+        alias = q.alias("j")
+        array = f"CASE WHEN jsonb_typeof({source}) = 'array' THEN {source} END"
+        value = self._json_reading(q, f"{alias}.x", reading)
+        return f"EXISTS (SELECT 1 FROM jsonb_array_elements({array}) AS {alias}(x) WHERE {test(value)})"  # noqa: S608 - names are ours; values are bound
+
+    def host_time(self, bind: Binder, value: Any) -> str:
+        return bind(value, "TIMESTAMPTZ")  # times are timestamptz values on host tables, not microseconds
+
+    def lock(self, conn: sa.Connection, key: int) -> None:
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+    def placeholder(self, name: str, cast: str | None = None) -> str:
+        return f"CAST(%({name})s AS {cast})" if cast else f"%({name})s"
+
+    def bulk_load(self, conn: sa.Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        driver: Any = conn.connection.driver_connection
+        with (
+            driver.cursor() as cursor,
+            cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+
+    def upsert_statement(self, table: sa.Table) -> Any:
+        from sqlalchemy.dialects.postgresql import insert
+
+        return insert(table)
+
+    def allocate(self, conn: sa.Connection, table: str, meta: str, count: int) -> list[int]:
+        rows = conn.exec_driver_sql(
+            f"SELECT nextval(pg_get_serial_sequence('{table}', 'pk')) FROM generate_series(1, %(n)s)",  # noqa: S608 - ours
+            {"n": count},
+        )
+        return [row[0] for row in rows]
+
+    def claim_rows(self, select: sa.Select[Any], table: sa.Table, where: Sequence[Any], columns: Sequence[Any]) -> Any:
+        # A row lock; another runner skips the row instead of waiting.
+        return select.with_for_update(skip_locked=True)
+
+
+_DIALECTS: dict[str, Dialect] = {}
+
+
+def register(instance: Dialect) -> Dialect:
+    """Make ``instance`` the dialect of databases named ``instance.name`` (SQLAlchemy's dialect name)."""
+    _DIALECTS[instance.name] = instance
+    return instance
+
+
+register(SQLite())
+register(PostgreSQL())
+
+
+def dialect(name: str | Dialect | sa.Engine | sa.Connection) -> Dialect:
+    """The dialect of a name (``"sqlite"``, ``"postgresql"``), an engine or a connection.
+
+    Example:
+        >>> dialect("sqlite")
+        <Dialect sqlite>
+    """
+    if isinstance(name, Dialect):
+        return name
+    if isinstance(name, sa.Engine | sa.Connection):
+        name = name.dialect.name
+    found = _DIALECTS.get(name) if isinstance(name, str) else None
+    if found is None:
+        known = " or ".join(repr(n) for n in sorted(_DIALECTS))
+        raise ValueError(f"dialect is {known}, not {name!r}")
+    return found
+
+
+def names() -> Iterable[str]:
+    """The names of the registered dialects."""
+    return sorted(_DIALECTS)

@@ -1,0 +1,90 @@
+"""SQL functions SQLite calls in host-table queries: the readings of :mod:`cohorts.values`, in Python.
+
+Registered on a connection by :func:`register`, so SQLite reads a host's column
+values exactly as the in-memory evaluator does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..values import fold_text, is_known, resolve_tz, to_bool, to_number, to_phone, to_time
+from .storage import EPOCH, micros
+
+__all__ = ["register"]
+
+
+def read(value: Any, reading: str, tz_name: str, region: str) -> Any:
+    """``cohorts_read(value, reading, tz, region)``: a column value read as values.py reads it."""
+    tz = resolve_tz(tz_name)
+    match reading:
+        case "k":
+            return 1 if is_known(value) else None
+        case "t":
+            return fold_text(value)
+        case "n":
+            return to_number(value)
+        case "b":
+            flag = to_bool(value)
+            return None if flag is None else int(flag)
+        case "p":
+            return to_phone(value, region)
+    time = to_time(value, tz)
+    if time is None:
+        return None
+    if reading == "m":
+        return micros(time)
+    return _local_part(time, reading, tz)
+
+
+def _local_part(time: dt.datetime, reading: str, tz: dt.tzinfo) -> int | None:
+    try:
+        local = time.astimezone(tz)
+    except OverflowError:
+        return None
+    return {"y": local.year, "mo": local.month, "d": local.day, "w": local.isoweekday()}[reading]
+
+
+def _json_value(text: Any) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def read_json(text: Any, reading: str, tz_name: str, region: str) -> Any:
+    """``cohorts_json(json_text, reading, tz, region)``: a JSON value (from ``->``) read as values.py reads it."""
+    return read(_json_value(text), reading, tz_name, region)
+
+
+def read_elements(text: Any, reading: str, tz_name: str, region: str) -> str | None:
+    """``cohorts_json_list(json_text, ...)``: the readings of a JSON array's elements, as a JSON array (else NULL)."""
+    value = _json_value(text)
+    if not isinstance(value, list):
+        return None
+    readings = [r for item in value if (r := read(item, reading, tz_name, region)) is not None]
+    return json.dumps(readings)
+
+
+def part(at: Any, reading: str, tz_name: str) -> int | None:
+    """``cohorts_part(micros, reading, tz)``: the year, month, day or weekday of a time in microseconds."""
+    if at is None:
+        return None
+    tz = resolve_tz(tz_name)
+    for shift in (0, 1, -1):  # an instant of year 1 or 9999 whose UTC date is out of datetime's range
+        try:
+            local = (EPOCH + dt.timedelta(microseconds=at, days=shift)).astimezone(tz) - dt.timedelta(days=shift)
+        except OverflowError:
+            continue
+        return {"y": local.year, "mo": local.month, "d": local.day, "w": local.isoweekday()}[reading]
+    return None
+
+
+def register(conn: sa.Connection) -> None:
+    """Register the functions on the connection's SQLite driver connection."""
+    driver: Any = conn.connection.driver_connection
+    driver.create_function("cohorts_read", 4, read, deterministic=True)
+    driver.create_function("cohorts_json", 4, read_json, deterministic=True)
+    driver.create_function("cohorts_json_list", 4, read_elements, deterministic=True)
+    driver.create_function("cohorts_part", 3, part, deterministic=True)
