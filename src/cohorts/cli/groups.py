@@ -1,4 +1,4 @@
-"""The ``cohorts groups`` and ``cohorts report`` commands, over a database given with ``--db``.
+"""The ``cohorts groups`` commands, over a database given with ``--db``.
 
 Example:
     >>> import argparse
@@ -15,14 +15,24 @@ import argparse
 import sys
 from typing import Any
 
-from .ast import Condition, walk
-from .cli import EXIT_OK, EXIT_USAGE, CommandError, add_json_option, open_repository, parse_now, print_json, read_rule
-from .errors import RuleError, UnknownAttributeError
-from .evaluate import validate
-from .groups import Change, Groups
-from .parser import parse
-from .progress import TerminalBar
-from .reports import Measure, format_table, report
+from ..ast import Condition, walk
+from ..errors import RuleError, UnknownAttributeError
+from ..evaluate import validate
+from ..groups import Change, Groups
+from ..parser import parse
+from ..progress import TerminalBar
+from ..reports import format_table
+from ._common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    add_json_option,
+    explanation_data,
+    parse_now,
+    print_json,
+    read_rule,
+)
+from ._database import open_groups
 
 __all__ = ["register"]
 
@@ -40,19 +50,6 @@ examples:
   cohorts groups exclude VIP c7 --db customers.db
   cohorts groups delete "Old list" --force --db customers.db
 """
-
-_REPORT_EXAMPLES = """\
-examples:
-  cohorts report --db customers.db
-  cohorts report --db customers.db --measure "sum(invoice.total)" --start 2026-01-01 --end 2027-01-01
-  cohorts report --db customers.db --measure "average(time_entry.minutes)" --by origin --json
-"""
-
-
-def _groups(args: argparse.Namespace) -> Groups:
-    if not args.db:
-        raise CommandError("--db is required (a database URL or an SQLite file path)", EXIT_USAGE)
-    return Groups(open_repository(args.db))
 
 
 def _customer_id(text: str) -> str | int:
@@ -114,7 +111,7 @@ def _print_changes(args: argparse.Namespace, changes: list[Change]) -> None:
 
 
 def _run_groups(args: argparse.Namespace) -> int:
-    groups = _groups(args)
+    groups = open_groups(args)
     now = parse_now(args.now, groups.repository.tz) if hasattr(args, "now") else None
     match args.action:
         case "list":
@@ -156,8 +153,6 @@ def _run_groups(args: argparse.Namespace) -> int:
         case "why":
             why = groups.why(args.name, _known_id(groups, args.customer), now)
             if args.json:
-                from .cli import explanation_data
-
                 print_json(
                     {
                         "group": why.group,
@@ -232,26 +227,8 @@ def _run_groups(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run_report(args: argparse.Namespace) -> int:
-    groups = _groups(args)
-    try:
-        measure = Measure.parse(args.measure)
-    except ValueError as error:
-        raise CommandError(str(error), EXIT_USAGE) from None
-    now = parse_now(args.now, groups.repository.tz)
-    try:
-        rows = report(groups, measure, by=args.by, start=args.start, end=args.end, names=args.group or None, now=now)
-    except ValueError as error:
-        raise CommandError(str(error), EXIT_USAGE) from None
-    if args.json:
-        print_json(list(rows))
-    else:
-        print(rows)
-    return EXIT_OK
-
-
 def register(subparsers: Any) -> None:
-    """Add the ``groups`` and ``report`` subcommands to the ``cohorts`` parser's subparsers."""
+    """Add the ``groups`` subcommand and its actions to the ``cohorts`` parser's subparsers."""
     parser = subparsers.add_parser(
         "groups",
         help="customer groups: list, create, members, why, add, exclude, preview, set-rule, refresh ...",
@@ -309,22 +286,3 @@ def register(subparsers: Any) -> None:
     refresh.add_argument(
         "--no-progress", dest="show_progress", action="store_false", help="no progress bar (shown on a terminal)"
     )
-
-    rep = subparsers.add_parser(
-        "report",
-        help="a measure per customer group (customers, or count/sum/average of an event field)",
-        description="Aggregate a measure per group; a customer in several groups counts in each.",
-        epilog=_REPORT_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    rep.add_argument("--db", metavar="URL", help="database URL or SQLite file path")
-    rep.add_argument(
-        "--measure", default="customers", help="customers, count(EVENT), sum(EVENT.FIELD) or average(EVENT.FIELD)"
-    )
-    rep.add_argument("--by", choices=("group", "origin"), default="group", help="one row per group, or per origin")
-    rep.add_argument("--start", metavar="DATE", help="first day (or instant) of events counted")
-    rep.add_argument("--end", metavar="DATE", help="the day (or instant) events stop being counted")
-    rep.add_argument("--group", metavar="NAME", action="append", default=[], help="only these groups (repeatable)")
-    rep.add_argument("--now", metavar="WHEN", help="take members at this ISO date or time (default: now)")
-    add_json_option(rep)
-    rep.set_defaults(handler=_run_report)

@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, open_repository, print_json
-from .errors import CohortsError
-from .importers import Column, ImportReport, import_file, preview_file
-from .progress import TerminalBar
+from ..errors import CohortsError
+from ..importers import Column, ImportReport, import_file, preview_file
+from ..progress import TerminalBar
+from ._common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, print_json
+from ._database import database_url, open_repository
 
 __all__ = ["mapping_of", "register"]
 
@@ -160,11 +161,10 @@ def _run(args: argparse.Namespace) -> int:
         else:
             print(preview)
         return EXIT_OK
-    if not args.db:
-        raise CommandError("cohorts import needs --db URL (or --preview)", EXIT_USAGE)
+    url = database_url(args, "cohorts import needs --db URL (or --preview)")
     if not args.group:
         raise CommandError("cohorts import needs --group NAME: the group imported customers join", EXIT_USAGE)
-    repository = open_repository(args.db)
+    repository = open_repository(url)
     bar = TerminalBar.for_terminal(enabled=args.show_progress and not args.json)
     try:
         report = import_file(

@@ -17,19 +17,12 @@ import importlib
 import sys
 from typing import Any
 
-from .campaigns import Campaign, Sender, audience, eligibility, run_campaigns, standard_handlers
-from .cli import (
-    EXIT_ERROR,
-    EXIT_OK,
-    EXIT_USAGE,
-    CommandError,
-    add_json_option,
-    open_repository,
-    parse_now,
-    print_json,
-)
-from .config import Config, load_config
-from .progress import TerminalBar
+from ..campaigns import Campaign, Sender, audience, eligibility, run_campaigns, standard_handlers
+from ..config import Config, load_config
+from ..groups import Groups
+from ..progress import TerminalBar
+from ._common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, add_json_option, parse_now, print_json
+from ._database import open_repository
 
 __all__ = ["load_sender", "register"]
 
@@ -125,11 +118,9 @@ def load_sender(spec: str) -> Sender:
     return found
 
 
-def _groups(config: Config, campaigns: list[Campaign], repository: Any) -> Any:
+def _groups(config: Config, campaigns: list[Campaign], repository: Any) -> Groups | None:
     if not config.groups and all(c.group is None for c in campaigns):
         return None
-    from .groups import Groups
-
     groups = Groups(repository)
     for note in config.apply_groups(groups):
         print(f"note: {note}", file=sys.stderr)

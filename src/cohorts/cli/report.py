@@ -1,0 +1,68 @@
+"""The ``cohorts report`` command: a measure per customer group, over a database given with ``--db``.
+
+Example:
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="cohorts")
+    >>> register(parser.add_subparsers())
+    >>> args = parser.parse_args(["report", "--db", "x.db", "--measure", "sum(invoice.total)", "--by", "origin"])
+    >>> args.measure, args.by, args.group
+    ('sum(invoice.total)', 'origin', [])
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..reports import Measure, report
+from ._common import EXIT_OK, EXIT_USAGE, CommandError, add_json_option, parse_now, print_json
+from ._database import open_groups
+
+__all__ = ["register"]
+
+_EXAMPLES = """\
+examples:
+  cohorts report --db customers.db
+  cohorts report --db customers.db --measure "sum(invoice.total)" --start 2026-01-01 --end 2027-01-01
+  cohorts report --db customers.db --measure "average(time_entry.minutes)" --by origin --json
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``report`` subcommand to the ``cohorts`` parser's subparsers."""
+    parser = subparsers.add_parser(
+        "report",
+        help="a measure per customer group (customers, or count/sum/average of an event field)",
+        description="Aggregate a measure per group; a customer in several groups counts in each.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--db", metavar="URL", help="database URL or SQLite file path")
+    parser.add_argument(
+        "--measure", default="customers", help="customers, count(EVENT), sum(EVENT.FIELD) or average(EVENT.FIELD)"
+    )
+    parser.add_argument("--by", choices=("group", "origin"), default="group", help="one row per group, or per origin")
+    parser.add_argument("--start", metavar="DATE", help="first day (or instant) of events counted")
+    parser.add_argument("--end", metavar="DATE", help="the day (or instant) events stop being counted")
+    parser.add_argument("--group", metavar="NAME", action="append", default=[], help="only these groups (repeatable)")
+    parser.add_argument("--now", metavar="WHEN", help="take members at this ISO date or time (default: now)")
+    add_json_option(parser)
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    groups = open_groups(args)
+    try:
+        measure = Measure.parse(args.measure)
+    except ValueError as error:
+        raise CommandError(str(error), EXIT_USAGE) from None
+    now = parse_now(args.now, groups.repository.tz)
+    try:
+        rows = report(groups, measure, by=args.by, start=args.start, end=args.end, names=args.group or None, now=now)
+    except ValueError as error:
+        raise CommandError(str(error), EXIT_USAGE) from None
+    if args.json:
+        print_json(list(rows))
+    else:
+        print(rows)
+    return EXIT_OK
