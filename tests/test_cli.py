@@ -290,3 +290,106 @@ def test_demo_runs_quickly(tmp_path: Path) -> None:
     assert (tmp_path / "customers.jsonl").exists()
     lines = (tmp_path / "customers.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 300
+
+
+# -- the database of --db, as a cron job meets it ------------------------------------------------------
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run ``cohorts ARGS`` in this process; the exit status, standard output and standard error."""
+    from cohorts.cli import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    """A SQLite database of three customers in Laval and Lévis, with a group Laval."""
+    sql = pytest.importorskip("cohorts.sql")
+    import cohorts
+
+    path = tmp_path / "customers.db"
+    repository = sql.SQLRepository(path)
+    repository.upsert([cohorts.Customer(i, {"city": city}) for i, city in enumerate(["Laval", "Lévis", "Laval"])])
+    cohorts.Groups(repository).create("Laval", 'customer.city = "Laval"')
+    repository.close()
+    return path
+
+
+@pytest.mark.parametrize("url", ["postgresql://nobody@nohost/x", "notadb://x", "/nonexistent/dir/x.db"])
+def test_a_bad_database_is_a_one_line_error(url: str) -> None:
+    """A database that cannot be opened is a user error: one line and exit 1, or JSON on stdout with --json."""
+    pytest.importorskip("sqlalchemy")
+    result = cohorts("groups", "list", "--db", url)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr and "bug" not in result.stderr
+    as_json = cohorts("report", "--db", url, "--json")
+    assert as_json.returncode == 1
+    error = json.loads(as_json.stdout)["error"]
+    assert error["message"].startswith(("cannot open the database", "--db needs"))
+
+
+def test_a_database_password_is_never_shown() -> None:
+    """The URL in the message hides its password."""
+    pytest.importorskip("sqlalchemy")
+    result = cohorts("groups", "list", "--db", "postgresql://me:secret@nohost/x")
+    assert result.returncode == 1
+    assert "secret" not in result.stderr
+
+
+def test_reading_commands_never_create_a_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """groups list/members/why, report and campaigns run/audience say a mistyped database does not exist."""
+    pytest.importorskip("cohorts.sql")
+    config = tmp_path / "campaigns.toml"
+    config.write_text('[[campaigns]]\nname = "Hello"\n[[campaigns.actions]]\nkind = "points"\npoints = 1\n',
+                      encoding="utf-8")
+    missing = tmp_path / "custmers.db"
+    for url in (str(missing), f"sqlite:///{missing}"):
+        for command in (
+            ["groups", "list"],
+            ["groups", "members", "Laval"],
+            ["groups", "why", "Laval", "1"],
+            ["groups", "refresh"],
+            ["report"],
+            ["campaigns", "run", "--config", str(config)],
+            ["campaigns", "audience", "Hello", "--config", str(config)],
+        ):
+            code, out, err = run(capsys, *command, "--db", url)
+            assert (code, out) == (1, ""), command
+            assert err == (
+                f"error: cannot open the database {url}: it does not exist "
+                "(check the path; cohorts import and cohorts groups create make a new database)\n"
+            )
+            assert not missing.exists()
+
+
+def test_creating_commands_make_the_database_and_say_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """groups create and import make a missing SQLite file, with a note; a missing folder is an error."""
+    pytest.importorskip("cohorts.sql")
+    path = tmp_path / "new.db"
+    code, out, err = run(capsys, "groups", "create", "VIP", "--db", f"sqlite:///{path}")
+    assert code == 0 and out == "created group 'VIP': 0 member(s)\n"
+    assert err == f"note: created the database {path}\n"
+    assert path.exists()
+    assert run(capsys, "groups", "create", "Other", "--db", str(path))[2] == ""  # it exists now
+    nowhere = tmp_path / "nowhere" / "new.db"
+    code, _, err = run(capsys, "groups", "create", "VIP", "--db", str(nowhere))
+    assert code == 1 and f"the folder {nowhere.parent} does not exist" in err
+
+
+def test_db_comes_from_cohorts_db_and_the_flag_wins(
+    database: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --db, COHORTS_DB names the database; --db wins over it; neither is a usage error."""
+    monkeypatch.delenv("COHORTS_DB", raising=False)
+    code, _, err = run(capsys, "groups", "list")
+    assert code == 2 and "--db is required" in err and "COHORTS_DB" in err
+    monkeypatch.setenv("COHORTS_DB", str(database))
+    code, out, _ = run(capsys, "groups", "members", "Laval", "--json")
+    assert code == 0 and [m["customer"] for m in json.loads(out)] == [0, 2]
+    code, _, err = run(capsys, "groups", "list", "--db", str(tmp_path / "other.db"))
+    assert code == 1 and "other.db: it does not exist" in err
+    assert "COHORTS_DB" in cohorts("report", "--help").stdout

@@ -32,7 +32,7 @@ from ._common import (
     print_json,
     read_rule,
 )
-from ._database import open_groups
+from ._database import add_db_option, open_groups
 
 __all__ = ["register"]
 
@@ -111,7 +111,7 @@ def _print_changes(args: argparse.Namespace, changes: list[Change]) -> None:
 
 
 def _run_groups(args: argparse.Namespace) -> int:
-    groups = open_groups(args)
+    groups = open_groups(args, create=args.action == "create")
     now = parse_now(args.now, groups.repository.tz) if hasattr(args, "now") else None
     match args.action:
         case "list":
@@ -240,7 +240,7 @@ def register(subparsers: Any) -> None:
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = actions.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--db", metavar="URL", help="database URL or SQLite file path")
+        add_db_option(sub)
         sub.add_argument("--now", metavar="WHEN", help="evaluate at this ISO date or time (default: now)")
         add_json_option(sub)
         sub.set_defaults(handler=_run_groups)

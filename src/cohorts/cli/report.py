@@ -16,7 +16,7 @@ from typing import Any
 
 from ..reports import Measure, report
 from ._common import EXIT_OK, EXIT_USAGE, CommandError, add_json_option, parse_now, print_json
-from ._database import open_groups
+from ._database import add_db_option, open_groups
 
 __all__ = ["register"]
 
@@ -37,7 +37,7 @@ def register(subparsers: Any) -> None:
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--db", metavar="URL", help="database URL or SQLite file path")
+    add_db_option(parser)
     parser.add_argument(
         "--measure", default="customers", help="customers, count(EVENT), sum(EVENT.FIELD) or average(EVENT.FIELD)"
     )
