@@ -1,4 +1,4 @@
-"""The ``cohorts`` command, run as a subprocess the way a user runs it."""
+"""The ``cohorts`` command, run as a subprocess the way a user runs it (or in this process, with ``run``)."""
 
 from __future__ import annotations
 
@@ -393,3 +393,68 @@ def test_db_comes_from_cohorts_db_and_the_flag_wins(
     code, _, err = run(capsys, "groups", "list", "--db", str(tmp_path / "other.db"))
     assert code == 1 and "other.db: it does not exist" in err
     assert "COHORTS_DB" in cohorts("report", "--help").stdout
+
+
+def test_members_limit_and_csv(database: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """groups members --limit N lists the first N by id; --format csv prints CSV; with --json it is a usage error."""
+    code, out, _ = run(capsys, "groups", "members", "Laval", "--db", str(database), "--limit", "1")
+    assert code == 0
+    assert out == "customer  origins\n--------  -------\n       0  rules\n... and 1 more (--limit N to see more)\n"
+    code, out, _ = run(capsys, "groups", "members", "Laval", "--db", str(database), "--format", "csv")
+    assert code == 0 and out == "customer,origins\n0,rules\n2,rules\n"
+    assert run(capsys, "groups", "add", "Laval", "2", "--db", str(database))[0] == 0
+    code, out, _ = run(capsys, "groups", "members", "Laval", "--db", str(database), "--format", "csv", "--limit", "5")
+    assert out == 'customer,origins\n0,rules\n2,"manual, rules"\n'
+    code, out, _ = run(capsys, "groups", "members", "Laval", "--db", str(database), "--json", "--limit", "1")
+    assert code == 0 and json.loads(out) == [{"customer": 0, "origins": ["rules"]}]
+    code, out, _ = run(capsys, "groups", "members", "Laval", "--db", str(database), "--json", "--format", "csv")
+    assert code == 2 and "choose one" in json.loads(out)["error"]["message"]
+    assert run(capsys, "groups", "members", "Laval", "--db", str(database), "--limit", "0")[0] == 2
+
+
+def test_tables_fit_the_terminal(
+    database: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a terminal (or with COLUMNS), wide text columns are cut with an ellipsis; in a pipe nothing is cut."""
+    description = "customers of the Laval branch, who get the newsletter of the branch and its invitations " * 3
+    import cohorts
+    from cohorts.sql import SQLRepository
+
+    with SQLRepository(database) as repository:
+        cohorts.Groups(repository).create("Long", 'customer.city = "Laval" or customer.city = "Lévis"', description)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    code, out, _ = run(capsys, "groups", "list", "--db", str(database))
+    assert code == 0 and description.strip() in out  # standard output is no terminal here
+    monkeypatch.setenv("COLUMNS", "100")
+    code, out, _ = run(capsys, "groups", "list", "--db", str(database))
+    lines = out.splitlines()
+    assert code == 0 and max(len(line) for line in lines) <= 100
+    assert lines[0].split() == ["group", "members", "rule", "version", "rule", "description"]
+    assert lines[3].startswith("Long         3             1  customer.city = ") and lines[3].endswith("…")
+    monkeypatch.setenv("COLUMNS", "20")  # too narrow for every column: text is cut to 10 characters, no further
+    code, out, _ = run(capsys, "groups", "list", "--db", str(database))
+    assert code == 0 and "customer.…" in out and "customers…" in out
+
+
+def test_report_measure_is_checked_against_the_schema(
+    database: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt measure names the nearest event or field (exit 1); --schema declares custom ones."""
+    db = ["report", "--db", str(database)]
+    code, out, err = run(capsys, *db, "--measure", "sum(invoice.totl)")
+    assert (code, out) == (1, "")
+    assert err == (
+        "error: unknown attribute 'invoice.totl'; did you mean 'invoice.total'?\n"
+        "(declare custom events and fields with --schema FILE)\n"
+    )
+    code, _, err = run(capsys, *db, "--measure", "count(invoic)")
+    assert code == 1 and "unknown event 'invoic'; did you mean 'invoice'?" in err
+    code, _, err = run(capsys, *db, "--measure", "average(invoice.status)")
+    assert code == 1 and "average(invoice.status) needs a number, and invoice.status is text" in err
+    code, out, _ = run(capsys, *db, "--measure", "sum(invoice.totl)", "--json")
+    assert code == 1 and json.loads(out)["error"]["suggestion"] == "invoice.total"
+    assert run(capsys, *db, "--measure", "sum(time_entry.minutes)")[0] == 1
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"time_entry": {"minutes": "number"}}), encoding="utf-8")
+    code, out, _ = run(capsys, *db, "--measure", "sum(time_entry.minutes)", "--schema", str(schema))
+    assert code == 0 and "sum(time_entry.minutes)" in out

@@ -14,9 +14,11 @@ import argparse
 import datetime as dt
 import enum
 import json
+import os
+import shutil
 import sys
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, NoReturn
 
@@ -31,6 +33,7 @@ from ..errors import (
 from ..evaluate import Explanation
 from ..model import Customer
 from ..parser import parse
+from ..reports import format_table
 from ..sample import RecordError, read_jsonl
 from ..schema import AttributeType, Schema, default_schema
 
@@ -47,13 +50,16 @@ __all__ = [
     "describe_error",
     "error_data",
     "explanation_data",
+    "fit_table",
     "load_customers",
     "parse_now",
     "plain",
     "positive_int",
     "print_json",
+    "print_table",
     "read_rule",
     "schema_file",
+    "terminal_width",
     "zone",
 ]
 
@@ -226,6 +232,67 @@ def explanation_data(explanation: Explanation) -> dict[str, Any]:
         data["value"] = plain(explanation.value)
         data["compared_to"] = plain(explanation.compared_to)
     return data
+
+
+ELLIPSIS = "…"
+MIN_COLUMN = 10
+"""Text columns are never cut narrower than this (nor than their heading)."""
+
+
+def terminal_width() -> int | None:
+    """The width tables must fit: ``$COLUMNS``, else the terminal's; None when standard output is no terminal.
+
+    Output to a file or a pipe (a cron job's log) keeps every character.
+    """
+    if os.environ.get("COLUMNS", "").strip().isdigit() or sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def fit_table(rows: Sequence[Mapping[str, Any]], width: int | None) -> str:
+    """The text table of ``rows``, its widest text columns cut with an ellipsis to fit in ``width``.
+
+    Numbers are never cut, nor text columns below :data:`MIN_COLUMN`; a table that
+    still does not fit is printed as it is.
+
+    Example:
+        >>> rows = [{"group": "VIP", "members": 2, "rule": 'customer.tags contains "VIP" and invoice.count >= 3'}]
+        >>> print(fit_table(rows, 40))
+        group  members  rule
+        -----  -------  -----------------------
+        VIP          2  customer.tags contains…
+    """
+    table = format_table(rows)
+    lines = table.splitlines()
+    if width is None or len(lines) < 2 or len(lines[1]) <= width:
+        return table
+    columns = list(dict.fromkeys(column for row in rows for column in row))
+    limits = {
+        column: max([len(column), *(len(value) for row in rows if isinstance(value := row.get(column), str))])
+        for column in columns
+        if all(isinstance(row.get(column), str | None) for row in rows)
+    }
+    excess = len(lines[1]) - width  # the dashes under the headings span the whole table
+    while excess > 0:
+        cuttable = [c for c, limit in limits.items() if limit > max(MIN_COLUMN, len(c))]
+        if not cuttable:
+            break
+        widest = max(cuttable, key=limits.__getitem__)
+        limits[widest] -= 1
+        excess -= 1
+
+    def cut(column: str, value: Any) -> Any:
+        limit = limits.get(column)
+        if limit is None or not isinstance(value, str) or len(value) <= limit:
+            return value
+        return value[: limit - 1].rstrip() + ELLIPSIS
+
+    return format_table([{column: cut(column, value) for column, value in row.items()} for row in rows])
+
+
+def print_table(rows: Sequence[Mapping[str, Any]]) -> None:
+    """Print ``rows`` as a text table that fits the terminal (see :func:`fit_table`)."""
+    print(fit_table(rows, terminal_width()))
 
 
 # -- errors -------------------------------------------------------------------------------

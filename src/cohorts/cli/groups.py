@@ -12,16 +12,17 @@ Example:
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from typing import Any
 
 from ..ast import Condition, walk
 from ..errors import RuleError, UnknownAttributeError
 from ..evaluate import validate
-from ..groups import Change, Groups
+from ..groups import Change, Groups, Origin
+from ..model import CustomerId
 from ..parser import parse
 from ..progress import TerminalBar
-from ..reports import format_table
 from ._common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -29,7 +30,9 @@ from ._common import (
     add_json_option,
     explanation_data,
     parse_now,
+    positive_int,
     print_json,
+    print_table,
     read_rule,
 )
 from ._database import add_db_option, open_groups
@@ -42,6 +45,7 @@ examples:
   cohorts groups create "Recent repairs" "repair_order.closed.last_time < 730 days ago" --db customers.db
   cohorts groups create VIP --description "hand-picked" --db customers.db
   cohorts groups members "Recent Escapes" --db customers.db --now 2026-11-22
+  cohorts groups members VIP --db customers.db --format csv > vip.csv
   cohorts groups why "Recent Escapes" c42 --db customers.db
   cohorts groups refresh --db customers.db --customer c42 --customer c43
   cohorts groups preview VIP 'customer.tags contains "VIP" and invoice.count >= 3' --db customers.db
@@ -101,6 +105,23 @@ def _note_custom_attributes(groups: Groups, rule: str | None) -> None:
             continue  # other problems were reported when the rule was saved
 
 
+def _print_members(args: argparse.Namespace, members: list[tuple[CustomerId, frozenset[Origin]]]) -> None:
+    """A group's members as a table (``--limit`` of them), CSV or JSON."""
+    if args.json and args.format != "table":
+        raise CommandError(f"--json and --format {args.format} are two outputs: choose one", EXIT_USAGE)
+    shown = members[: args.limit] if args.limit is not None else members
+    if args.json:
+        print_json([{"customer": cid, "origins": sorted(o.value for o in found)} for cid, found in shown])
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["customer", "origins"])
+        writer.writerows([cid, _origins_text(found)] for cid, found in shown)
+    else:
+        print_table([{"customer": cid, "origins": _origins_text(found)} for cid, found in shown])
+        if len(shown) < len(members):
+            print(f"... and {len(members) - len(shown)} more (--limit N to see more)")
+
+
 def _print_changes(args: argparse.Namespace, changes: list[Change]) -> None:
     if args.json:
         print_json([_change_data(c) for c in changes])
@@ -130,7 +151,7 @@ def _run_groups(args: argparse.Namespace) -> int:
             if args.json:
                 print_json(rows)
             else:
-                print(format_table(rows))
+                print_table(rows)
         case "create":
             rule = None if args.rule is None else read_rule(args.rule)
             groups.create(args.name, rule, description=args.description or "")
@@ -141,15 +162,7 @@ def _run_groups(args: argparse.Namespace) -> int:
             else:
                 print(f"created group {groups.definition(args.name).name!r}: {count} member(s)")
         case "members":
-            members = groups.members(args.name, now)
-            if args.json:
-                print_json(
-                    [{"customer": cid, "origins": sorted(o.value for o in found)} for cid, found in members.items()]
-                )
-            else:
-                print(
-                    format_table([{"customer": cid, "origins": _origins_text(found)} for cid, found in members.items()])
-                )
+            _print_members(args, list(groups.members(args.name, now).items()))
         case "why":
             why = groups.why(args.name, _known_id(groups, args.customer), now)
             if args.json:
@@ -253,6 +266,10 @@ def register(subparsers: Any) -> None:
     create.add_argument("--description", metavar="TEXT")
     members = action("members", "list a group's members and why each is in it")
     members.add_argument("name", metavar="NAME")
+    members.add_argument("--limit", metavar="N", type=positive_int, help="list the first N members (by id)")
+    members.add_argument(
+        "--format", choices=("table", "csv"), default="table", help="a text table, or CSV (default: %(default)s)"
+    )
     why = action("why", "explain why a customer is or is not in a group")
     why.add_argument("name", metavar="NAME")
     why.add_argument("customer", metavar="CUSTOMER_ID")
