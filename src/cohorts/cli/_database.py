@@ -72,10 +72,12 @@ def open_repository(url: str, *, create: bool = False) -> SQLRepository:
     shown = _hide_password(url)
     path = _sqlite_file(url)
     new = path is not None and not os.path.exists(path)
-    if new and not create:
-        raise DatabaseError(shown, f"it does not exist (check the path; {_CREATORS} make a new database)")
-    if new and path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        raise DatabaseError(shown, f"the folder {os.path.dirname(os.path.abspath(path))} does not exist")
+    if path is not None and new:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not create:
+            raise DatabaseError(shown, f"it does not exist (check the path; {_CREATORS} make a new database)")
+        if not os.path.isdir(folder):
+            raise DatabaseError(shown, f"the folder {folder} does not exist")
     try:
         repository: SQLRepository = module.SQLRepository(url)
     except ValueError as error:
