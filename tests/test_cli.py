@@ -1,4 +1,4 @@
-"""The ``cohorts`` command, run as a subprocess the way a user runs it."""
+"""The ``cohorts`` command, run as a subprocess the way a user runs it (or in this process, with ``run``)."""
 
 from __future__ import annotations
 
@@ -290,3 +290,171 @@ def test_demo_runs_quickly(tmp_path: Path) -> None:
     assert (tmp_path / "customers.jsonl").exists()
     lines = (tmp_path / "customers.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 300
+
+
+# -- the database of --db, as a cron job meets it ------------------------------------------------------
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run ``cohorts ARGS`` in this process; the exit status, standard output and standard error."""
+    from cohorts.cli import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    """A SQLite database of three customers in Laval and Lévis, with a group Laval."""
+    sql = pytest.importorskip("cohorts.sql")
+    import cohorts
+
+    path = tmp_path / "customers.db"
+    repository = sql.SQLRepository(path)
+    repository.upsert([cohorts.Customer(i, {"city": city}) for i, city in enumerate(["Laval", "Lévis", "Laval"])])
+    cohorts.Groups(repository).create("Laval", 'customer.city = "Laval"')
+    repository.close()
+    return path
+
+
+@pytest.mark.parametrize("url", ["postgresql://nobody@nohost/x", "notadb://x", "/nonexistent/dir/x.db"])
+def test_a_bad_database_is_a_one_line_error(url: str) -> None:
+    """A database that cannot be opened is a user error: one line and exit 1, or JSON on stdout with --json."""
+    pytest.importorskip("sqlalchemy")
+    result = cohorts("groups", "list", "--db", url)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr and "bug" not in result.stderr
+    as_json = cohorts("report", "--db", url, "--json")
+    assert as_json.returncode == 1
+    error = json.loads(as_json.stdout)["error"]
+    assert error["message"].startswith(("cannot open the database", "--db needs"))
+
+
+def test_a_database_password_is_never_shown() -> None:
+    """The URL in the message hides its password."""
+    pytest.importorskip("sqlalchemy")
+    result = cohorts("groups", "list", "--db", "postgresql://me:secret@nohost/x")
+    assert result.returncode == 1
+    assert "secret" not in result.stderr
+
+
+def test_reading_commands_never_create_a_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """groups list/members/why, report and campaigns run/audience say a mistyped database does not exist."""
+    pytest.importorskip("cohorts.sql")
+    config = tmp_path / "campaigns.toml"
+    config.write_text('[[campaigns]]\nname = "Hello"\n[[campaigns.actions]]\nkind = "points"\npoints = 1\n',
+                      encoding="utf-8")
+    missing = tmp_path / "custmers.db"
+    for url in (str(missing), f"sqlite:///{missing}"):
+        for command in (
+            ["groups", "list"],
+            ["groups", "members", "Laval"],
+            ["groups", "why", "Laval", "1"],
+            ["groups", "refresh"],
+            ["report"],
+            ["campaigns", "run", "--config", str(config)],
+            ["campaigns", "audience", "Hello", "--config", str(config)],
+        ):
+            code, out, err = run(capsys, *command, "--db", url)
+            assert (code, out) == (1, ""), command
+            assert err == (
+                f"error: cannot open the database {url}: it does not exist "
+                "(check the path; cohorts import and cohorts groups create make a new database)\n"
+            )
+            assert not missing.exists()
+
+
+def test_creating_commands_make_the_database_and_say_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """groups create and import make a missing SQLite file, with a note; a missing folder is an error."""
+    pytest.importorskip("cohorts.sql")
+    path = tmp_path / "new.db"
+    code, out, err = run(capsys, "groups", "create", "VIP", "--db", f"sqlite:///{path}")
+    assert code == 0 and out == "created group 'VIP': 0 member(s)\n"
+    assert err == f"note: created the database {path}\n"
+    assert path.exists()
+    assert run(capsys, "groups", "create", "Other", "--db", str(path))[2] == ""  # it exists now
+    nowhere = tmp_path / "nowhere" / "new.db"
+    code, _, err = run(capsys, "groups", "create", "VIP", "--db", str(nowhere))
+    assert code == 1 and f"the folder {nowhere.parent} does not exist" in err
+
+
+def test_db_comes_from_cohorts_db_and_the_flag_wins(
+    database: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --db, COHORTS_DB names the database; --db wins over it; neither is a usage error."""
+    monkeypatch.delenv("COHORTS_DB", raising=False)
+    code, _, err = run(capsys, "groups", "list")
+    assert code == 2 and "--db is required" in err and "COHORTS_DB" in err
+    monkeypatch.setenv("COHORTS_DB", str(database))
+    code, out, _ = run(capsys, "groups", "members", "Laval", "--json")
+    assert code == 0 and [m["customer"] for m in json.loads(out)] == [0, 2]
+    code, _, err = run(capsys, "groups", "list", "--db", str(tmp_path / "other.db"))
+    assert code == 1 and "other.db: it does not exist" in err
+    assert "COHORTS_DB" in cohorts("report", "--help").stdout
+
+
+def test_members_limit_and_csv(database: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """groups members --limit N lists the first N by id; --format csv prints CSV; with --json it is a usage error."""
+    code, out, _ = run(capsys, "groups", "members", "Laval", "--db", str(database), "--limit", "1")
+    assert code == 0
+    assert out == "customer  origins\n--------  -------\n       0  rules\n... and 1 more (--limit N to see more)\n"
+    code, out, _ = run(capsys, "groups", "members", "Laval", "--db", str(database), "--format", "csv")
+    assert code == 0 and out == "customer,origins\n0,rules\n2,rules\n"
+    assert run(capsys, "groups", "add", "Laval", "2", "--db", str(database))[0] == 0
+    code, out, _ = run(capsys, "groups", "members", "Laval", "--db", str(database), "--format", "csv", "--limit", "5")
+    assert out == 'customer,origins\n0,rules\n2,"manual, rules"\n'
+    code, out, _ = run(capsys, "groups", "members", "Laval", "--db", str(database), "--json", "--limit", "1")
+    assert code == 0 and json.loads(out) == [{"customer": 0, "origins": ["rules"]}]
+    code, out, _ = run(capsys, "groups", "members", "Laval", "--db", str(database), "--json", "--format", "csv")
+    assert code == 2 and "choose one" in json.loads(out)["error"]["message"]
+    assert run(capsys, "groups", "members", "Laval", "--db", str(database), "--limit", "0")[0] == 2
+
+
+def test_tables_fit_the_terminal(
+    database: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a terminal (or with COLUMNS), wide text columns are cut with an ellipsis; in a pipe nothing is cut."""
+    description = "customers of the Laval branch, who get the newsletter of the branch and its invitations " * 3
+    import cohorts
+    from cohorts.sql import SQLRepository
+
+    with SQLRepository(database) as repository:
+        cohorts.Groups(repository).create("Long", 'customer.city = "Laval" or customer.city = "Lévis"', description)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    code, out, _ = run(capsys, "groups", "list", "--db", str(database))
+    assert code == 0 and description.strip() in out  # standard output is no terminal here
+    monkeypatch.setenv("COLUMNS", "100")
+    code, out, _ = run(capsys, "groups", "list", "--db", str(database))
+    lines = out.splitlines()
+    assert code == 0 and max(len(line) for line in lines) <= 100
+    assert lines[0].split() == ["group", "members", "rule", "version", "rule", "description"]
+    assert lines[3].startswith("Long         3             1  customer.city = ") and lines[3].endswith("…")
+    monkeypatch.setenv("COLUMNS", "20")  # too narrow for every column: text is cut to 10 characters, no further
+    code, out, _ = run(capsys, "groups", "list", "--db", str(database))
+    assert code == 0 and "customer.…" in out and "customers…" in out
+
+
+def test_report_measure_is_checked_against_the_schema(
+    database: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt measure names the nearest event or field (exit 1); --schema declares custom ones."""
+    db = ["report", "--db", str(database)]
+    code, out, err = run(capsys, *db, "--measure", "sum(invoice.totl)")
+    assert (code, out) == (1, "")
+    assert err == (
+        "error: unknown attribute 'invoice.totl'; did you mean 'invoice.total'?\n"
+        "(declare custom events and fields with --schema FILE)\n"
+    )
+    code, _, err = run(capsys, *db, "--measure", "count(invoic)")
+    assert code == 1 and "unknown event 'invoic'; did you mean 'invoice'?" in err
+    code, _, err = run(capsys, *db, "--measure", "average(invoice.status)")
+    assert code == 1 and "average(invoice.status) needs a number, and invoice.status is text" in err
+    code, out, _ = run(capsys, *db, "--measure", "sum(invoice.totl)", "--json")
+    assert code == 1 and json.loads(out)["error"]["suggestion"] == "invoice.total"
+    assert run(capsys, *db, "--measure", "sum(time_entry.minutes)")[0] == 1
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"time_entry": {"minutes": "number"}}), encoding="utf-8")
+    code, out, _ = run(capsys, *db, "--measure", "sum(time_entry.minutes)", "--schema", str(schema))
+    assert code == 0 and "sum(time_entry.minutes)" in out

@@ -220,11 +220,11 @@ def test_demo_with_db_url_replaces_its_own_customers(tmp_path: Path, monkeypatch
 
 
 def test_demo_unreachable_database_is_one_clear_error(tmp_path: Path) -> None:
-    """A database URL that cannot be opened gives a CommandError naming it, password hidden."""
+    """A database URL that cannot be opened is a DatabaseError naming it, password hidden."""
     pytest.importorskip("sqlalchemy")
     if getattr(demo._sql_module(), "SQLRepository", None) is None:
         pytest.skip("no SQL repository in this installation")
-    with pytest.raises(demo.CommandError, match=r"cannot open the database nosuchdriver://me:\*\*\*@host/db"):
+    with pytest.raises(cohorts.DatabaseError, match=r"cannot open the database nosuchdriver://me:\*\*\*@host/db"):
         _run(tmp_path, size=5, db="nosuchdriver://me:secret@host/db")
 
 

@@ -930,7 +930,7 @@ def test_cli_column_positions_with_a_header() -> None:
     """#N names a column by position even when the file has a header."""
     import argparse
 
-    from cohorts.cli_import import mapping_of
+    from cohorts.cli.imports import mapping_of
 
     args = argparse.Namespace(map=["#2=customer.phone", "Nom="], skip=["#0"], header=True)
     assert mapping_of(args) == {2: "customer.phone", "Nom": None, 0: None}

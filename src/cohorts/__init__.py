@@ -41,6 +41,7 @@ from .campaigns import (
 from .config import ConfigError, load_config, parse_config
 from .errors import (
     CohortsError,
+    DatabaseError,
     GroupError,
     GroupNotEmptyError,
     RuleError,
@@ -84,6 +85,7 @@ __all__ = [
     "ConfigError",
     "Customer",
     "CustomerDataError",
+    "DatabaseError",
     "Eligibility",
     "Event",
     "Explanation",

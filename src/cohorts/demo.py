@@ -32,7 +32,7 @@ from typing import Any, TextIO
 import attrs
 
 from .campaigns import Action, Campaign, Message, run_campaigns, standard_handlers
-from .cli import CommandError
+from .errors import DatabaseError
 from .evaluate import compile, explain  # noqa: A004 - cohorts.compile, not the builtin
 from .groups import Groups, Origin
 from .importers import ImportReport, import_file
@@ -209,14 +209,14 @@ def step_sql(ctx: DemoContext) -> None:
 
 
 def _open(repository_class: Any, url: str, schema: Schema) -> Any:
-    """The SQL repository at ``url``; a database that cannot be opened is a CommandError."""
+    """The SQL repository at ``url``; a database that cannot be opened is a DatabaseError."""
     import sqlalchemy.exc
 
     try:
         return repository_class(url, schema=schema)
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, OSError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CommandError(f"cannot open the database {_hide_password(url)}: {reason}") from error
+        raise DatabaseError(_hide_password(url), reason) from error
 
 
 def _hide_password(url: str) -> str:

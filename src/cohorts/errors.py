@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 __all__ = [
     "CohortsError",
+    "DatabaseError",
     "GroupError",
     "GroupNotEmptyError",
     "RuleError",
@@ -110,6 +111,20 @@ class RuleJsonError(RuleError):
         self.pointer = pointer
         self.reason = reason
         super().__init__(f"invalid rule JSON at {pointer or '/'}: {reason}")
+
+
+class DatabaseError(CohortsError):
+    """A database cannot be opened: it does not exist, cannot be reached, or is not one cohorts works with.
+
+    Attributes:
+        url: the database's URL or file path, with any password hidden.
+        reason: why, in one line.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"cannot open the database {url}: {reason}")
 
 
 class GroupError(CohortsError):

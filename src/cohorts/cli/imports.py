@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, open_repository, print_json
-from .errors import CohortsError
-from .importers import Column, ImportReport, import_file, preview_file
-from .progress import TerminalBar
+from ..errors import CohortsError
+from ..importers import Column, ImportReport, import_file, preview_file
+from ..progress import TerminalBar
+from ._common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, print_json
+from ._database import ENVIRONMENT_VARIABLE, add_db_option, database_url, open_repository
 
 __all__ = ["mapping_of", "register"]
 
@@ -48,7 +49,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("file", metavar="FILE", help="the .csv or .xlsx file")
-    parser.add_argument("--db", metavar="URL", help="database URL or SQLite file path (required unless --preview)")
+    add_db_option(parser, "; made when missing; required unless --preview")
     parser.add_argument("--group", metavar="NAME", help="the group imported customers join (created if missing)")
     parser.add_argument(
         "--no-header", dest="header", action="store_false", help="the first row is data: columns are numbered from 0"
@@ -160,11 +161,10 @@ def _run(args: argparse.Namespace) -> int:
         else:
             print(preview)
         return EXIT_OK
-    if not args.db:
-        raise CommandError("cohorts import needs --db URL (or --preview)", EXIT_USAGE)
+    url = database_url(args, f"cohorts import needs --db URL or {ENVIRONMENT_VARIABLE} (or --preview)")
     if not args.group:
         raise CommandError("cohorts import needs --group NAME: the group imported customers join", EXIT_USAGE)
-    repository = open_repository(args.db)
+    repository = open_repository(url, create=True)
     bar = TerminalBar.for_terminal(enabled=args.show_progress and not args.json)
     try:
         report = import_file(

@@ -1,4 +1,4 @@
-"""The ``cohorts groups`` and ``cohorts report`` commands, over a database given with ``--db``.
+"""The ``cohorts groups`` commands, over a database given with ``--db``.
 
 Example:
     >>> import argparse
@@ -12,17 +12,30 @@ Example:
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from typing import Any
 
-from .ast import Condition, walk
-from .cli import EXIT_OK, EXIT_USAGE, CommandError, add_json_option, open_repository, parse_now, print_json, read_rule
-from .errors import RuleError, UnknownAttributeError
-from .evaluate import validate
-from .groups import Change, Groups
-from .parser import parse
-from .progress import TerminalBar
-from .reports import Measure, format_table, report
+from ..ast import Condition, walk
+from ..errors import RuleError, UnknownAttributeError
+from ..evaluate import validate
+from ..groups import Change, Groups, Origin
+from ..model import CustomerId
+from ..parser import parse
+from ..progress import TerminalBar
+from ._common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    add_json_option,
+    explanation_data,
+    parse_now,
+    positive_int,
+    print_json,
+    print_table,
+    read_rule,
+)
+from ._database import add_db_option, open_groups
 
 __all__ = ["register"]
 
@@ -32,6 +45,7 @@ examples:
   cohorts groups create "Recent repairs" "repair_order.closed.last_time < 730 days ago" --db customers.db
   cohorts groups create VIP --description "hand-picked" --db customers.db
   cohorts groups members "Recent Escapes" --db customers.db --now 2026-11-22
+  cohorts groups members VIP --db customers.db --format csv > vip.csv
   cohorts groups why "Recent Escapes" c42 --db customers.db
   cohorts groups refresh --db customers.db --customer c42 --customer c43
   cohorts groups preview VIP 'customer.tags contains "VIP" and invoice.count >= 3' --db customers.db
@@ -40,19 +54,6 @@ examples:
   cohorts groups exclude VIP c7 --db customers.db
   cohorts groups delete "Old list" --force --db customers.db
 """
-
-_REPORT_EXAMPLES = """\
-examples:
-  cohorts report --db customers.db
-  cohorts report --db customers.db --measure "sum(invoice.total)" --start 2026-01-01 --end 2027-01-01
-  cohorts report --db customers.db --measure "average(time_entry.minutes)" --by origin --json
-"""
-
-
-def _groups(args: argparse.Namespace) -> Groups:
-    if not args.db:
-        raise CommandError("--db is required (a database URL or an SQLite file path)", EXIT_USAGE)
-    return Groups(open_repository(args.db))
 
 
 def _customer_id(text: str) -> str | int:
@@ -104,6 +105,23 @@ def _note_custom_attributes(groups: Groups, rule: str | None) -> None:
             continue  # other problems were reported when the rule was saved
 
 
+def _print_members(args: argparse.Namespace, members: list[tuple[CustomerId, frozenset[Origin]]]) -> None:
+    """A group's members as a table (``--limit`` of them), CSV or JSON."""
+    if args.json and args.format != "table":
+        raise CommandError(f"--json and --format {args.format} are two outputs: choose one", EXIT_USAGE)
+    shown = members[: args.limit] if args.limit is not None else members
+    if args.json:
+        print_json([{"customer": cid, "origins": sorted(o.value for o in found)} for cid, found in shown])
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["customer", "origins"])
+        writer.writerows([cid, _origins_text(found)] for cid, found in shown)
+    else:
+        print_table([{"customer": cid, "origins": _origins_text(found)} for cid, found in shown])
+        if len(shown) < len(members):
+            print(f"... and {len(members) - len(shown)} more (--limit N to see more)")
+
+
 def _print_changes(args: argparse.Namespace, changes: list[Change]) -> None:
     if args.json:
         print_json([_change_data(c) for c in changes])
@@ -114,7 +132,7 @@ def _print_changes(args: argparse.Namespace, changes: list[Change]) -> None:
 
 
 def _run_groups(args: argparse.Namespace) -> int:
-    groups = _groups(args)
+    groups = open_groups(args, create=args.action == "create")
     now = parse_now(args.now, groups.repository.tz) if hasattr(args, "now") else None
     match args.action:
         case "list":
@@ -133,7 +151,7 @@ def _run_groups(args: argparse.Namespace) -> int:
             if args.json:
                 print_json(rows)
             else:
-                print(format_table(rows))
+                print_table(rows)
         case "create":
             rule = None if args.rule is None else read_rule(args.rule)
             groups.create(args.name, rule, description=args.description or "")
@@ -144,20 +162,10 @@ def _run_groups(args: argparse.Namespace) -> int:
             else:
                 print(f"created group {groups.definition(args.name).name!r}: {count} member(s)")
         case "members":
-            members = groups.members(args.name, now)
-            if args.json:
-                print_json(
-                    [{"customer": cid, "origins": sorted(o.value for o in found)} for cid, found in members.items()]
-                )
-            else:
-                print(
-                    format_table([{"customer": cid, "origins": _origins_text(found)} for cid, found in members.items()])
-                )
+            _print_members(args, list(groups.members(args.name, now).items()))
         case "why":
             why = groups.why(args.name, _known_id(groups, args.customer), now)
             if args.json:
-                from .cli import explanation_data
-
                 print_json(
                     {
                         "group": why.group,
@@ -232,26 +240,8 @@ def _run_groups(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run_report(args: argparse.Namespace) -> int:
-    groups = _groups(args)
-    try:
-        measure = Measure.parse(args.measure)
-    except ValueError as error:
-        raise CommandError(str(error), EXIT_USAGE) from None
-    now = parse_now(args.now, groups.repository.tz)
-    try:
-        rows = report(groups, measure, by=args.by, start=args.start, end=args.end, names=args.group or None, now=now)
-    except ValueError as error:
-        raise CommandError(str(error), EXIT_USAGE) from None
-    if args.json:
-        print_json(list(rows))
-    else:
-        print(rows)
-    return EXIT_OK
-
-
 def register(subparsers: Any) -> None:
-    """Add the ``groups`` and ``report`` subcommands to the ``cohorts`` parser's subparsers."""
+    """Add the ``groups`` subcommand and its actions to the ``cohorts`` parser's subparsers."""
     parser = subparsers.add_parser(
         "groups",
         help="customer groups: list, create, members, why, add, exclude, preview, set-rule, refresh ...",
@@ -263,7 +253,7 @@ def register(subparsers: Any) -> None:
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = actions.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--db", metavar="URL", help="database URL or SQLite file path")
+        add_db_option(sub)
         sub.add_argument("--now", metavar="WHEN", help="evaluate at this ISO date or time (default: now)")
         add_json_option(sub)
         sub.set_defaults(handler=_run_groups)
@@ -276,6 +266,10 @@ def register(subparsers: Any) -> None:
     create.add_argument("--description", metavar="TEXT")
     members = action("members", "list a group's members and why each is in it")
     members.add_argument("name", metavar="NAME")
+    members.add_argument("--limit", metavar="N", type=positive_int, help="list the first N members (by id)")
+    members.add_argument(
+        "--format", choices=("table", "csv"), default="table", help="a text table, or CSV (default: %(default)s)"
+    )
     why = action("why", "explain why a customer is or is not in a group")
     why.add_argument("name", metavar="NAME")
     why.add_argument("customer", metavar="CUSTOMER_ID")
@@ -309,22 +303,3 @@ def register(subparsers: Any) -> None:
     refresh.add_argument(
         "--no-progress", dest="show_progress", action="store_false", help="no progress bar (shown on a terminal)"
     )
-
-    rep = subparsers.add_parser(
-        "report",
-        help="a measure per customer group (customers, or count/sum/average of an event field)",
-        description="Aggregate a measure per group; a customer in several groups counts in each.",
-        epilog=_REPORT_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    rep.add_argument("--db", metavar="URL", help="database URL or SQLite file path")
-    rep.add_argument(
-        "--measure", default="customers", help="customers, count(EVENT), sum(EVENT.FIELD) or average(EVENT.FIELD)"
-    )
-    rep.add_argument("--by", choices=("group", "origin"), default="group", help="one row per group, or per origin")
-    rep.add_argument("--start", metavar="DATE", help="first day (or instant) of events counted")
-    rep.add_argument("--end", metavar="DATE", help="the day (or instant) events stop being counted")
-    rep.add_argument("--group", metavar="NAME", action="append", default=[], help="only these groups (repeatable)")
-    rep.add_argument("--now", metavar="WHEN", help="take members at this ISO date or time (default: now)")
-    add_json_option(rep)
-    rep.set_defaults(handler=_run_report)

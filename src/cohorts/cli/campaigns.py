@@ -17,19 +17,12 @@ import importlib
 import sys
 from typing import Any
 
-from .campaigns import Campaign, Sender, audience, eligibility, run_campaigns, standard_handlers
-from .cli import (
-    EXIT_ERROR,
-    EXIT_OK,
-    EXIT_USAGE,
-    CommandError,
-    add_json_option,
-    open_repository,
-    parse_now,
-    print_json,
-)
-from .config import Config, load_config
-from .progress import TerminalBar
+from ..campaigns import Campaign, Sender, audience, eligibility, run_campaigns, standard_handlers
+from ..config import Config, load_config
+from ..groups import Groups
+from ..progress import TerminalBar
+from ._common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, add_json_option, parse_now, print_json
+from ._database import add_db_option, database_url, open_repository
 
 __all__ = ["load_sender", "register"]
 
@@ -97,7 +90,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", metavar="URL", required=True, help="database URL or SQLite file path")
+    add_db_option(parser)
     parser.add_argument("--config", metavar="FILE", required=True, help="the campaigns TOML file")
     parser.add_argument("--now", metavar="ISO", help="run as of this time (default: now; naive means UTC)")
     add_json_option(parser)
@@ -125,11 +118,9 @@ def load_sender(spec: str) -> Sender:
     return found
 
 
-def _groups(config: Config, campaigns: list[Campaign], repository: Any) -> Any:
+def _groups(config: Config, campaigns: list[Campaign], repository: Any) -> Groups | None:
     if not config.groups and all(c.group is None for c in campaigns):
         return None
-    from .groups import Groups
-
     groups = Groups(repository)
     for note in config.apply_groups(groups):
         print(f"note: {note}", file=sys.stderr)
@@ -139,7 +130,7 @@ def _groups(config: Config, campaigns: list[Campaign], repository: Any) -> Any:
 def _setup(args: argparse.Namespace) -> tuple[Config, Any, dt.datetime]:
     config = load_config(args.config)
     now = parse_now(args.now, dt.UTC) or dt.datetime.now(dt.UTC)
-    return config, open_repository(args.db), now
+    return config, open_repository(database_url(args)), now
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,0 +1,130 @@
+"""The ``cohorts report`` command: a measure per customer group, over a database given with ``--db``.
+
+Example:
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="cohorts")
+    >>> register(parser.add_subparsers())
+    >>> args = parser.parse_args(["report", "--db", "x.db", "--measure", "sum(invoice.total)", "--by", "origin"])
+    >>> args.measure, args.by, args.group
+    ('sum(invoice.total)', 'origin', [])
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+from typing import Any
+
+from ..ast import Path
+from ..errors import UnknownAttributeError
+from ..groups import Groups
+from ..reports import Measure, report
+from ..schema import AttributeType, Schema
+from ._common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    add_json_option,
+    error_data,
+    parse_now,
+    print_json,
+    print_table,
+    schema_file,
+)
+from ._database import add_db_option, open_groups
+
+__all__ = ["check_measure", "register"]
+
+_EXAMPLES = """\
+examples:
+  cohorts report --db customers.db
+  cohorts report --db customers.db --measure "sum(invoice.total)" --start 2026-01-01 --end 2027-01-01
+  cohorts report --db customers.db --measure "average(review.rating)" --by origin --json
+  cohorts report --db customers.db --measure "sum(time_entry.minutes)" --schema schema.json
+
+A measure's event and field are checked against the schema; declare custom ones
+with --schema FILE, a JSON {category: {attribute: type}} such as {"time_entry": {"minutes": "number"}}.
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``report`` subcommand to the ``cohorts`` parser's subparsers."""
+    parser = subparsers.add_parser(
+        "report",
+        help="a measure per customer group (customers, or count/sum/average of an event field)",
+        description="Aggregate a measure per group; a customer in several groups counts in each.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_db_option(parser)
+    parser.add_argument(
+        "--measure", default="customers", help="customers, count(EVENT), sum(EVENT.FIELD) or average(EVENT.FIELD)"
+    )
+    parser.add_argument("--by", choices=("group", "origin"), default="group", help="one row per group, or per origin")
+    parser.add_argument("--start", metavar="DATE", help="first day (or instant) of events counted")
+    parser.add_argument("--end", metavar="DATE", help="the day (or instant) events stop being counted")
+    parser.add_argument("--group", metavar="NAME", action="append", default=[], help="only these groups (repeatable)")
+    parser.add_argument("--now", metavar="WHEN", help="take members at this ISO date or time (default: now)")
+    parser.add_argument(
+        "--schema", metavar="FILE", help="JSON {category: {attribute: type}} of custom events for --measure"
+    )
+    add_json_option(parser)
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    groups = open_groups(args)
+    try:
+        measure = Measure.parse(args.measure)
+    except ValueError as error:
+        raise CommandError(str(error), EXIT_USAGE) from None
+    schema = _schema(groups, args.schema)
+    if schema is not None:
+        try:
+            check_measure(measure, schema)
+        except UnknownAttributeError as error:
+            hint = "declare custom events and fields with --schema FILE"
+            raise CommandError(f"{error}\n({hint})", details=error_data(error)) from error
+    now = parse_now(args.now, groups.repository.tz)
+    try:
+        rows = report(groups, measure, by=args.by, start=args.start, end=args.end, names=args.group or None, now=now)
+    except ValueError as error:
+        raise CommandError(str(error), EXIT_USAGE) from None
+    if args.json:
+        print_json(list(rows))
+    else:
+        print_table(rows)
+    return EXIT_OK
+
+
+def _schema(groups: Groups, path: str | None) -> Schema | None:
+    """The repository's schema with the ``--schema`` file's additions; None when neither is known."""
+    known: Schema | None = getattr(groups.repository, "schema", None)
+    extra = schema_file(path)
+    if extra is None or known is None:
+        return extra or known
+    return known.merge(extra)
+
+
+def check_measure(measure: Measure, schema: Schema) -> None:
+    """Raise UnknownAttributeError, with the nearest name, when ``schema`` lacks the measure's event or field.
+
+    A measure that sums or averages something other than numbers is a CommandError.
+
+    Example:
+        >>> from cohorts.schema import default_schema
+        >>> check_measure(Measure.parse("sum(invoice.totl)"), default_schema())
+        Traceback (most recent call last):
+        ...
+        cohorts.errors.UnknownAttributeError: unknown attribute 'invoice.totl'; did you mean 'invoice.total'?
+    """
+    if measure.event is None:
+        return
+    if measure.event not in schema.event_names:
+        close = difflib.get_close_matches(measure.event, sorted(schema.event_names), n=1)
+        raise UnknownAttributeError(measure.event, close[0] if close else None, what="event")
+    if measure.field is None:
+        return
+    kind = schema.type_of(Path(measure.event, measure.field))
+    if kind is not AttributeType.NUMBER:
+        raise CommandError(f"{measure} needs a number, and {measure.event}.{measure.field} is {kind.value}")
