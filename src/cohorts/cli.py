@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, NoReturn
 
-from .ast import Condition, InGroup, Node, walk
+from .ast import Condition, InGroup, Node, fold, walk
 from .errors import CohortsError, RuleSyntaxError, RuleTypeError, UnknownAttributeError
 from .evaluate import Explanation, compile, validate  # noqa: A004 - cohorts.compile, not the builtin
 from .model import Customer
@@ -284,14 +284,19 @@ def _error_data(error: BaseException) -> dict[str, Any]:
 
 
 def explanation_data(explanation: Explanation) -> dict[str, Any]:
-    """An explanation as JSON-ready data: rule, result, value, compared_to, children."""
-    data: dict[str, Any] = {"rule": explanation.rule, "result": explanation.result}
-    if explanation.children:
-        data["children"] = [explanation_data(child) for child in explanation.children]
-    else:
-        data["value"] = _plain(explanation.value)
-        data["compared_to"] = _plain(explanation.compared_to)
-    return data
+    """An explanation as JSON-ready data: rule, result, value, compared_to, children (built bottom-up:
+    the explanations of deep rules nest deeply)."""
+
+    def combine(node: Explanation, children: list[dict[str, Any]]) -> dict[str, Any]:
+        data: dict[str, Any] = {"rule": node.rule, "result": node.result}
+        if children:
+            data["children"] = children
+        else:
+            data["value"] = _plain(node.value)
+            data["compared_to"] = _plain(node.compared_to)
+        return data
+
+    return fold(explanation, combine, children=lambda node: node.children)
 
 
 # -- check ---------------------------------------------------------------------
