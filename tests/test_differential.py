@@ -41,6 +41,8 @@ from cohorts.evaluate import compile as compile_rule
 from cohorts.repository import MemoryRepository
 from cohorts.values import day_start, resolve_tz, shift
 
+from .strategies import deep_pairs, deep_rules
+
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 
 # -- data ------------------------------------------------------------------------
@@ -397,6 +399,13 @@ def _combine(children: st.SearchStrategy[Node]) -> st.SearchStrategy[Node]:
 
 rules = st.recursive(conditions, _combine, max_leaves=5)
 
+# Rules hundreds of levels deep (chains of NOT, AND and OR over these rules). The SQL compilers still
+# recurse over rules, so the differential test draws them only with DEEP_SQL on; meanwhile
+# test_deep_rules_select_like_their_shallow_rule runs them in memory.
+DEEP_SQL = False
+deep_sql_rules = deep_rules(rules, conditions, max_depth=600)
+differential_rules = st.one_of(rules, deep_sql_rules) if DEEP_SQL else rules
+
 GROUPS: dict[str, frozenset[Any]] = {
     "VIP": frozenset({1, 2, 3, "c1", "Ünïcode"}),
     "Empty": frozenset(),
@@ -429,7 +438,7 @@ def test_select_agrees_with_memory(make_repository: Callable[..., Any], zone: st
     tz = resolve_tz(zone)
     repository = _repository(make_repository, zone)
     customers = data.draw(customer_lists(tz), label="customers")
-    drawn = data.draw(st.lists(rules, min_size=1, max_size=6), label="rules")
+    drawn = data.draw(st.lists(differential_rules, min_size=1, max_size=6), label="rules")
     checked = [rule for rule in drawn if _valid(rule)]
     assume(checked)
     now = data.draw(st.sampled_from([NOW, NOW + dt.timedelta(hours=13, microseconds=1)]), label="now")
@@ -440,6 +449,19 @@ def test_select_agrees_with_memory(make_repository: Callable[..., Any], zone: st
         expected = reference.select(rule, now, groups=GROUPS.__getitem__)
         assert repository.select(rule, now, groups=GROUPS.__getitem__) == expected, str(rule)
         assert repository.select(str(rule), now, groups=GROUPS.__getitem__) == expected, str(rule)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_deep_rules_select_like_their_shallow_rule(data: st.DataObject) -> None:
+    """In memory, a rule under hundreds of levels of NOT and neutral ANDs and ORs selects what the rule means."""
+    customers = data.draw(customer_lists(dt.UTC), label="customers")
+    deep, shallow = data.draw(deep_pairs(rules, max_depth=1_000), label="rules")
+    assume(_valid(shallow))
+    repository = MemoryRepository(customers, tz="UTC")
+    assert repository.select(deep, NOW, groups=GROUPS.__getitem__) == repository.select(
+        shallow, NOW, groups=GROUPS.__getitem__
+    )
 
 
 _made: dict[tuple[int, str], Any] = {}
