@@ -4,13 +4,17 @@
 type, awkward names), for round trips through text and JSON. ``typed_rules()``
 builds rules over a small vocabulary that always compile without a schema, for
 properties of the evaluator, and ``customers()`` the data they run on.
+``deep_rules()`` nests either kind hundreds to thousands of levels deep, and
+``deep_pairs()`` gives such a rule with the shallow rule it means.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal, TypeAlias
 
+import attrs
 from hypothesis import strategies as st
 
 from cohorts import Customer, Event
@@ -281,6 +285,90 @@ GROUPS: dict[str, frozenset[Any]] = {"VIP": frozenset({1, 3}), "Wholesale": froz
 def groups(name: str) -> frozenset[Any]:
     """The membership lookup typed rules are evaluated with."""
     return GROUPS[name]
+
+
+# -- deep rules ---------------------------------------------------------------
+
+# Conditions true (and false) for every customer, known either way: the fillers that leave the
+# meaning of an AND (an OR) to its other item. No strategy sets the attribute.
+ALWAYS_TRUE = Condition(Path("customer", "never_set"), Op.IS_UNKNOWN)
+ALWAYS_FALSE = Condition(Path("customer", "never_set"), Op.IS_KNOWN)
+
+# One level of a chain: NOT, or an AND / OR of the rule below and a filler (first or last of the two).
+_Link: TypeAlias = tuple[Literal["not", "and", "or"], Node | None, bool]
+
+
+@st.composite
+def _links(draw: st.DrawFn, fillers: st.SearchStrategy[Node] | None) -> list[_Link]:
+    """A pattern of a few levels, repeated down the chain. No filler: the neutral ones."""
+    kinds = draw(st.lists(st.sampled_from(["not", "and", "or"]), min_size=1, max_size=4))
+    # An AND right under an AND would flatten into it (an OR under an OR too): a NOT keeps them
+    # apart, also where the pattern ends and starts again.
+    spaced: list[Literal["not", "and", "or"]] = []
+    for kind in kinds:
+        if spaced and kind != "not" and spaced[-1] == kind:
+            spaced.append("not")
+        spaced.append(kind)
+    if spaced[-1] != "not" and spaced[-1] == spaced[0]:
+        spaced.append("not")
+    return [(kind, None if fillers is None else draw(fillers), draw(st.booleans())) for kind in spaced]
+
+
+def _chain(rule: Node, links: Sequence[_Link], depth: int) -> Node:
+    """``rule`` under ``depth`` levels of ``links``, repeated; each filler is a fresh copy."""
+    for level in range(depth):
+        kind, filler, first = links[level % len(links)]
+        if kind == "not":
+            rule = Not(rule)
+            continue
+        item = attrs.evolve(filler if filler is not None else ALWAYS_TRUE if kind == "and" else ALWAYS_FALSE)
+        pair = [item, rule] if first else [rule, item]
+        rule = And(pair) if kind == "and" else Or(pair)
+    return rule
+
+
+@st.composite
+def _deep(
+    draw: st.DrawFn,
+    base: st.SearchStrategy[Node],
+    fillers: st.SearchStrategy[Node] | None,
+    min_depth: int,
+    max_depth: int,
+) -> tuple[Node, Node]:
+    rule = draw(base, label="base")
+    links = draw(_links(fillers), label="links")
+    depth = draw(st.integers(min_depth, max_depth), label="depth")
+    nots = sum(links[level % len(links)][0] == "not" for level in range(depth))
+    return _chain(rule, links, depth), Not(rule) if nots % 2 else rule
+
+
+def deep_rules(
+    base: st.SearchStrategy[Node] | None = None,
+    fillers: st.SearchStrategy[Node] | None = None,
+    *,
+    min_depth: int = 100,
+    max_depth: int = 1_000,
+) -> st.SearchStrategy[Node]:
+    """A ``base`` rule (``typed_rules(4)`` by default) under a chain of NOT, AND and OR, ``min_depth``
+    to ``max_depth`` levels deep: a NOT chain, alternating AND(OR(...)), or any mix.
+
+    Each AND or OR holds the rule below and one filler drawn from ``fillers`` (conditions, by default
+    ``typed_conditions``), before or after it. Give ``fillers=None`` for fillers that change nothing
+    (see ``deep_pairs``).
+    """
+    chosen = typed_conditions if fillers is None else fillers
+    return _deep(typed_rules(4) if base is None else base, chosen, min_depth, max_depth).map(lambda pair: pair[0])
+
+
+def deep_pairs(
+    base: st.SearchStrategy[Node] | None = None, *, min_depth: int = 100, max_depth: int = 1_000
+) -> st.SearchStrategy[tuple[Node, Node]]:
+    """A deep rule and the shallow rule it means: the base, or NOT of it for an odd number of NOTs.
+
+    The chain's fillers are ``ALWAYS_TRUE`` under AND and ``ALWAYS_FALSE`` under OR, so they change
+    nothing, unknowns included.
+    """
+    return _deep(typed_rules(4) if base is None else base, None, min_depth, max_depth)
 
 
 # -- customers ----------------------------------------------------------------

@@ -18,8 +18,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from cohorts.parser import parse
-from cohorts.testing import NOW, _valid, agrees, customer_lists, deep_rules, rules
+from cohorts.repository import MemoryRepository
+from cohorts.testing import GROUPS, NOW, _valid, agrees, customer_lists, deep_rules, rules
 from cohorts.values import resolve_tz
+
+from .strategies import deep_pairs
 
 # -- the properties ------------------------------------------------------------------
 
@@ -45,6 +48,19 @@ def test_select_agrees_with_memory(make_repository: Callable[..., Any], zone: st
     agrees(repository, customers, checked, now, zone)
     shallow = [rule for rule in checked if len(str(rule)) < 20_000]
     agrees(repository, customers, [parse(str(rule)) for rule in shallow], now, zone)  # and as text
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_deep_rules_select_like_their_shallow_rule(data: st.DataObject) -> None:
+    """In memory, a rule under hundreds of levels of NOT and neutral ANDs and ORs selects what the rule means."""
+    customers = data.draw(customer_lists(dt.UTC), label="customers")
+    deep, shallow = data.draw(deep_pairs(rules, max_depth=1_000), label="rules")
+    assume(_valid(shallow))
+    repository = MemoryRepository(customers, tz="UTC")
+    assert repository.select(deep, NOW, groups=GROUPS.__getitem__) == repository.select(
+        shallow, NOW, groups=GROUPS.__getitem__
+    )
 
 
 _made: dict[tuple[int, str], Any] = {}

@@ -22,10 +22,21 @@ from cohorts import (
 )
 from cohorts.ast import And, Condition, Node, Not, Op, Or, Path, Window, WindowKind
 
-from .strategies import NOW, customers, groups, typed_conditions, typed_rules, typed_windows
+from .strategies import (
+    NOW,
+    customers,
+    deep_pairs,
+    deep_rules,
+    groups,
+    typed_conditions,
+    typed_rules,
+    typed_windows,
+)
 
 _NEGATIVE = {Op.NE: Op.EQ, Op.NOT_CONTAINS: Op.CONTAINS, Op.NOT_IN: Op.IN, Op.IS_UNKNOWN: Op.IS_KNOWN}
 _SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Deep rules (hundreds to thousands of levels) cost more per example.
+_DEEP = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _result(rule: Node, customer: Customer) -> bool | None:
@@ -39,6 +50,17 @@ def _result(rule: Node, customer: Customer) -> bool | None:
 @_SETTINGS
 def test_predicate_agrees_with_explain(rule: Node, customer: Customer) -> None:
     """The compiled predicate matches exactly when explain says the rule is true."""
+    _check_predicate_agrees_with_explain(rule, customer)
+
+
+@given(deep_rules(max_depth=600), customers())
+@_DEEP
+def test_deep_predicate_agrees_with_explain(rule: Node, customer: Customer) -> None:
+    """Hundreds of levels of NOT, AND and OR compile and explain alike."""
+    _check_predicate_agrees_with_explain(rule, customer)
+
+
+def _check_predicate_agrees_with_explain(rule: Node, customer: Customer) -> None:
     predicate = compile(rule)
     assert predicate(customer, NOW, groups=groups) is (_result(rule, customer) is True)
     assert list(predicate.select([customer], NOW, groups=groups)) == ([customer.id] if _result(rule, customer) else [])
@@ -48,6 +70,17 @@ def test_predicate_agrees_with_explain(rule: Node, customer: Customer) -> None:
 @_SETTINGS
 def test_not_is_three_valued(rule: Node, customer: Customer) -> None:
     """NOT swaps true and false, keeps unknown, and NOT NOT changes nothing."""
+    _check_not_is_three_valued(rule, customer)
+
+
+@given(deep_rules(max_depth=600), customers())
+@_DEEP
+def test_deep_not_is_three_valued(rule: Node, customer: Customer) -> None:
+    """NOT and NOT NOT over a deep rule: the same three-valued logic."""
+    _check_not_is_three_valued(rule, customer)
+
+
+def _check_not_is_three_valued(rule: Node, customer: Customer) -> None:
     result = _result(rule, customer)
     assert _result(Not(rule), customer) == (None if result is None else not result)
     assert _result(Not(Not(rule)), customer) == result
@@ -59,10 +92,30 @@ def test_not_is_three_valued(rule: Node, customer: Customer) -> None:
 @_SETTINGS
 def test_de_morgan(left: Node, right: Node, customer: Customer) -> None:
     """NOT (a AND b) is NOT a OR NOT b, and NOT (a OR b) is NOT a AND NOT b, unknowns included."""
+    _check_de_morgan(left, right, customer)
+
+
+@given(deep_rules(max_depth=400), deep_rules(max_depth=400), customers())
+@_DEEP
+def test_deep_de_morgan(left: Node, right: Node, customer: Customer) -> None:
+    """De Morgan's laws hold for deep rules too."""
+    _check_de_morgan(left, right, customer)
+
+
+def _check_de_morgan(left: Node, right: Node, customer: Customer) -> None:
     assert _result(Not(And([left, right])), customer) == _result(Or([Not(left), Not(right)]), customer)
     assert _result(Not(Or([left, right])), customer) == _result(And([Not(left), Not(right)]), customer)
     for rule in (Not(And([left, right])), Not(Or([left, right]))):
         assert compile(rule)(customer, NOW, groups=groups) is (_result(rule, customer) is True)
+
+
+@given(deep_pairs(max_depth=2_000), customers())
+@_DEEP
+def test_deep_rules_mean_their_shallow_rule(pair: tuple[Node, Node], customer: Customer) -> None:
+    """A rule under a long chain of NOTs and of ANDs and ORs with neutral fillers means the shallow rule."""
+    deep, shallow = pair
+    assert _result(deep, customer) == _result(shallow, customer)
+    assert compile(deep)(customer, NOW, groups=groups) is compile(shallow)(customer, NOW, groups=groups)
 
 
 @given(typed_conditions, customers())
@@ -79,6 +132,13 @@ def test_negative_operators_are_not_of_the_positive(condition: Node, customer: C
 @_SETTINGS
 def test_rule_text_evaluates_like_the_ast(rule: Node, customer: Customer) -> None:
     """Evaluating the canonical text gives the same answer as evaluating the AST."""
+    assert _result(parse(str(rule)), customer) == _result(rule, customer)
+
+
+@given(deep_rules(max_depth=600), customers())
+@_DEEP
+def test_deep_rule_text_evaluates_like_the_ast(rule: Node, customer: Customer) -> None:
+    """The canonical text of a deep rule evaluates as the AST does."""
     assert _result(parse(str(rule)), customer) == _result(rule, customer)
 
 

@@ -15,7 +15,7 @@ from cohorts.ast import Node
 from cohorts.errors import RuleJsonError
 from cohorts.jsonform import from_json, to_json
 
-from .strategies import rules
+from .strategies import conditions, deep_rules, in_groups, rules
 
 
 def _row(attribute: str, operator: str, value: Any = None, category: str = "customer") -> dict[str, Any]:
@@ -32,6 +32,13 @@ def test_round_trip(rule: Node) -> None:
     data = to_json(rule)
     assert from_json(data) == rule
     assert from_json(json.dumps(data)) == rule
+
+
+@given(deep_rules(rules(4), conditions() | in_groups, max_depth=3_000))
+@settings(max_examples=25, deadline=None)
+def test_deep_round_trip(rule: Node) -> None:
+    """A rule thousands of levels deep survives to_json and from_json (as data: Python's json recurses)."""
+    assert from_json(to_json(rule)) == rule
 
 
 def test_rules_are_all_and_sub_rules_any() -> None:

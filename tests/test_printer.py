@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from cohorts import parse
 from cohorts.ast import Condition, Node, Op, Path
 
-from .strategies import rules
+from .strategies import conditions, deep_rules, in_groups, rules
 
 IDENTITY = FilePath(__file__).parent / "fixtures" / "identity.rules"
 
@@ -27,6 +27,10 @@ def test_identity(text: str) -> None:
     assert str(parse(text)) == text
 
 
+# Any rule under hundreds of levels of NOT, AND and OR, with any condition or group test as filler.
+_deep = deep_rules(rules(4), conditions() | in_groups, max_depth=800)
+
+
 @given(rules())
 @settings(max_examples=300, deadline=None)
 def test_round_trip(rule: Node) -> None:
@@ -34,10 +38,25 @@ def test_round_trip(rule: Node) -> None:
     assert parse(str(rule)) == rule
 
 
+@given(_deep)
+@settings(max_examples=25, deadline=None)
+def test_deep_round_trip(rule: Node) -> None:
+    """Printing a rule hundreds of levels deep and parsing the text gives the same rule back."""
+    assert parse(str(rule)) == rule
+
+
 @given(rules())
 @settings(max_examples=150, deadline=None)
 def test_canonical_text_is_a_fixpoint(rule: Node) -> None:
     """The canonical text of a parsed rule parses to itself and prints the same."""
+    text = str(rule)
+    assert str(parse(text)) == text
+
+
+@given(_deep)
+@settings(max_examples=15, deadline=None)
+def test_deep_canonical_text_is_a_fixpoint(rule: Node) -> None:
+    """The canonical text of a deep rule is a fixpoint too."""
     text = str(rule)
     assert str(parse(text)) == text
 

@@ -11,8 +11,8 @@ import enum
 import itertools
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeAlias, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeAlias, TypeVar, overload
 
 import attrs
 
@@ -42,12 +42,15 @@ __all__ = [
     "Window",
     "WindowKind",
     "abbreviate",
+    "abbreviations",
     "children",
     "fold",
+    "transform",
     "walk",
 ]
 
 T = TypeVar("T")
+N = TypeVar("N")
 
 
 @attrs.frozen
@@ -337,6 +340,10 @@ class _Branch(Node):
     def __repr__(self) -> str:
         return _render(self, as_repr=True)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle and copy.deepcopy would recurse through the items: hand them the nodes in a flat list.
+        return _from_preorder, (_preorder(self),)
+
 
 def _span_field() -> Any:
     return attrs.field(default=None, eq=False, repr=False, kw_only=True)
@@ -574,18 +581,38 @@ def _same(left: Node, right: Node) -> bool:
 
 
 def _hash(root: Node) -> int:
-    hashes: dict[int, int] = {}
-    stack: list[tuple[Node, bool]] = [(root, False)]
-    while stack:
-        node, children_done = stack.pop()
-        if not isinstance(node, _Branch):
-            hashes[id(node)] = hash(node)
-        elif children_done:
-            hashes[id(node)] = hash((type(node).__name__, *(hashes[id(c)] for c in _children(node))))
+    def combine(node: Node, parts: list[int]) -> int:
+        return hash((type(node).__name__, *parts)) if isinstance(node, _Branch) else hash(node)
+
+    return fold(root, combine)
+
+
+# A branch in the flat form pickle sees: its class, number of items and span.
+_Entry: TypeAlias = "tuple[type[And] | type[Or] | type[Not], int, Span | None] | Node"
+
+
+def _preorder(root: Node) -> tuple[_Entry, ...]:
+    return tuple(
+        (type(node), len(_children(node)), node.span) if isinstance(node, And | Or | Not) else node
+        for node in walk(root)
+    )
+
+
+def _from_preorder(entries: Sequence[_Entry]) -> Node:
+    """The rule ``_preorder`` flattened: read backwards, each branch takes its items off a stack."""
+    stack: list[Node] = []
+    for entry in reversed(entries):
+        if isinstance(entry, Node):
+            stack.append(entry)
+            continue
+        kind, count, span = entry
+        items = [stack.pop() for _ in range(count)]
+        if kind is Not:
+            stack.append(Not(items[0], span=span))
         else:
-            stack.append((node, True))
-            stack.extend((child, False) for child in _children(node))
-    return hashes[id(root)]
+            stack.append((And if kind is And else Or)(items, span=span))
+    (root,) = stack
+    return root
 
 
 def children(node: Node) -> tuple[Node, ...]:
@@ -593,27 +620,83 @@ def children(node: Node) -> tuple[Node, ...]:
     return _children(node)
 
 
-def fold(root: Node, combine: Callable[[Node, list[T]], T]) -> T:
+@overload
+def fold(root: Node, combine: Callable[[Node, list[T]], T]) -> T: ...
+
+
+@overload
+def fold(root: N, combine: Callable[[N, list[T]], T], *, children: Callable[[N], Sequence[N]]) -> T: ...
+
+
+def fold(root: Any, combine: Callable[[Any, list[T]], T], *, children: Callable[[Any], Sequence[Any]] = _children) -> T:
     """Combine a rule bottom-up: ``combine(node, results of its children)``, children first, without
     recursion (rules may nest deeply).
+
+    ``children`` folds another tree: it gives a node's children, in order. It is called once per node,
+    parents before children, so it may check a node before its children are read.
 
     Example:
         >>> known = [Condition(Path("customer", name), Op.IS_KNOWN) for name in "ab"]
         >>> rule = Or([known[0], Not(known[1])])
         >>> fold(rule, lambda node, parts: 1 + sum(parts))
         4
+        >>> fold((1, [(2, []), (3, [])]), lambda node, parts: [node[0], *parts], children=lambda node: node[1])
+        [1, [2], [3]]
     """
-    done: dict[int, T] = {}
-    stack: list[tuple[Node, bool]] = [(root, False)]
+    results: list[T] = []  # the results of the children of the nodes under way, in order
+    stack: list[tuple[Any, Sequence[Any] | None]] = [(root, None)]
     while stack:
-        node, expanded = stack.pop()
-        items = children(node)
-        if items and not expanded:
-            stack.append((node, True))
-            stack.extend((item, False) for item in reversed(items))
-            continue
-        done[id(node)] = combine(node, [done[id(item)] for item in items])
-    return done[id(root)]
+        node, items = stack.pop()
+        if items is None:
+            items = children(node)
+            if items:
+                stack.append((node, items))
+                stack.extend((item, None) for item in reversed(items))
+                continue
+        start = len(results) - len(items)
+        parts = results[start:]
+        del results[start:]
+        results.append(combine(node, parts))
+    return results[0]
+
+
+def transform(root: Node, change: Callable[[Node], Node]) -> Node:
+    """The rule with some of its nodes replaced, without recursion (rules may nest deeply).
+
+    ``change(node)`` returns what takes the node's place, or the node itself to keep it and go on to
+    its items. Nodes are offered parents first, and the items of a replaced node are not offered.
+    A branch with a replaced item is rebuilt (with its span; nested ANDs and ORs flatten again);
+    everything else is kept as it is, not copied.
+
+    Example:
+        >>> a, b = (Condition(Path("customer", name), Op.IS_KNOWN) for name in "ab")
+        >>> str(transform(Not(And([a, b])), lambda node: Not(a) if node == b else node))
+        'NOT (customer.a is known AND NOT customer.a is known)'
+    """
+    replaced: dict[int, Node] = {}
+
+    def items(node: Node) -> tuple[Node, ...]:
+        new = change(node)
+        if new is node:
+            return _children(node)
+        replaced[id(node)] = new
+        return ()
+
+    def combine(node: Node, parts: list[Node]) -> Node:
+        if id(node) in replaced:
+            return replaced[id(node)]
+        if all(new is old for new, old in zip(parts, _children(node), strict=True)):
+            return node
+        match node:
+            case And(span=span):
+                return And(parts, span=span)
+            case Or(span=span):
+                return Or(parts, span=span)
+            case Not(span=span):
+                return Not(parts[0], span=span)
+        raise TypeError(f"not a rule node: {node!r}")
+
+    return fold(root, combine, children=items)
 
 
 def abbreviate(node: Node, width: int = 100) -> str:
@@ -623,8 +706,62 @@ def abbreviate(node: Node, width: int = 100) -> str:
         >>> abbreviate(Or([Condition(Path("customer", f"a{i}"), Op.IS_KNOWN) for i in range(50)]), 40)
         'customer.a0 is known OR customer.a1 i...'
     """
-    text = _render(node, limit=width + 1)
+    return _cut(_render(node, limit=width + 1), width)
+
+
+def abbreviations(root: Node, width: int = 100) -> dict[int, str]:
+    """``abbreviate(node, width)`` of every node of the rule, by ``id(node)``, in time linear in the rule.
+
+    Each node's text starts with those of its items, so one fold cuts them all; abbreviating node
+    by node would read up to ``width`` levels below each of a deep rule's nodes.
+
+    Example:
+        >>> a, b = (Condition(Path("customer", name), Op.IS_KNOWN) for name in "ab")
+        >>> rule = Not(Or([a, b]))
+        >>> abbreviations(rule, 30)[id(rule)]
+        'NOT (customer.a is known OR...'
+    """
+    texts: dict[int, str] = {}
+
+    def start(node: Node, parts: list[str]) -> str:  # the first width + 1 characters of the node's text
+        if not parts:
+            text = str(node)[: width + 1]
+        else:
+            items, out, size = iter(parts), [], 0
+            for piece in _pieces(node):
+                out.append(piece if isinstance(piece, str) else next(items))
+                size += len(out[-1])
+                if size > width:
+                    break
+            text = "".join(out)[: width + 1]
+        texts[id(node)] = _cut(text, width)
+        return text
+
+    fold(root, start)
+    return texts
+
+
+def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _pieces(node: Node) -> list[Node | str]:
+    """One level of a branch's canonical text: its items, with the words and parentheses around them."""
+    pieces: list[Node | str] = []
+    match node:
+        case And(items):
+            for index, item in enumerate(items):
+                if index:
+                    pieces.append(" AND ")
+                pieces.extend(("(", item, ")") if isinstance(item, Or) else (item,))
+        case Or(items):
+            for index, item in enumerate(items):
+                if index:
+                    pieces.append(" OR ")
+                pieces.append(item)
+        case Not(operand):
+            pieces.extend(("NOT (", operand, ")") if isinstance(operand, And | Or) else ("NOT ", operand))
+    return pieces
 
 
 def _render(root: Node, *, as_repr: bool = False, limit: int | None = None) -> str:
@@ -647,24 +784,10 @@ def _render(root: Node, *, as_repr: bool = False, limit: int | None = None) -> s
             for index, child in enumerate(_children(item)):
                 parts.extend((", ", child) if index else (child,))
             parts.append(")" if isinstance(item, Not) else "))")
-        elif as_repr:
-            text = repr(item)
+        elif as_repr or not isinstance(item, _Branch):
+            text = repr(item) if as_repr else str(item)  # a leaf: Condition or InGroup
         else:
-            match item:
-                case And(items):
-                    for index, child in enumerate(items):
-                        if index:
-                            parts.append(" AND ")
-                        parts.extend(("(", child, ")") if isinstance(child, Or) else (child,))
-                case Or(items):
-                    for index, child in enumerate(items):
-                        if index:
-                            parts.append(" OR ")
-                        parts.append(child)
-                case Not(operand):
-                    parts.extend(("NOT (", operand, ")") if isinstance(operand, And | Or) else ("NOT ", operand))
-                case _:
-                    text = str(item)  # a leaf: Condition or InGroup
+            parts = _pieces(item)
         if text is not None:
             out.append(text)
             size += len(text)

@@ -33,7 +33,7 @@ from .ast import (
     Not,
     Op,
     Or,
-    abbreviate,
+    abbreviations,
     fold,
 )
 from .errors import RuleError
@@ -282,8 +282,9 @@ def _any_of(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
 # -- generating the rule's function ----------------------------------------
 
 # Subtrees deeper than this become functions of their own, so generated source
-# never nests beyond what Python's parser accepts.
-_MAX_INLINE_DEPTH = 24
+# never nests beyond what Python's parser accepts (200 parentheses, a condition
+# adding a few). Evaluating a rule then takes one call per this many levels.
+_MAX_INLINE_DEPTH = 64
 
 
 class _Codegen:
@@ -308,8 +309,8 @@ class _Codegen:
                 return true_src, false_src, nesting
             name = f"_sub{next(self.counter)}"
             self.functions.append(
-                f"    def {name}_t(c, _groups):\n        return {true_src}\n"
-                f"    def {name}_f(c, _groups):\n        return {false_src}\n"
+                f"def {name}_t(c, _groups):\n    return {true_src}\n"
+                f"def {name}_f(c, _groups):\n    return {false_src}\n"
             )
             return f"{name}_t(c, _groups)", f"{name}_f(c, _groups)", 0
 
@@ -373,14 +374,16 @@ def _generate(rule: Node, bound: Mapping[int, _Bound]) -> Callable[[Customer, Gr
     names = ", ".join(f"_k{i}" for i in range(len(gen.constants)))
     unpack = f"    {names}, = _K\n" if gen.constants else ""
     source = (
+        f"{''.join(gen.functions)}"
         "def _make(_K):\n"
         f"{unpack}"
-        f"{''.join(gen.functions)}"
         "    def _rule(c, _groups):\n"
         f"        return {true_src}\n"
         "    return _rule\n"
     )
-    namespace: dict[str, Any] = {}
+    # The functions of deep subtrees sit beside _make and read the constants as globals: nested in
+    # _make, each would have Python's compiler copy all of _make's names (seconds for a deep rule).
+    namespace: dict[str, Any] = {f"_k{i}": value for i, value in enumerate(gen.constants)} if gen.functions else {}
     exec(_code(source), namespace)  # noqa: S102 - generated from the AST, values bound as constants
     rule_fn: Callable[[Customer, GroupLookup], bool] = namespace["_make"](tuple(gen.constants))
     return rule_fn
@@ -522,7 +525,7 @@ def matches(
 # -- explanations -----------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(eq=False, repr=False)  # eq, hash and repr below, without recursion
 class Explanation:
     """How a rule (or one of its parts) came out for one customer.
 
@@ -577,6 +580,45 @@ class Explanation:
     def _repr_html_(self) -> str:
         return html_text(str(self))
 
+    def _own(self) -> tuple[Any, ...]:
+        return (self.rule, self.result, self.value, self.compared_to, self.window)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Explanation)
+        pairs = [(self, other)]
+        while pairs:
+            mine, theirs = pairs.pop()
+            if mine is theirs:
+                continue
+            if len(mine.children) != len(theirs.children) or mine._own() != theirs._own():
+                return False
+            pairs.extend(zip(mine.children, theirs.children, strict=True))
+        return True
+
+    def __hash__(self) -> int:
+        return fold(self, lambda node, parts: hash((*node._own(), *parts)), children=lambda node: node.children)
+
+    def __repr__(self) -> str:
+        out: list[str] = []
+        stack: list[Explanation | str] = [self]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                out.append(item)
+                continue
+            out.append(
+                f"Explanation(rule={item.rule!r}, result={item.result!r}, value={item.value!r}, "
+                f"compared_to={item.compared_to!r}, children=("
+            )
+            pieces: list[Explanation | str] = []
+            for index, child in enumerate(item.children):
+                pieces.extend((", ", child) if index else (child,))
+            pieces.append(",))" if len(item.children) == 1 else "))")
+            stack.extend(reversed(pieces))
+        return "".join(out)
+
 
 def _show(value: Any) -> str:
     if value is None:
@@ -590,19 +632,21 @@ def _show(value: Any) -> str:
 
 def _explain(root: Node, bound: Mapping[int, _Bound], customer: Customer, groups: GroupLookup) -> Explanation:
     """Explain every node, children before parents, without recursion (rules may nest deeply)."""
-    return fold(root, lambda node, parts: _explain_node(node, tuple(parts), bound, customer, groups))
+    texts = abbreviations(root, 100)
+    return fold(root, lambda node, parts: _explain_node(node, tuple(parts), texts, bound, customer, groups))
 
 
 def _explain_node(
     node: Node,
     children: tuple[Explanation, ...],
+    texts: Mapping[int, str],
     bound: Mapping[int, _Bound],
     customer: Customer,
     groups: GroupLookup,
 ) -> Explanation:
     match node:
         case And() | Or() | Not():
-            return Explanation(_short(node), kleene(node, [child.result for child in children]), children=children)
+            return Explanation(texts[id(node)], kleene(node, [child.result for child in children]), children=children)
         case InGroup(group, negated):
             member = customer.id in groups(group)
             return Explanation(str(node), member != negated, value="member" if member else "not a member")
@@ -620,10 +664,6 @@ def _explain_node(
                 value = customer.attributes.get(node.path.attribute)  # show what was there
             return Explanation(str(node), outcome, value=value, compared_to=b.shown, window=b.window)
     raise TypeError(f"not a rule node: {node!r}")
-
-
-def _short(node: Node) -> str:
-    return abbreviate(node, 100)
 
 
 def explain(

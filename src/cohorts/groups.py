@@ -48,6 +48,7 @@ from .ast import (
     Path,
     Relative,
     Unit,
+    transform,
     walk,
 )
 from .errors import GroupError, GroupNotEmptyError, RuleError, UnknownGroupError
@@ -543,16 +544,7 @@ class _TimeCondition:
 
 
 def _replace(node: Node, chosen: set[int], placeholder: Node) -> Node:
-    if id(node) in chosen:
-        return placeholder
-    match node:
-        case And(items):
-            return And(tuple(_replace(i, chosen, placeholder) for i in items))
-        case Or(items):
-            return Or(tuple(_replace(i, chosen, placeholder) for i in items))
-        case Not(operand):
-            return Not(_replace(operand, chosen, placeholder))
-    return node
+    return transform(node, lambda item: placeholder if id(item) in chosen else item)
 
 
 class _Plan:
@@ -743,16 +735,12 @@ def _suggest(name: str, names: Sequence[str]) -> str | None:
 
 
 def _rename_refs(node: Node, old_key: str, new: str) -> Node:
-    match node:
-        case InGroup(group, negated) if group_key(group) == old_key:
-            return InGroup(new, negated)
-        case And(items):
-            return And(tuple(_rename_refs(i, old_key, new) for i in items))
-        case Or(items):
-            return Or(tuple(_rename_refs(i, old_key, new) for i in items))
-        case Not(operand):
-            return Not(_rename_refs(operand, old_key, new))
-    return node
+    def rename(item: Node) -> Node:
+        if isinstance(item, InGroup) and group_key(item.group) == old_key:
+            return InGroup(new, item.negated)
+        return item
+
+    return transform(node, rename)
 
 
 _AS_OF = "as_of"

@@ -19,7 +19,9 @@ import datetime as dt
 import difflib
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
+
+import attrs
 
 from .ast import (
     Anchor,
@@ -39,6 +41,7 @@ from .ast import (
     Weekday,
     Window,
     WindowKind,
+    fold,
 )
 from .errors import RuleJsonError
 
@@ -75,17 +78,33 @@ def to_json(rule: Node) -> dict[str, JsonValue]:
     """
     if not isinstance(rule, Node):
         raise TypeError(f"to_json() takes a rule AST (see cohorts.parse), not {type(rule).__name__}")
-    return _group(rule)
+    as_row, as_rule = fold(rule, _forms)
+    return as_row if isinstance(rule, And | Or) else {"rules": [as_rule]}
 
 
-def _group(node: Node) -> dict[str, JsonValue]:
-    items = node.items if isinstance(node, And) else (node,)
-    return {"rules": [_rule(item) for item in items]}
+# A node's JSON as a sub-rule (a row) and as a rule.
+_Forms = tuple[dict[str, JsonValue], dict[str, JsonValue]]
 
 
-def _rule(node: Node) -> dict[str, JsonValue]:
-    items = node.items if isinstance(node, Or) else (node,)
-    return {"sub_rules": [_row(item) for item in items]}
+def _forms(node: Node, parts: list[_Forms]) -> _Forms:
+    """The node as a row and as a rule, from those of its items (bottom-up: rules may nest deeply).
+
+    An AND is a group of rules and an OR a rule of rows; as a row, each is a
+    nested group. Anything else is a row, and as a rule the only row of one.
+    """
+    row: dict[str, JsonValue]
+    match node:
+        case And():
+            row = {"rules": [item_rule for _, item_rule in parts]}
+        case Or():
+            rule = {"sub_rules": [item_row for item_row, _ in parts]}
+            return {"rules": [rule]}, rule
+        case Not(operand):
+            ((operand_row, operand_rule),) = parts
+            row = {"not": operand_row if isinstance(operand, And | Or) else {"rules": [operand_rule]}}
+        case _:
+            row = _row(node)
+    return row, {"sub_rules": [row]}
 
 
 def _row(node: Node) -> dict[str, JsonValue]:
@@ -102,10 +121,6 @@ def _row(node: Node) -> dict[str, JsonValue]:
             return row
         case InGroup(group, negated):
             return {"not_in_group" if negated else "in_group": group}
-        case Not(operand):
-            return {"not": _group(operand)}
-        case And() | Or():
-            return _group(node)
     raise TypeError(f"not a rule node: {node!r}")
 
 
@@ -162,18 +177,51 @@ def from_json(data: Mapping[str, JsonValue] | str | bytes) -> Node:
             data = json.loads(data)
         except ValueError as error:
             raise RuleJsonError("", f"not JSON ({error})") from None
-    return _read_group(data, "")
+        except RecursionError:  # the json module reads nested arrays and objects recursively
+            raise RuleJsonError("", "nested too deeply for Python's json module to read") from None
+    return fold(_Place("group", data, _ROOT), _read, children=_places_in)
 
 
-def _fail(pointer: str, reason: str) -> RuleJsonError:
-    return RuleJsonError(pointer, reason)
+class _Pointer:
+    """Where a value sits in the document, as a JSON pointer: spelled out only for an error, since
+    the pointers of a deeply nested document are long."""
+
+    __slots__ = ("key", "parent")
+
+    def __init__(self, parent: _Pointer | None, key: str) -> None:
+        self.parent = parent
+        self.key = key
+
+    def __str__(self) -> str:
+        keys = []
+        pointer: _Pointer | None = self
+        while pointer is not None:
+            keys.append(pointer.key)
+            pointer = pointer.parent
+        return "".join(reversed(keys))
 
 
-def _at(pointer: str, key: str | int) -> str:
-    return f"{pointer}/{str(key).replace('~', '~0').replace('/', '~1')}"
+_ROOT = _Pointer(None, "")
 
 
-def _object(data: JsonValue, pointer: str, allowed: frozenset[str], what: str) -> Mapping[str, JsonValue]:
+@attrs.frozen(eq=False)
+class _Place:
+    """A group, a rule or a row of the document, and where it is."""
+
+    role: Literal["group", "rule", "row"]
+    data: JsonValue
+    pointer: _Pointer
+
+
+def _fail(pointer: _Pointer, reason: str) -> RuleJsonError:
+    return RuleJsonError(str(pointer), reason)
+
+
+def _at(pointer: _Pointer, key: str | int) -> _Pointer:
+    return _Pointer(pointer, f"/{str(key).replace('~', '~0').replace('/', '~1')}")
+
+
+def _object(data: JsonValue, pointer: _Pointer, allowed: frozenset[str], what: str) -> Mapping[str, JsonValue]:
     if not isinstance(data, Mapping):
         raise _fail(pointer, f"expected {what} (a JSON object), got {_describe(data)}")
     for key in data:
@@ -184,7 +232,7 @@ def _object(data: JsonValue, pointer: str, allowed: frozenset[str], what: str) -
     return data
 
 
-def _list(data: Mapping[str, JsonValue], key: str, pointer: str) -> Sequence[JsonValue]:
+def _list(data: Mapping[str, JsonValue], key: str, pointer: _Pointer) -> Sequence[JsonValue]:
     if key not in data:
         raise _fail(pointer, f"missing {key!r}")
     items = data[key]
@@ -195,27 +243,40 @@ def _list(data: Mapping[str, JsonValue], key: str, pointer: str) -> Sequence[Jso
     return items
 
 
-def _read_group(data: JsonValue, pointer: str) -> Node:
-    group = _object(data, pointer, frozenset({"rules"}), "a group")
-    rules = _list(group, "rules", pointer)
-    items = [_read_rule(item, _at(_at(pointer, "rules"), index)) for index, item in enumerate(rules)]
-    return items[0] if len(items) == 1 else And(items)
+def _places_in(place: _Place) -> list[_Place]:
+    """What a place holds, checked before it is read: a group's rules, a rule's rows, the group
+    a row nests (a negated one after ``not``); a plain row holds nothing."""
+    data, pointer = place.data, place.pointer
+    match place.role:
+        case "group":
+            rules = _list(_object(data, pointer, frozenset({"rules"}), "a group"), "rules", pointer)
+            return [_Place("rule", item, _at(_at(pointer, "rules"), index)) for index, item in enumerate(rules)]
+        case "rule":
+            rows = _list(_object(data, pointer, frozenset({"sub_rules"}), "a rule"), "sub_rules", pointer)
+            return [_Place("row", item, _at(_at(pointer, "sub_rules"), index)) for index, item in enumerate(rows)]
+    if isinstance(data, Mapping) and "rules" in data:
+        return [_Place("group", data, pointer)]
+    if isinstance(data, Mapping) and "not" in data:
+        row = _object(data, pointer, frozenset({"not"}), "a negated group")
+        return [_Place("group", row["not"], _at(pointer, "not"))]
+    return []
 
 
-def _read_rule(data: JsonValue, pointer: str) -> Node:
-    rule = _object(data, pointer, frozenset({"sub_rules"}), "a rule")
-    rows = _list(rule, "sub_rules", pointer)
-    items = [_read_row(item, _at(_at(pointer, "sub_rules"), index)) for index, item in enumerate(rows)]
-    return items[0] if len(items) == 1 else Or(items)
+def _read(place: _Place, items: list[Node]) -> Node:
+    """The rule at a place, from the rules of what it holds (read bottom-up: documents may nest deeply)."""
+    match place.role:
+        case "group":
+            return items[0] if len(items) == 1 else And(items)
+        case "rule":
+            return items[0] if len(items) == 1 else Or(items)
+    if items:
+        (item,) = items
+        return item if "rules" in place.data else Not(item)
+    return _read_row(place.data, place.pointer)
 
 
-def _read_row(data: JsonValue, pointer: str) -> Node:
+def _read_row(data: JsonValue, pointer: _Pointer) -> Node:
     if isinstance(data, Mapping):
-        if "rules" in data:
-            return _read_group(data, pointer)
-        if "not" in data:
-            row = _object(data, pointer, frozenset({"not"}), "a negated group")
-            return Not(_read_group(row["not"], _at(pointer, "not")))
         for key, negated in (("in_group", False), ("not_in_group", True)):
             if key in data:
                 row = _object(data, pointer, frozenset({key}), "a group membership")
@@ -230,7 +291,7 @@ def _read_row(data: JsonValue, pointer: str) -> Node:
     return Condition(path, op, value)
 
 
-def _text(row: Mapping[str, JsonValue], key: str, pointer: str) -> str:
+def _text(row: Mapping[str, JsonValue], key: str, pointer: _Pointer) -> str:
     if key not in row:
         raise _fail(pointer, f"missing {key!r}")
     value = row[key]
@@ -239,7 +300,7 @@ def _text(row: Mapping[str, JsonValue], key: str, pointer: str) -> str:
     return value
 
 
-def _read_path(row: Mapping[str, JsonValue], pointer: str) -> Path:
+def _read_path(row: Mapping[str, JsonValue], pointer: _Pointer) -> Path:
     category = _text(row, "category", pointer)
     attribute = _text(row, "attribute", pointer)
     if category.lower() != "customer":
@@ -261,7 +322,7 @@ def _read_path(row: Mapping[str, JsonValue], pointer: str) -> Path:
     return Path(category, attribute, part, window)
 
 
-def _read_window(data: JsonValue, pointer: str) -> Window:
+def _read_window(data: JsonValue, pointer: _Pointer) -> Window:
     fields = _object(data, pointer, frozenset({"kind", "value"}), "a window")
     word = _text(fields, "kind", pointer)
     kind = _WINDOW_KINDS.get(word.lower())
@@ -284,14 +345,14 @@ def _read_window(data: JsonValue, pointer: str) -> Window:
     return Window(kind, _read_time(value, where))
 
 
-def _read_time(value: JsonValue, pointer: str) -> Any:
+def _read_time(value: JsonValue, pointer: _Pointer) -> Any:
     time = _read_scalar(value, pointer)
     if not isinstance(time, dt.date | Relative | Anchor):
         raise _fail(pointer, f"a window takes times (dates, relative times, today...), got {_describe(value)}")
     return time
 
 
-def _read_operator(row: Mapping[str, JsonValue], pointer: str) -> Op:
+def _read_operator(row: Mapping[str, JsonValue], pointer: _Pointer) -> Op:
     word = _text(row, "operator", pointer)
     spelled = " ".join(word.lower().split())
     op = _OPERATORS.get(spelled) or _ALIASES.get(spelled)
@@ -302,7 +363,7 @@ def _read_operator(row: Mapping[str, JsonValue], pointer: str) -> Op:
     return op
 
 
-def _read_operand(op: Op, row: Mapping[str, JsonValue], pointer: str) -> Any:
+def _read_operand(op: Op, row: Mapping[str, JsonValue], pointer: _Pointer) -> Any:
     where = _at(pointer, "value")
     value = row.get("value")
     match op:
@@ -333,7 +394,7 @@ def _read_operand(op: Op, row: Mapping[str, JsonValue], pointer: str) -> Any:
 _TAGS = ("date", "datetime", "relative", "duration", "anchor", "month", "weekday")
 
 
-def _read_scalar(value: JsonValue, pointer: str, *, allow_duration: bool = False) -> Any:
+def _read_scalar(value: JsonValue, pointer: _Pointer, *, allow_duration: bool = False) -> Any:
     if isinstance(value, bool | str | int):
         return value
     if isinstance(value, float):
@@ -380,14 +441,14 @@ def _read_scalar(value: JsonValue, pointer: str, *, allow_duration: bool = False
         raise _fail(where, f"not a {tag}: {word!r} ({reason})") from None
 
 
-def _amount(fields: Mapping[str, JsonValue], pointer: str) -> int:
+def _amount(fields: Mapping[str, JsonValue], pointer: _Pointer) -> int:
     amount = fields.get("amount")
     if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
         raise _fail(_at(pointer, "amount"), f"expected a whole number >= 0, got {_describe(amount)}")
     return amount
 
 
-def _unit(fields: Mapping[str, JsonValue], pointer: str) -> Unit:
+def _unit(fields: Mapping[str, JsonValue], pointer: _Pointer) -> Unit:
     word = fields.get("unit")
     try:
         return Unit.from_word(word) if isinstance(word, str) else Unit(word)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, NoReturn
 
-from ..ast import Condition, Node, walk
+from ..ast import Condition, Node, fold, walk
 from ..errors import (
     CohortsError,
     DatabaseError,
@@ -224,14 +224,19 @@ def print_json(data: Any) -> None:
 
 
 def explanation_data(explanation: Explanation) -> dict[str, Any]:
-    """An explanation as JSON-ready data: rule, result, value, compared_to, children."""
-    data: dict[str, Any] = {"rule": explanation.rule, "result": explanation.result}
-    if explanation.children:
-        data["children"] = [explanation_data(child) for child in explanation.children]
-    else:
-        data["value"] = plain(explanation.value)
-        data["compared_to"] = plain(explanation.compared_to)
-    return data
+    """An explanation as JSON-ready data: rule, result, value, compared_to, children (built bottom-up:
+    the explanations of deep rules nest deeply)."""
+
+    def combine(node: Explanation, children: list[dict[str, Any]]) -> dict[str, Any]:
+        data: dict[str, Any] = {"rule": node.rule, "result": node.result}
+        if children:
+            data["children"] = children
+        else:
+            data["value"] = plain(node.value)
+            data["compared_to"] = plain(node.compared_to)
+        return data
+
+    return fold(explanation, combine, children=lambda node: node.children)
 
 
 ELLIPSIS = "…"
