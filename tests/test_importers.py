@@ -938,9 +938,9 @@ def test_cli_column_positions_with_a_header() -> None:
 
 def test_large_repositories_use_the_bloom_filter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past the exact-index limit, stored and created keys are still found (SQLite)."""
-    from cohorts import importers
+    from cohorts.imports import writing
 
-    monkeypatch.setattr(importers, "_EXACT_LIMIT", -1)
+    monkeypatch.setattr(writing, "_EXACT_LIMIT", -1)
     repository = _sql_repository(tmp_path)
     repository.upsert([Customer("c1", {"phone": "514 555 0101", "city": "Lévis"})])
     rows = "".join(f"P{i},514 555 {101 + i % 5:04}\n" for i in range(12))
@@ -953,7 +953,7 @@ def test_large_repositories_use_the_bloom_filter(tmp_path: Path, monkeypatch: py
 @given(keys=st.sets(st.text(max_size=12), max_size=200), others=st.sets(st.text(max_size=12), max_size=200))
 def test_bloom_filter_has_no_false_negatives(keys: set[str], others: set[str]) -> None:
     """Every key added is found; a small filter may say maybe for others, but not for all of them."""
-    from cohorts.importers import _Bloom
+    from cohorts.imports.writing import _Bloom
 
     bloom = _Bloom(bits=1 << 16)
     for key in keys:
