@@ -44,27 +44,14 @@ from .imports.mapping import (
     guess_target,
     plan_mapping,
 )
-from .imports.mapping import (
-    REASON_HEADER as REASON_HEADER,
-)
-from .imports.reading import (
-    DELIMITERS as DELIMITERS,
-)
-from .imports.reading import (
-    Column as Column,
-)
-from .imports.reading import (
-    ImportFileError,
-    Row,
-    Table,
-    detect_encoding,
-    open_table,
-    sniff_delimiter,
-)
-from .imports.reading import _cell_text as _cell_text
+from .imports.reading import DELIMITERS as DELIMITERS
+from .imports.reading import REASON_HEADER as REASON_HEADER
+from .imports.reading import Column as Column
+from .imports.reading import ImportFileError, Row, Table, _cell_text, detect_encoding, open_table, sniff_delimiter
+from .imports.records import BadCell as BadCell
 from .imports.records import Policy as Policy
-from .imports.records import _Record, _RowReader
-from .imports.report import ImportPreview, ImportReport, Reject
+from .imports.records import _Record, _RowReader, settle_dates
+from .imports.report import ImportPreview, ImportReport, Note, Reject
 from .imports.writing import _resolve_match_on, _Rollback, _Writer
 from .progress import Progress
 from .schema import AttributeType, Schema, default_schema
@@ -78,6 +65,7 @@ __all__ = [
     "ImportReport",
     "InvalidValue",
     "MappingError",
+    "Note",
     "Plan",
     "Progress",
     "Reject",
@@ -101,6 +89,7 @@ __all__ = [
 
 BATCH_SIZE = 5000
 _UNSET = object()
+_SAMPLE = 200  # rows read ahead to check the guesses against values
 
 
 def preview_file(
@@ -114,11 +103,15 @@ def preview_file(
     schema: Schema | None = None,
     region: str = DEFAULT_REGION,
     first_row_is_header: bool | None = None,
+    day_first: bool = False,
 ) -> ImportPreview:
     """The first ``rows`` rows of a file and the mapping guessed from its headers.
 
     Without a header row, columns are named by position and a column whose
-    values all look like emails or phone numbers is guessed as such.
+    values all look like emails or phone numbers is guessed as such. The
+    guesses are checked against the first 200 rows, and ``notes`` says what
+    they left out or paired, and the day/month order of date columns
+    (``day_first`` for those whose values cannot tell).
 
     Example:
         >>> import pathlib, tempfile
@@ -136,19 +129,21 @@ def preview_file(
         raise ValueError(f"rows must be >= 0, not {rows}")
     schema = schema or default_schema()
     with open_table(path, header=header, delimiter=delimiter, encoding=encoding, sheet=sheet) as table:
-        sample = [row for _, row in zip(range(max(rows, 50)), table, strict=False)]
-        guessed = guess_mapping(table.columns, schema)
-        guessed.update(_content_guesses(table, sample, region))
+        sample = table.peek(max(rows, _SAMPLE))
+        hints = _content_guesses(table, sample, region)
+        plan = plan_mapping(table.columns, schema, hints=hints, samples=[r.cells for r in sample], region=region)
+        plan, dates = settle_dates(plan, sample, day_first)
         width = len(table.columns)
         shown = sample[:rows]
         return ImportPreview(
             columns=table.columns,
             rows=tuple(tuple(_cell_text(c) for c in (*r.cells, *([None] * (width - len(r.cells))))) for r in shown),
             lines=tuple(r.line for r in shown),
-            guessed=guessed,
+            guessed=dict(plan.mapping),
             delimiter=table.delimiter,
             encoding=table.encoding,
             sheet=table.sheet,
+            notes=(*plan.notes, *dates),
         )
 
 
@@ -210,6 +205,7 @@ def import_file(
     dry_run: bool = False,
     batch_size: int = BATCH_SIZE,
     first_row_is_header: bool | None = None,
+    on_bad_cell: BadCell = "reject_row",
 ) -> ImportReport:
     """Import customers from a CSV or ``.xlsx`` file into ``repository`` and the group ``group``.
 
@@ -233,6 +229,13 @@ def import_file(
     is called with a :class:`Progress` (an int: rows read) after each batch.
     ``first_row_is_header`` (the articles' checkbox) is another name for ``header``.
 
+    A row with a bad cell is rejected whole (``on_bad_cell="reject_row"``);
+    with ``on_bad_cell="skip_cell"`` the rest of the row is imported and the
+    cell is listed in ``report.skipped_cells`` (a bad consent cell still rejects
+    its row: nobody is imported as contactable by mistake). The day/month
+    order of each date column is told from all its values; ``day_first`` is
+    the order of a column whose values cannot tell (``report.notes`` says which).
+
     Example:
         >>> import pathlib, tempfile
         >>> from cohorts.repository import MemoryRepository
@@ -251,12 +254,14 @@ def import_file(
         raise ValueError(f"policy is 'fill' or 'overwrite', not {policy!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    if on_bad_cell not in ("reject_row", "skip_cell"):
+        raise ValueError(f"on_bad_cell is 'reject_row' or 'skip_cell', not {on_bad_cell!r}")
     region = (region or getattr(repository, "region", None) or DEFAULT_REGION).upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError(f"unknown region {region!r} (a two-letter country code such as 'US', 'CA', 'FR')")
     with open_table(path, header=header, delimiter=delimiter, encoding=encoding, sheet=sheet) as table:
-        hints = _content_guesses(table, table.sample(), region) if not header else None
-        plan = plan_mapping(table.columns, _schema_of(repository), mapping, new_attributes, hints)
+        reopen = lambda: open_table(path, header=header, delimiter=table.delimiter, encoding=encoding, sheet=sheet)
+        plan, notes = _plan(table, reopen, _schema_of(repository), mapping, new_attributes, region, day_first)
         key_field = _resolve_match_on(match_on, plan)
         report = ImportReport(
             path=os.fspath(path),
@@ -275,6 +280,7 @@ def import_file(
             delimiter=table.delimiter,
             encoding=table.encoding,
             sheet=table.sheet,
+            notes=notes,
         )
         groups = _groups_of(repository)
         ruled = any(groups.definition(name).rule is not None for name in groups.names())
@@ -286,7 +292,8 @@ def import_file(
                 if group is not None:
                     report.group = group = _ensure_group(groups, group)
                 writer = _Writer(repository, report, key_field, policy, group, groups, refresh=ruled)
-                _run(table, plan, writer, report, key_field, width, region, day_first, atomic, progress, batch_size)
+                reader = _RowReader(plan, key_field, width, region, day_first, on_bad_cell)
+                _run(table, reader, writer, report, atomic, progress, batch_size)
                 if dry_run or (atomic and report.rejected):
                     raise _Rollback
         except BaseException as error:
@@ -302,24 +309,41 @@ def import_file(
     return report
 
 
-def _run(
+def _plan(
     table: Table,
-    plan: Plan,
-    writer: _Writer,
-    report: ImportReport,
-    key_field: Field | None,
-    width: int,
+    reopen: Callable[[], Table],
+    schema: Schema,
+    mapping: Mapping[Column, str | None] | None,
+    new_attributes: Iterable[str],
     region: str,
     day_first: bool,
+) -> tuple[Plan, list[Note]]:
+    """The plan of an import, its guesses checked on the first rows and its date columns' order settled."""
+    sample = table.peek(_SAMPLE)
+    hints = _content_guesses(table, table.sample(), region) if not table.header else None
+    plan = plan_mapping(
+        table.columns, schema, mapping, new_attributes, hints, samples=[r.cells for r in sample], region=region
+    )
+    more = len(table.sample()) >= _SAMPLE  # the file goes on after the sample
+    plan, settled = settle_dates(plan, sample, day_first, reopen if more else None)
+    return plan, [*plan.notes, *settled]
+
+
+def _run(
+    table: Table,
+    read_row: _RowReader,
+    writer: _Writer,
+    report: ImportReport,
     atomic: bool,
     progress: Callable[[Progress], object] | None,
     batch_size: int,
 ) -> None:
     batch: list[_Record] = []
-    read_row = _RowReader(plan, key_field, width, region, day_first)
     for row in table:
         report.rows_read += 1
-        record, rejects = read_row(row)
+        record, rejects, skipped = read_row(row)
+        if skipped:
+            report.skipped_cells.extend(skipped)
         if rejects:
             report.rejects.extend(rejects)
             report.rejected += 1
@@ -336,5 +360,8 @@ def _run(
             progress(Progress(report.rows_read, table.fraction(), report.rejected))
     if batch and not (atomic and report.rejected):
         writer.write(batch)
+    report.notes.extend(read_row.tally.notes())
+    report.not_data.extend(Reject(r.line, None, "a title above the header", r.cells) for r in table.preamble)
+    report.not_data.extend(Reject(r.line, None, "a footer after the last row", r.cells) for r in table.footer)
     if progress is not None:
         progress(Progress(report.rows_read, 1.0, report.rejected))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import codecs
+import collections
 import csv
 import datetime as dt
 import io
+import itertools
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -17,7 +19,10 @@ Column: TypeAlias = str | int
 """A column: its header text, or its 0-based position when there is no header (or its header is blank)."""
 
 DELIMITERS = (",", ";", "\t")
+REASON_HEADER = "Import error"
+"""The last column of a rejects file (:meth:`ImportReport.write_rejects`), skipped when it comes back."""
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_MARKED_STARTS = frozenset((*_FORMULA_STARTS, *"0123456789(."))
 
 
 class ImportFileError(CohortsError, ValueError):
@@ -76,17 +81,24 @@ class Table:
         self._fraction = fraction
         self._close = close
         self._rows = _non_blank(rows)
-        self._ahead: list[Row] = []
+        self._ahead: collections.deque[Row] = collections.deque()
         self.header_line = 0
         self.header_cells: tuple[str, ...] = ()
+        self.preamble: list[Row] = []
+        self.footer: list[Row] = []
         if header:
-            first = next(self._rows, None)
+            self._ahead.extend(itertools.islice(self._rows, _PROBE))
+            while len(self._ahead) > 1 and _lone_text(self._ahead[0]) and any(
+                _width(row) >= 3 for row in itertools.islice(self._ahead, 1, None)
+            ):
+                self.preamble.append(self._ahead.popleft())  # a title above the header
+            first = self._ahead.popleft() if self._ahead else None
             if first is not None:
                 self.header_line = first.line
                 self.header_cells = tuple(_trim(tuple(_cell_text(c) for c in first.cells)))
             width = len(self.header_cells)
         else:
-            self._ahead = [row for _, row in zip(range(50), self._rows, strict=False)]
+            self._ahead.extend(itertools.islice(self._rows, 50))
             width = max((len(row.cells) for row in self._ahead), default=0)
         self.columns: tuple[Column, ...] = tuple(
             name.strip() if i < len(self.header_cells) and name.strip() else i
@@ -94,14 +106,42 @@ class Table:
         )
 
     def __iter__(self) -> Iterator[Row]:
-        """The data rows (never the header), blank rows left out, trailing blank cells trimmed."""
-        ahead, self._ahead = self._ahead, []
-        yield from ahead
+        """The data rows (never the header), blank rows left out, trailing blank cells trimmed.
+
+        Lines after the last data row that hold one text alone in a table of
+        three or more columns (a report's footer: its title, a copyright, "Confidential
+        Information", who generated it) or a total (``Total``, ``Grand Totals (300
+        records)`` and a figure or two) are not data: they end up in :attr:`footer`.
+        """
+        held: list[Row] = []
+        width = len(self.columns)
+        watch = width >= 3
+        for row in self._stream():
+            if watch and _footer_line(row, width):
+                held.append(row)
+                if len(held) <= _FOOTER_LIMIT:
+                    continue
+            if held:
+                yield from held
+                held = []
+            yield row
+        self.footer = held
+
+    def _stream(self) -> Iterator[Row]:
+        ahead = self._ahead
+        while ahead:
+            yield ahead.popleft()
         yield from self._rows
 
     def sample(self) -> list[Row]:
-        """The rows read ahead to size a file without header (empty otherwise), before iteration starts."""
+        """The rows read ahead so far (50 for a file without header), before iteration starts."""
         return list(self._ahead)
+
+    def peek(self, count: int) -> list[Row]:
+        """The first ``count`` data rows, read ahead (iteration still yields them), before iteration starts."""
+        if len(self._ahead) < count:
+            self._ahead.extend(itertools.islice(self._rows, count - len(self._ahead)))
+        return [row for row in itertools.islice(self._ahead, count) if not _lone_text(row)]
 
     def fraction(self) -> float | None:
         """How much of the file was read, from 0 to 1, when that is known."""
@@ -116,6 +156,43 @@ class Table:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_PROBE = 12  # rows read to find the header below a report's title lines
+_FOOTER_LIMIT = 20  # more lone-text lines than this at the end are data, not a footer
+
+
+def _width(row: Row) -> int:
+    """How many cells of the row are filled."""
+    return sum(1 for cell in row.cells if _filled(cell))
+
+
+def _lone_text(row: Row) -> bool:
+    """True for a line holding only words in its first cell: a report's title or footer line, not a record.
+
+    Rows come trimmed of their blank cells at the end: a lone cell is a row of one cell.
+    """
+    cells = row.cells
+    if len(cells) != 1 or type(cells[0]) is not str:
+        return False
+    return sum(1 for word in cells[0].split() if any(c.isalpha() for c in word)) >= 2
+
+
+_TOTALS = frozenset({"total", "totals", "totaux", "grand total", "grand totals", "sous-total", "subtotal", "sum"})
+
+
+def _footer_line(row: Row, width: int) -> bool:
+    """A line that may end a report rather than be a record: a lone text, or a totals line (``Total;;;;1 234,56``)."""
+    cells = row.cells
+    if len(cells) == 1:
+        return _lone_text(row)
+    first = cells[0]
+    if type(first) is not str or len(first) > 40 or first[:1] not in "TtGgSs":
+        return False
+    words = first.strip().lower().rstrip(":")
+    if words not in _TOTALS and words.split(" (")[0] not in _TOTALS:
+        return False
+    return _width(row) <= max(2, width // 4)
 
 
 def _trim(cells: Sequence[Any]) -> list[Any]:
@@ -221,12 +298,14 @@ def sniff_delimiter(sample: str, candidates: Sequence[str] = DELIMITERS) -> str:
     """
     best: tuple[tuple[bool, bool, float, int], str] | None = None
     for delimiter in candidates:
-        records = list(csv.reader(io.StringIO(sample), delimiter=delimiter))
-        widths = [len(_trim(r)) for r in records[:100] if any(c.strip() for c in r)]
+        read = list(csv.reader(io.StringIO(sample), delimiter=delimiter))[:100]
+        records = [r for r in read if any(c.strip() for c in r)]
+        widths = [len(_trim(r)) for r in records]
         if not widths:
             continue
         width = max(set(widths), key=lambda w: (widths.count(w), w))
-        score = (widths[0] > 1, width > 1, widths.count(width) / len(widths), width)
+        # The first line splits: its cells (a header, or a title above one in Excel: "Title;;;;") count blanks too.
+        score = (len(records[0]) > 1, width > 1, widths.count(width) / len(widths), width)
         if best is None or score > best[0]:
             best = (score, delimiter)
     return best[1] if best else candidates[0]
@@ -343,7 +422,7 @@ def _cell_text(cell: Any) -> str:
         case None:
             return ""
         case str():
-            return _unneutralise(cell)
+            return _unmark(cell)
         case bool():
             return "TRUE" if cell else "FALSE"
         case float() if math.isfinite(cell) and cell.is_integer():
@@ -356,9 +435,15 @@ def _cell_text(cell: Any) -> str:
             return str(cell)
 
 
-def _unneutralise(text: str) -> str:
-    # write_rejects prefixes formula-like cells with an apostrophe; take it off on the way back in.
-    if text[:1] == "'" and text[1:2] in _FORMULA_STARTS and len(text) > 1:
+def _unmark(text: str) -> str:
+    """The text without the leading apostrophe that only tells a spreadsheet "this is text".
+
+    Exports write it before ids, phones and postal codes (Shopify: ``'7210...``,
+    ``'+1514...``) so a spreadsheet keeps their digits, and :meth:`ImportReport.write_rejects`
+    before formula-like cells; a workbook never shows it. So ``'0123`` in a
+    CSV and ``0123`` in a workbook import the same; ``'Tis`` keeps its apostrophe.
+    """
+    if text[:1] == "'" and len(text) > 1 and text[1] in _MARKED_STARTS:
         return text[1:]
     return text
 

@@ -10,8 +10,36 @@ from typing import Any
 import attrs
 
 from .._html import html_table, html_text
-from .mapping import REASON_HEADER
-from .reading import Column, _cell_text, _neutralise
+from .reading import REASON_HEADER, Column, _cell_text, _neutralise
+
+# -- notes -------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Note:
+    """Something an import did that is no reject, said so that nothing happens silently.
+
+    A guess left out (two columns for one attribute, values that contradict a
+    header), a label column read, cells that held several values, extensions
+    kept, a column of dates whose day/month order cannot be told.
+
+    Attributes:
+        column: the column concerned, or None.
+        message: what was done, in words.
+        count: how many cells or rows (0: it is about the column as a whole).
+        line: the first line concerned, or None.
+    """
+
+    column: Column | None
+    message: str
+    count: int = 0
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.column!r}: " if self.column is not None else ""
+        times = f" ({self.count} row{'s' if self.count != 1 else ''}, first on line {self.line})" if self.count else ""
+        return f"{where}{self.message}{times}"
+
 
 # -- preview -----------------------------------------------------------------------
 
@@ -26,6 +54,7 @@ class ImportPreview:
         lines: the line in the file where each of those rows starts.
         guessed: the guessed target of every column (``None``: skip).
         delimiter: the CSV delimiter used, ``encoding`` the text encoding, ``sheet`` the worksheet.
+        notes: what the guesses left out or paired, and the day/month order of date columns.
     """
 
     columns: tuple[Column, ...]
@@ -35,6 +64,7 @@ class ImportPreview:
     delimiter: str | None = None
     encoding: str | None = None
     sheet: str | None = None
+    notes: tuple[Note, ...] = ()
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         """IPython's plain text: the same text as ``str``."""
@@ -50,6 +80,7 @@ class ImportPreview:
         widths = [max(len(r[i]) if i < len(r) else 0 for r in table) for i in range(len(heads))]
         lines = [" | ".join(r[i].ljust(widths[i]) if i < len(r) else "" for i in range(len(heads))) for r in table]
         lines.insert(1, "-+-".join("-" * w for w in widths))
+        lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(line.rstrip() for line in lines)
 
 
@@ -90,6 +121,10 @@ class ImportReport:
         guessed: the columns whose target was guessed, with the guess.
         added: attribute paths created as new text attributes.
         match_on: the attribute that matched existing customers (``"id"``, ``"phone"``...), or None.
+        notes: what was done that is no reject (see :class:`Note`).
+        skipped_cells: with ``on_bad_cell="skip_cell"``, the bad cells left out of rows that were imported.
+        not_data: lines that are not data rows (a report's title above the header, its footer
+            after the last row), neither imported nor counted in ``rows_read``.
         group: the group imported customers joined, or None.
         written: False when nothing was written (a dry run, or ``atomic`` with rejects).
     """
@@ -105,6 +140,9 @@ class ImportReport:
     skipped: int = 0
     rejected: int = 0
     rejects: list[Reject] = attrs.field(factory=list)
+    notes: list[Note] = attrs.field(factory=list)
+    skipped_cells: list[Reject] = attrs.field(factory=list)
+    not_data: list[Reject] = attrs.field(factory=list)
     mapping: dict[Column, str | None] = attrs.field(factory=dict)
     guessed: dict[Column, str | None] = attrs.field(factory=dict)
     added: tuple[str, ...] = ()
@@ -195,6 +233,20 @@ class ImportReport:
             lines.append(f"  guessed: {guesses}")
         if self.added:
             lines.append(f"  new attributes: {', '.join(self.added)}")
+        for note in self.notes[:10]:
+            lines.append(f"  note: {note}")
+        if len(self.notes) > 10:
+            lines.append(f"  ... and {len(self.notes) - 10} more notes")
+        kinds: dict[str, list[int]] = {}
+        for line in self.not_data:
+            kinds.setdefault(line.reason, []).append(line.line)
+        for reason, numbers in kinds.items():
+            where = f"line {numbers[0]}" if len(numbers) == 1 else f"lines {numbers[0]}-{numbers[-1]}"
+            lines.append(f"  not data, {where}: {reason}")
+        if self.skipped_cells:
+            lines.append(f"  bad cells left out of imported rows: {len(self.skipped_cells)}")
+            for cell in self.skipped_cells[:5]:
+                lines.append(f"  line {cell.line} ({cell.column}): {cell.reason} (cell left out)")
         for reject in self.rejects[:10]:
             where = f" ({reject.column})" if reject.column is not None else ""
             lines.append(f"  line {reject.line}{where}: {reject.reason}")

@@ -26,9 +26,18 @@ class _Rollback(Exception):
 
 
 def _resolve_match_on(match_on: str | None, plan: Plan) -> Field | None:
+    """The key field: ``match_on``'s, or the id column, else the phone, else the email.
+
+    The email goes first when the first rows leave the phone nearly always
+    blank (under a fifth of them) and fill the email more (a mailing list's export).
+    """
     if match_on is None:
-        for target in (ID_TARGET, "customer.phone", "customer.email"):
-            field = plan.field_for(target)
+        phone, email = plan.field_for("customer.phone"), plan.field_for("customer.email")
+        if phone is not None and email is not None:
+            phones, emails = plan.filled.get(phone.position, 1.0), plan.filled.get(email.position, 0.0)
+            if phones < 0.2 and emails > phones:
+                phone, email = email, phone
+        for field in (plan.field_for(ID_TARGET), phone, email):
             if field is not None:
                 return field
         return None
