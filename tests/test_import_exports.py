@@ -278,3 +278,27 @@ def test_long_files_tell_the_date_order_from_all_their_rows(tmp_path: Path) -> N
     path.write_text("ID,Created\n" + "\n".join(told) + "\n", encoding="utf-8")
     report = import_file(path, MemoryRepository())
     assert [r.line for r in report.rejects] == [302] and "is month first" in report.rejects[0].reason
+
+
+def test_a_mailchimp_unsubscribed_export_imports_nobody_as_contactable(tmp_path: Path) -> None:
+    """UNSUB_TIME (a time: it happened) is an email opt-out; OPTIN_TIME and the UNSUB_* details are not consents."""
+    header = ("Email Address,First Name,Last Name,MEMBER_RATING,OPTIN_TIME,OPTIN_IP,CONFIRM_TIME,CONFIRM_IP,"
+              "LATITUDE,LONGITUDE,GMTOFF,DSTOFF,TIMEZONE,CC,REGION,UNSUB_TIME,UNSUB_CAMPAIGN_TITLE,UNSUB_CAMPAIGN_ID,"
+              "UNSUB_REASON,UNSUB_REASON_OTHER,LAST_CHANGED,LEID,EUID,NOTES,TAGS")
+    rows = [
+        "ana@example.com,Ana,Roy,2,2024-03-04 15:22:10,,2024-03-04 15:24:01,,,,,,,,,2025-06-01 08:00:00,"
+        "Infolettre juin,8c1a2b,NORMAL,,2025-06-01 08:00:00,1,a1,,",
+        "bo@example.com,Bo,Côté,3,2024-05-06 10:00:00,,2024-05-06 10:01:00,,,,,,,,,2025-07-02 09:30:00,"
+        "Infolettre juillet,8c1a2c,SPAM,,2025-07-02 09:30:00,2,a2,,",
+    ]
+    path = tmp_path / "unsubscribed_members_export_8c1a.csv"
+    path.write_text(header + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    repository = MemoryRepository()
+    report = import_file(path, repository)
+    assert report.mapping["UNSUB_TIME"] == "not customer.email_subscribed"
+    assert [report.mapping[c] for c in ("OPTIN_TIME", "UNSUB_REASON", "UNSUB_CAMPAIGN_TITLE", "UNSUB_CAMPAIGN_ID")] == [
+        None, None, None, None,
+    ]
+    assert report.rejected == 0
+    assert [c.attributes.get("email_subscribed") for c in repository] == [False, False]
+    assert not any(c.attributes.get("subscribed") for c in repository)

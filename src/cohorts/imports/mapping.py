@@ -238,7 +238,8 @@ def _by_words(words: str, schema: Schema) -> _Guess:
             return _Guess(target, 1, own if own != "plain" or role is None else role)
     if tokens & {"fax", "telecopieur"} or words.endswith((" type", " label")):
         return _Guess(None)
-    if tokens & {"unsubscribed", "unsub", "optout", "desabonne"} or "opt out" in words:
+    opt_out = tokens & {"unsubscribed", "unsub", "optout", "desabonne"} or "opt out" in words
+    if opt_out and not tokens & {"reason", "title", "campaign", "id", "ip", "source", "by", "comment", "other"}:
         # An opt-out, whatever else the header says; an opt-in only from the phrases above: a
         # Mailchimp OPTIN_TIME is in its unsubscribed export too, and must not make anyone contactable.
         channel = "email_" if tokens & {"email", "mail", "courriel", "newsletter", "infolettre"} else ""
