@@ -196,7 +196,7 @@ def normalise_email(text: str) -> str:
         ('Marie.Roy@example.com', 'marie@example.com')
     """
     text = text.strip()
-    named = _NAMED_ADDRESS.fullmatch(text)
+    named = _NAMED_ADDRESS.fullmatch(text) if "<" in text else None
     if named is not None:
         text = named.group(1).strip()
     if text.lower().startswith("mailto:"):

@@ -105,7 +105,8 @@ def _phones_converter(region: str) -> Callable[[Any], list[Phone] | None]:
     nanp = region in ("US", "CA")
 
     def convert(cell: Any) -> list[Phone] | None:
-        text = _cell_text(cell).strip()
+        text = (cell if cell[:1] != "'" else _unmark(cell)) if type(cell) is str else _cell_text(cell)
+        text = text.strip()
         if not text:
             return None
         if nanp:
@@ -118,9 +119,12 @@ def _phones_converter(region: str) -> Callable[[Any], list[Phone] | None]:
 
 
 def _emails_converter(cell: Any) -> list[str] | None:
-    text = _cell_text(cell).strip()
+    text = (cell if cell[:1] != "'" else _unmark(cell)) if type(cell) is str else _cell_text(cell)
+    text = text.strip()
     if not text:
         return None
+    if text.count("@") < 2 and ":::" not in text:
+        return [normalise_email(text)]
     return [normalise_email(part) for part in split_emails(text)]
 
 
@@ -192,7 +196,7 @@ class _RowReader:
             if plan.schema.lookup(Path(CUSTOMER, f"{attribute}_extension")) is AttributeType.TEXT
             and plan.field_for(f"{CUSTOMER}.{attribute}_extension") is None
         }
-        self.steps: list[tuple[int, Field, Callable[[Any], Any], int, str | None, str, bool, int | None]] = []
+        steps: list[tuple[int, Field, Callable[[Any], Any], int, str | None, str, bool, int | None]] = []
         for f in plan.fields:
             shape = _PLAIN
             convert: Callable[[Any], Any]
@@ -208,14 +212,21 @@ class _RowReader:
             else:
                 convert = _converter(f, region, day_first)
             category = f.path.category if not f.path.is_customer else None
-            self.steps.append((f.position, f, convert, shape, category, f.path.attribute, f is key_field, f.label))
+            steps.append((f.position, f, convert, shape, category, f.path.attribute, f is key_field, f.label))
         # A lone phone (or email) column without labels: its single values go straight to their attribute.
-        self.alone = {
+        alone = {
             shape
             for shape in (_PHONES, _EMAILS)
-            if [(s[1].kind, s[7]) for s in self.steps if s[3] == shape] in ([(AttributeType.PHONE, None)],
-                                                                            [(AttributeType.TEXT, None)])
+            if [(s[1].kind, s[7]) for s in steps if s[3] == shape]
+            in ([(AttributeType.PHONE, None)], [(AttributeType.TEXT, None)])
         }
+        self.steps = [(*step, step[1].is_id, step[3] in alone) for step in steps]
+        self.late_key = (
+            key_field.path.attribute
+            if key_field is not None and key_field.path.is_customer and not key_field.is_id
+            and any(s[1] is key_field and s[3] != _PLAIN for s in steps)
+            else None
+        )  # a key read from the pooled phones or emails, after they are placed
 
     def __call__(self, row: Row) -> tuple[_Record | None, list[Reject], list[Reject]]:
         """The row's record (None when it has nothing to import or is rejected), its rejects, its skipped cells."""
@@ -227,9 +238,10 @@ class _RowReader:
         if size > self.width:
             reason = f"a value beyond the last column ({size} cells, {self.width} columns)"
             rejects.append(Reject(line, self.width, reason, cells))
+        skip_cells = self.skip_cells
 
         def bad(field: Field | None, column: Column | None, reason: str) -> None:
-            if self.skip_cells and field is not None and not field.consent and not field.is_id:
+            if skip_cells and field is not None and not field.consent and not field.is_id:
                 skipped.append(Reject(line, column, reason, cells))
             else:
                 rejects.append(Reject(line, column, reason, cells))
@@ -240,7 +252,7 @@ class _RowReader:
         key: Any = None
         phones: list[tuple[Field, list[Phone], str]] | None = None
         emails: list[tuple[Field, list[str], str]] | None = None
-        for position, field, convert, shape, category, attribute, is_key, label in self.steps:
+        for position, field, convert, shape, category, attribute, is_key, label, is_id, alone in self.steps:
             if position >= size:
                 continue
             try:
@@ -251,7 +263,7 @@ class _RowReader:
             if value is None:
                 continue
             if shape == _PLAIN:
-                if field.is_id:
+                if is_id:
                     ident = value
                 elif category is None:
                     attributes[attribute] = value
@@ -260,9 +272,9 @@ class _RowReader:
                         event_fields = {}
                     event_fields.setdefault(category, {})[attribute] = value
                 if is_key:
-                    key = value if field.is_id else _match_key(value)
+                    key = value if is_id else _match_key(value)
                 continue
-            if shape in self.alone and len(value) == 1:
+            if alone and len(value) == 1:
                 single = value[0]
                 if shape == _EMAILS:
                     attributes[attribute] = single
@@ -285,10 +297,10 @@ class _RowReader:
             self._place(self.phones, phones, attributes, line, bad)
         if emails:
             self._place(self.emails, emails, attributes, line, bad)
-        key_field = self.key_field
-        if key_field is not None and not key_field.is_id and key is None and key_field.path.is_customer:
-            value = attributes.get(key_field.path.attribute)
-            if value is not None and not isinstance(value, list):
+        late = self.late_key
+        if late is not None:
+            value = attributes.get(late)
+            if value is not None:
                 key = _match_key(value)
         events: list[Event] = []
         for category, values in (event_fields or {}).items():
