@@ -250,10 +250,10 @@ def test_demo_groups_import_campaign_and_report_on_sqlite(tmp_path: Path) -> Non
     expected = len(list(cohorts.compile(escape, schema=schema).select(customers, SAMPLE_NOW)))
     assert f"  {expected:>8,}  {'Escape service':<18} rules {expected:,}\n" in text
     assert "excluded by hand" in text
-    assert "line 7 (Cell): two phone numbers in one cell" in text
+    assert "line 7 (Cell): not a phone number: '514 555 010' (too short)" in text
     assert "Spring clinic now has 9 customers (imported 9)." in text
     rejects = (tmp_path / "rejects.csv").read_text(encoding="utf-8-sig")
-    assert "two phone numbers" in rejects
+    assert "too short" in rejects
     assert "Winter tires             no: not published" in text
     assert "Actions repeated: 0 (each runs exactly once per customer)." in text
     assert "unsubscribed" in text  # suppressed with the reason, not dropped

@@ -102,7 +102,7 @@ def test_run_report_lists_every_campaign_and_its_failures() -> None:
 
 def test_import_report_and_preview(tmp_path: Path) -> None:
     path = tmp_path / "clients.csv"
-    path.write_text("Name,Cell\nAnn,514 555 0101\nBob,514 555 0102 / 514 555 0103\n", encoding="utf-8")
+    path.write_text("Name,Cell\nAnn,514 555 0101\nBob,514 555 0102 / 514 555 0103 / 12\n", encoding="utf-8")
     preview = cohorts.preview_file(path)
     cells = parse_html(preview._repr_html_())
     assert cells.rows == 3 and "Ann" in cells.cells

@@ -343,7 +343,7 @@ def step_groups(ctx: DemoContext) -> None:
 
 
 def step_import(ctx: DemoContext) -> None:
-    """Import the bundled spreadsheet (one row holds two phone numbers) into a group."""
+    """Import the bundled spreadsheet (one row's phone number is too short) into a group."""
     ctx.title("Importing a spreadsheet")
     repository = _workspace(ctx)
     report = import_file(SAMPLE_IMPORT, repository, group="Spring clinic", region="CA")

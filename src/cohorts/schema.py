@@ -123,12 +123,18 @@ _DEFAULT = {
         "email": _T.TEXT,
         "phone": _T.PHONE,
         "mobile_phone": _T.PHONE,
+        "phone_extension": _T.TEXT,
+        "mobile_phone_extension": _T.TEXT,
+        "other_phones": _T.LIST,
+        "other_emails": _T.LIST,
         "city": _T.TEXT,
         "region": _T.TEXT,
         "postal_code": _T.TEXT,
         "language": _T.TEXT,
         "status": _T.TEXT,
         "subscribed": _T.BOOLEAN,
+        "email_subscribed": _T.BOOLEAN,
+        "sms_subscribed": _T.BOOLEAN,
         "vehicle_make": _T.TEXT,
         "vehicle_model": _T.TEXT,
         "vehicle_year": _T.NUMBER,
@@ -152,8 +158,11 @@ _DEFAULT_SCHEMA = Schema(_DEFAULT)
 def default_schema() -> Schema:
     """The schema of the reference articles' categories.
 
-    ``customer`` has first_name, last_name, email, phone, mobile_phone, city,
-    region, postal_code, language, status (active/inactive), subscribed,
+    ``customer`` has first_name, last_name, email, phone, mobile_phone,
+    phone_extension, mobile_phone_extension, other_phones and other_emails
+    (lists: the numbers and addresses beyond the first), city, region,
+    postal_code, language, status (active/inactive), subscribed (all
+    marketing), email_subscribed and sms_subscribed (consent per channel),
     vehicle_make, vehicle_model, vehicle_year, tags, created_at and timezone;
     the event categories are appointment, message.received, message.sent,
     repair_order.opened, repair_order.closed, invoice, review and note.
