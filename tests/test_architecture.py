@@ -168,6 +168,18 @@ class Delegating:
     def existing(self, customer_ids: Iterable[Any]) -> set[Any]:
         return self._inner.existing(customer_ids)
 
+    def get_many(self, customer_ids: Iterable[Any]) -> dict[Any, Customer]:
+        return self._inner.get_many(customer_ids)
+
+    def change_position(self) -> str:
+        return self._inner.change_position()
+
+    def changes_since(self, position: str) -> tuple[list[Any], str]:
+        return self._inner.changes_since(position)
+
+    def forget_changes(self, position: str) -> None:
+        self._inner.forget_changes(position)
+
     def select(self, rule: Any, now: dt.datetime | None = None, *, groups: Any = None) -> set[Any]:
         return self._inner.select(rule, now, groups=groups)
 

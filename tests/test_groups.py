@@ -305,13 +305,18 @@ def test_time_rule_with_a_static_false_part_stores_nothing_pending() -> None:
 
 
 class _CountingRepository(MemoryRepository):
-    """A memory repository that counts get() calls."""
+    """A memory repository that counts the customers read one by one or in batches."""
 
     gets = 0
 
     def get(self, customer_id: Any) -> Customer | None:
         self.gets += 1
         return super().get(customer_id)
+
+    def get_many(self, customer_ids: Any) -> dict[Any, Customer]:
+        found = super().get_many(customer_ids)
+        self.gets += len(found)
+        return found
 
 
 TIME_RULES = [

@@ -52,7 +52,7 @@ from .errors import (
     UnknownGroupError,
 )
 from .evaluate import Explanation, Predicate, compile, explain, matches, validate  # noqa: A004
-from .groups import Change, Group, Groups, Origin, Preview, Why, origins
+from .groups import Change, Group, Groups, HistoryEntry, Origin, Preview, Why, origins
 from .importers import (
     ImportFileError,
     ImportPreview,
@@ -95,6 +95,7 @@ __all__ = [
     "GroupError",
     "GroupNotEmptyError",
     "Groups",
+    "HistoryEntry",
     "HostEvents",
     "HostTable",
     "Hours",

@@ -120,6 +120,29 @@ class Slot:
 EMPTY = Slot()
 
 
+@attrs.frozen
+class HistoryRow:
+    """A stored join, leave or change of origins.
+
+    Attributes:
+        group_id: the group.
+        customer_id: the customer.
+        before: the origins before, as bits (1 manual, 2 imported, 4 rules; 0: not a member).
+        after: the origins after, as bits.
+        version: the rule version in force.
+        at: the ``now`` at which it was found.
+        cause: ``"data"``, ``"time"``, ``"rule"``, ``"manual"``, ``"import"``, ``"deleted"`` or ``"excluded"``.
+    """
+
+    group_id: int
+    customer_id: CustomerId
+    before: int
+    after: int
+    version: int
+    at: dt.datetime
+    cause: str
+
+
 class GroupStore(Protocol):
     """The records of :class:`cohorts.Groups`; every write happens in the repository's transaction."""
 
@@ -195,6 +218,28 @@ class GroupStore(Protocol):
         """Store a setting."""
         ...
 
+    def lock(self) -> None:
+        """Hold the store for this transaction: other processes' catch-ups wait until it ends."""
+        ...
+
+    def add_history(self, rows: Sequence[HistoryRow]) -> None:
+        """Append entries to the membership history."""
+        ...
+
+    def history(
+        self,
+        group_id: int | None = None,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        customer_id: CustomerId | None = None,
+    ) -> list[HistoryRow]:
+        """History entries in the order they were added (``start <= at < end``)."""
+        ...
+
+    def forget_history(self, before: dt.datetime) -> None:
+        """Delete the entries found before ``before``."""
+        ...
+
 
 class _Mark:
     """A snapshot handle: the journal position when the snapshot was taken."""
@@ -232,6 +277,7 @@ class MemoryGroupStore:
         self._ids = itertools.count(1)
         self._heap: list[tuple[dt.datetime, int, int, CustomerId]] = []
         self._seq = itertools.count()
+        self._history: list[HistoryRow] = []
         self._journal: list[Callable[[], None]] = []
         self._live: weakref.WeakSet[_Mark] = weakref.WeakSet()
 
@@ -299,8 +345,11 @@ class MemoryGroupStore:
         old_def = self._defs.pop(group_id, None)
         old_marks = {kind: self._marks[kind].pop(group_id, None) for kind in MARKS}
         old_rules = self._rules.pop(group_id, None)
+        old_history = self._history
+        self._history = [row for row in old_history if row.group_id != group_id]
 
         def undo() -> None:
+            self._history = old_history
             self._put_def(group_id, old_def)
             for kind, ids in old_marks.items():
                 if ids is not None:
@@ -475,3 +524,39 @@ class MemoryGroupStore:
                 self._meta[key] = old
 
         self._undo(undo)
+
+    def lock(self) -> None:
+        """Nothing to hold: the store is this process's."""
+
+    def add_history(self, rows: Sequence[HistoryRow]) -> None:
+        """Append entries to the membership history."""
+        if not rows:
+            return
+        size = len(self._history)
+        self._history.extend(rows)
+        self._undo(lambda: self._history.__delitem__(slice(size, None)))
+
+    def history(
+        self,
+        group_id: int | None = None,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        customer_id: CustomerId | None = None,
+    ) -> list[HistoryRow]:
+        """History entries in the order they were added (``start <= at < end``)."""
+        return [
+            row
+            for row in self._history
+            if (group_id is None or row.group_id == group_id)
+            and (customer_id is None or (row.customer_id == customer_id and type(row.customer_id) is type(customer_id)))
+            and (start is None or row.at >= start)
+            and (end is None or row.at < end)
+        ]
+
+    def forget_history(self, before: dt.datetime) -> None:
+        """Delete the entries found before ``before``."""
+        kept = [row for row in self._history if row.at >= before]
+        if len(kept) != len(self._history):
+            old = self._history
+            self._history = kept
+            self._undo(lambda: setattr(self, "_history", old))

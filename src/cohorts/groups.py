@@ -53,7 +53,7 @@ from .ast import (
 )
 from .errors import GroupError, GroupNotEmptyError, RuleError, UnknownGroupError
 from .evaluate import Explanation, Predicate, compile  # noqa: A004
-from .group_store import EMPTY, GroupDef, GroupStore, MemoryGroupStore, RuleRow, Slot, group_key
+from .group_store import EMPTY, GroupDef, GroupStore, HistoryRow, MemoryGroupStore, RuleRow, Slot, group_key
 from .model import Customer, CustomerId
 from .parser import parse
 from .progress import Progress, ProgressCallback
@@ -184,6 +184,9 @@ class Change:
         before: the origins before (empty: was not a member).
         after: the origins after (empty: is not a member any more).
         at: the ``now`` at which the change was found.
+        cause: why: ``"data"`` (the customer's data changed), ``"time"`` (time alone changed the rule's
+            answer), ``"rule"`` (the rule was set or changed), ``"manual"``, ``"import"``, ``"excluded"``
+            (an exclusion was set or lifted) or ``"deleted"`` (the customer was deleted).
     """
 
     group: str
@@ -191,6 +194,7 @@ class Change:
     before: frozenset[Origin]
     after: frozenset[Origin]
     at: dt.datetime
+    cause: str = "data"
 
     @property
     def joined(self) -> bool:
@@ -744,7 +748,52 @@ def _rename_refs(node: Node, old_key: str, new: str) -> Node:
 
 
 _AS_OF = "as_of"
+_CHANGES = "changes"  # the position in the repository's change log up to which the stored state follows it
+_HISTORY_TRIMMED = "history_trimmed"
 _BATCH = 1000
+_ORIGIN_BITS = {Origin.MANUAL: 1, Origin.IMPORTED: 2, Origin.RULES: 4}
+
+
+def _bits(found: frozenset[Origin]) -> int:
+    return sum(_ORIGIN_BITS[o] for o in found)
+
+
+def _from_bits(bits: int) -> frozenset[Origin]:
+    return frozenset(o for o, bit in _ORIGIN_BITS.items() if bits & bit)
+
+
+@attrs.frozen
+class HistoryEntry:
+    """One join, leave or change of origins of a customer in a group, as :meth:`Groups.history` gives it.
+
+    Attributes:
+        group: the group's name (its current name, if it was renamed since).
+        customer_id: the customer.
+        joined: whether the customer is a member after this entry (False: it left).
+        origins: the origins after this entry (empty when it left).
+        gained: the origins it gained.
+        lost: the origins it lost.
+        version: the version of the group's rule in force.
+        at: the ``now`` at which it was found.
+        cause: ``"data"``, ``"time"``, ``"rule"``, ``"manual"``, ``"import"``, ``"excluded"`` or ``"deleted"``
+            (see :class:`Change`).
+
+    .. versionadded:: 0.3
+    """
+
+    group: str
+    customer_id: CustomerId
+    joined: bool
+    origins: frozenset[Origin]
+    gained: frozenset[Origin]
+    lost: frozenset[Origin]
+    version: int
+    at: dt.datetime
+    cause: str
+
+    def __str__(self) -> str:
+        what = "in" if self.joined else "out"
+        return f"{self.at.isoformat()} {self.group!r} {self.customer_id!r} {what} ({self.cause})"
 
 
 @attrs.define
@@ -802,11 +851,20 @@ class Groups:
     """
 
     def __init__(
-        self, repository: Repository, *, store: GroupStore | None = None, progress: ProgressCallback | None = None
+        self,
+        repository: Repository,
+        *,
+        store: GroupStore | None = None,
+        progress: ProgressCallback | None = None,
+        history: dt.timedelta | None = dt.timedelta(days=400),
     ) -> None:
         require(repository, Repository, "Groups")
+        if history is not None and (not isinstance(history, dt.timedelta) or history <= dt.timedelta(0)):
+            raise ValueError(f"history is a positive timedelta (how long entries are kept) or None, not {history!r}")
         self.repository = repository
         self.progress = progress
+        self.history_retention = history
+        self._unreported: list[Change] = []  # changes made for the history only (the importer's bulk path)
         self._store: GroupStore = store if store is not None else repository.group_store()
         self._subscribers: list[tuple[Callable[[Change], object], str | None, bool, bool]] = []
         self._plans: dict[tuple[int, int, str | None], _Plan] = {}
@@ -828,22 +886,47 @@ class Groups:
     def _atomic(self) -> Iterator[list[Change]]:
         changes: list[Change] = []
         store = self._store
+        unreported = len(self._unreported)
         if isinstance(store, MemoryGroupStore):
             mark = store.snapshot()
             try:
                 yield changes
+                self._record(changes, unreported)
             except BaseException:
                 store.restore(mark)
+                del self._unreported[unreported:]
                 raise
             store.release(mark)
         else:
             try:
                 with self.repository.transaction():
                     yield changes
+                    self._record(changes, unreported)
             except BaseException:
                 store.forget()  # cached definitions may come from the rolled-back transaction
+                del self._unreported[unreported:]
                 raise
         self._notify(changes)
+
+    def _record(self, changes: Sequence[Change], unreported: int) -> None:
+        """Write the block's changes to the membership history, in its transaction."""
+        found = [*changes, *self._unreported[unreported:]]
+        del self._unreported[unreported:]
+        if not found:
+            return
+        catalog = self._catalog()
+        rows = []
+        for change in found:
+            gid = catalog.by_key.get(group_key(change.group))
+            if gid is None:
+                continue  # the group was deleted in this block: its history goes with it
+            version = catalog.defs[gid].version
+            rows.append(
+                HistoryRow(
+                    gid, change.customer_id, _bits(change.before), _bits(change.after), version, change.at, change.cause
+                )
+            )
+        self._store.add_history(rows)
 
     def _plan(self, definition: GroupDef, known: Callable[[str], int]) -> _Plan:
         cache_key = (definition.id, definition.version, definition.rule)
@@ -1051,7 +1134,7 @@ class Groups:
                 raise GroupNotEmptyError(definition.name, len(members), counts)
             at = self._mark_time(None)
             for cid in _sorted_ids(members):
-                changes.append(Change(definition.name, cid, members[cid], _NO_ORIGINS, at))
+                changes.append(Change(definition.name, cid, members[cid], _NO_ORIGINS, at, "rule"))
             self._store.drop_group(gid)
 
     # -- manual membership -----------------------------------------------------
@@ -1075,7 +1158,9 @@ class Groups:
     def remove(self, name: str, *customer_ids: CustomerId, now: dt.datetime | None = None) -> list[Change]:
         """Remove the manual and imported origins; a customer the rules match stays, by rules alone."""
         with self._atomic() as changes:
-            changes.extend(self._set_marks(name, customer_ids, {"manual": False, "imported": False}, now, False))
+            changes.extend(
+                self._set_marks(name, customer_ids, {"manual": False, "imported": False}, now, False, cause="manual")
+            )
         return changes
 
     def exclude(self, name: str, *customer_ids: CustomerId, now: dt.datetime | None = None) -> list[Change]:
@@ -1095,8 +1180,9 @@ class Groups:
         now: dt.datetime | None,
         must_exist: bool,
     ) -> list[Change]:
+        cause = {"manual": "manual", "imported": "import", "excluded": "excluded"}[kind]
         with self._atomic() as changes:
-            changes.extend(self._set_marks(name, customer_ids, {kind: value}, now, must_exist))
+            changes.extend(self._set_marks(name, customer_ids, {kind: value}, now, must_exist, cause=cause))
         return changes
 
     def _add_imported(self, name: str, customer_ids: Sequence[CustomerId]) -> None:
@@ -1110,7 +1196,9 @@ class Groups:
         with self._atomic() as changes:
             listened = bool(self._subscribers)
             changes.extend(
-                self._set_marks(name, customer_ids, {"imported": True}, None, True, stored=True, quiet=not listened)
+                self._set_marks(
+                    name, customer_ids, {"imported": True}, None, True, stored=True, quiet=not listened, cause="import"
+                )
             )
 
     def _set_marks(
@@ -1123,19 +1211,16 @@ class Groups:
         *,
         stored: bool = False,
         quiet: bool = False,
+        cause: str = "manual",
     ) -> list[Change]:
-        """Set marks; ``stored`` promises the ids are stored customers, ``quiet`` leaves out their own changes."""
+        """Set marks; ``stored`` promises the ids are stored customers, ``quiet`` leaves their own changes out
+        of what is returned (they are still recorded in the history)."""
         at = self._mark_time(now)
         caught = self._catch_up(at)
         changes = [] if caught is None else caught[1]
         catalog = self._catalog()
         gid = catalog.known(name)
         ids = list(dict.fromkeys(customer_ids))
-        if stored and quiet and not catalog.dependents[gid]:
-            # Nothing to check, to report or to re-evaluate: the marks are all there is to write.
-            for kind, value in marks.items():
-                self._store.set_marks(gid, kind, ids, value)
-            return changes
         slots = self._store.slots(ids)
         exists = set(ids) if stored else self._existing(ids)
         for cid in ids:
@@ -1161,12 +1246,15 @@ class Groups:
                 outcome = outcomes[before_slot] = (after_slot, _slot_origins(before_slot), _slot_origins(after_slot))
             after_slot, before, after = outcome
             current[gid] = after_slot
-            if before != after and not quiet:
-                changes.append(Change(group_name, cid, before, after, at))
+            if before != after:
+                change = Change(group_name, cid, before, after, at, cause)
+                (self._unreported if quiet else changes).append(change)
             if bool(before) != bool(after) and cid in exists and catalog.dependents[gid]:
                 customer = self.repository.get(cid)
                 if customer is not None:
-                    self._process(catalog, customer, current, set(catalog.dependents[gid]), at, work, digest=False)
+                    self._process(
+                        catalog, customer, current, set(catalog.dependents[gid]), at, work, digest=False, cause=cause
+                    )
         work.flush(self._store)
         return changes + work.changes
 
@@ -1187,6 +1275,7 @@ class Groups:
         *,
         digest: bool = True,
         old_digest: tuple[str, bytes] | None = None,
+        cause: str = "data",
     ) -> None:
         """Evaluate some groups' rules for one customer (and the groups that refer to those that change)."""
         cid = customer.id
@@ -1226,7 +1315,7 @@ class Groups:
             current[gid] = new_slot
             before, after = _slot_origins(slot), _slot_origins(new_slot)
             if before != after:
-                work.changes.append(Change(plan.definition.name, cid, before, after, now))
+                work.changes.append(Change(plan.definition.name, cid, before, after, now, cause))
             if bool(before) != bool(after):
                 for user in catalog.dependents[gid]:
                     heapq.heappush(heap, (rank[user], user))
@@ -1238,7 +1327,7 @@ class Groups:
             for gid, slot in found.items():
                 before = _slot_origins(slot)
                 if before:
-                    changes.append(Change(catalog.defs[gid].name, cid, before, _NO_ORIGINS, now))
+                    changes.append(Change(catalog.defs[gid].name, cid, before, _NO_ORIGINS, now, "deleted"))
         self._store.drop_customers(customer_ids)
         return changes
 
@@ -1342,7 +1431,7 @@ class Groups:
                 before = _slot_origins(slot)
                 after = _slot_origins(Slot(slot.manual, slot.imported, slot.excluded, row))
                 if before != after:
-                    changes.append(Change(plan.definition.name, cid, before, after, now))
+                    changes.append(Change(plan.definition.name, cid, before, after, now, "rule"))
             if rows:
                 store.put_rules(gid, rows)
             if fresh:
@@ -1352,33 +1441,52 @@ class Groups:
         )
 
         if stale_customers:
-            changes.extend(self._revisit(catalog, stale_customers, now, check_data=False))
+            changes.extend(self._revisit(catalog, stale_customers, now, check_data=False, cause="rule"))
         gone = store.customer_ids() - seen
         if gone:
             changes.extend(self._drop(catalog, gone, now))
         return changes
 
     def _revisit(
-        self, catalog: _Catalog, todo: Mapping[CustomerId, set[int]], now: dt.datetime, check_data: bool
+        self,
+        catalog: _Catalog,
+        todo: Mapping[CustomerId, set[int]],
+        now: dt.datetime,
+        check_data: bool,
+        cause: str = "data",
     ) -> list[Change]:
-        work = _Work()
+        """Evaluate these customers again (for the groups given, and with ``check_data`` those whose reads
+        changed), reading them in batches; customers no longer stored leave every group."""
+        changes: list[Change] = []
         ids = list(todo)
-        slots = self._store.slots(ids)
-        digests = self._store.digests(ids) if check_data else {}
-        missing = []
-        for cid in ids:
-            customer = self.repository.get(cid)
-            if customer is None:
-                missing.append(cid)
-                continue
-            current = slots.setdefault(cid, {})
-            self._process(
-                catalog, customer, current, todo[cid], now, work, digest=check_data, old_digest=digests.get(cid)
-            )
-        work.flush(self._store)
-        changes = work.changes
-        if missing:
-            changes.extend(self._drop(catalog, missing, now))
+        for start in range(0, len(ids), _BATCH):
+            batch = ids[start : start + _BATCH]
+            work = _Work()
+            slots = self._store.slots(batch)
+            digests = self._store.digests(batch) if check_data else {}
+            customers = self.repository.get_many(batch)
+            missing = []
+            for cid in batch:
+                customer = customers.get(cid)
+                if customer is None:
+                    missing.append(cid)
+                    continue
+                current = slots.setdefault(cid, {})
+                self._process(
+                    catalog,
+                    customer,
+                    current,
+                    todo[cid],
+                    now,
+                    work,
+                    digest=check_data,
+                    old_digest=digests.get(cid),
+                    cause=cause,
+                )
+            work.flush(self._store)
+            changes.extend(work.changes)
+            if missing:
+                changes.extend(self._drop(catalog, missing, now))
         return changes
 
     def _catch_up(
@@ -1388,22 +1496,50 @@ class Groups:
         as_of = as_of if as_of is not None else self._as_of()
         if as_of is not None and now < as_of and not force_all:
             return None
+        store = self._store
+        store.lock()  # one catch-up at a time, across processes: the next one starts from this one's state
         catalog = self._catalog()
         changes: list[Change] = []
+        position = store.get_meta(_CHANGES)
+        changed: list[CustomerId] = []
+        after = position
+        if position is None:  # a new store follows the log from here; its groups are evaluated in full
+            after = self.repository.change_position()
+        else:
+            changed, after = self.repository.changes_since(position)
         if not force_all:
             due: dict[CustomerId, set[int]] = {}
-            for gid, cid in self._store.due(now):
+            for gid, cid in store.due(now):
                 if gid in catalog.defs:
                     due.setdefault(cid, set()).add(gid)
+            written = dict.fromkeys(changed)
             if due:
-                changes.extend(self._revisit(catalog, due, now, check_data=False))
+                changes.extend(
+                    self._revisit(catalog, {c: g for c, g in due.items() if c not in written}, now, False, "time")
+                )
+            if written:  # the data changed: the groups whose rules read what changed (and any due)
+                todo = {cid: due.get(cid, set()) for cid in written}
+                changes.extend(self._revisit(catalog, todo, now, check_data=True, cause="data"))
         stale = set(catalog.defs) if force_all else {gid for gid, d in catalog.defs.items() if d.evaluated != d.version}
         if stale:
             changes.extend(self._full_pass(catalog, stale, now))
             catalog = self._catalog()
+        if after is not None and after != position:
+            store.set_meta(_CHANGES, after)
+            self.repository.forget_changes(after)
         if as_of is None or now != as_of:
-            self._store.set_meta(_AS_OF, now.isoformat())
+            store.set_meta(_AS_OF, now.isoformat())
+        self._trim_history(now)
         return catalog, changes
+
+    def _trim_history(self, now: dt.datetime) -> None:
+        """Forget history older than the retention, once a day at most."""
+        if self.history_retention is None:
+            return
+        day = now.date().isoformat()
+        if self._store.get_meta(_HISTORY_TRIMMED) != day:
+            self._store.forget_history(now - self.history_retention)
+            self._store.set_meta(_HISTORY_TRIMMED, day)
 
     def refresh(
         self, now: dt.datetime | None = None, customer_ids: Iterable[CustomerId] | None = None, *, full: bool = False
@@ -1420,6 +1556,11 @@ class Groups:
         moment = self._now(now)
         ids = None if customer_ids is None else list(dict.fromkeys(_check_ids(customer_ids)))
         with self._atomic() as changes:
+            if ids:  # known: stored, or with stored state (a deleted customer's, until it is caught up)
+                known = set(self._store.digests(ids)) | set(self._store.slots(ids)) | self.repository.existing(ids)
+                for cid in ids:
+                    if cid not in known:
+                        raise UnknownCustomerError(cid)
             as_of = self._as_of()
             rewind = as_of is not None and moment < as_of
             caught = self._catch_up(moment, force_all=full or rewind, as_of=as_of)
@@ -1427,10 +1568,6 @@ class Groups:
             catalog, found = caught
             changes.extend(found)
             if ids:
-                known = self._store.digests(ids)
-                for cid in ids:
-                    if cid not in known and self.repository.get(cid) is None and not self._store.slots([cid]):
-                        raise UnknownCustomerError(cid)
                 changes.extend(self._revisit(catalog, {cid: set() for cid in ids}, moment, check_data=True))
         return changes
 
@@ -1561,6 +1698,99 @@ class Groups:
             next_check=row.due if row is not None else None,
             explanation=explanation,
         )
+
+    # -- history -----------------------------------------------------------------
+
+    def history(
+        self,
+        name: str | None = None,
+        *,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        customer_id: CustomerId | None = None,
+    ) -> list[HistoryEntry]:
+        """Every join, leave and change of origins (of group ``name``, or of every group), oldest first.
+
+        ``start <= at < end`` when given; ``customer_id`` keeps one customer's. Data written since the
+        last read is caught up first (at the stored state's ``now``), so the history is complete. Entries
+        older than the ``history`` retention given to :class:`Groups` are forgotten.
+
+        Example:
+            >>> import datetime as dt
+            >>> from cohorts import Customer, MemoryRepository
+            >>> now = dt.datetime(2026, 11, 16, tzinfo=dt.timezone.utc)
+            >>> repo = MemoryRepository([Customer(1, {"city": "Laval"}), Customer(2)])
+            >>> groups = Groups(repo)
+            >>> groups.create("Laval", 'customer.city = "Laval"')
+            >>> _ = groups.members("Laval", now)
+            >>> repo.upsert([Customer(2, {"city": "laval"})])      # no refresh: the group follows the data
+            >>> _ = groups.add("Laval", 1, now=now + dt.timedelta(hours=1))
+            >>> for entry in groups.history("Laval"):
+            ...     print(entry.customer_id, entry.joined, sorted(o.value for o in entry.origins), entry.cause)
+            1 True ['rules'] rule
+            2 True ['rules'] data
+            1 True ['manual', 'rules'] manual
+
+        .. versionadded:: 0.3
+        """
+        as_of = self._as_of()
+        if as_of is not None:
+            self._read(as_of)
+        catalog = self._catalog()
+        gid = None if name is None else catalog.known(name)
+        rows = self._store.history(gid, start, end, customer_id)
+        entries = []
+        for row in rows:
+            definition = catalog.defs.get(row.group_id)
+            if definition is None:
+                continue
+            before, after = _from_bits(row.before), _from_bits(row.after)
+            entries.append(
+                HistoryEntry(
+                    definition.name,
+                    row.customer_id,
+                    bool(after),
+                    after,
+                    after - before,
+                    before - after,
+                    row.version,
+                    row.at,
+                    row.cause,
+                )
+            )
+        entries.sort(key=lambda entry: entry.at)  # stable: entries found at one moment keep their order
+        return entries
+
+    def sizes(
+        self, name: str, start: dt.datetime, end: dt.datetime, every: dt.timedelta = dt.timedelta(days=1)
+    ) -> list[dict[str, Any]]:
+        """The group's size at ``start``, ``start + every``, ... up to ``end``, from the membership history.
+
+        Rows are plain dicts (``{"at": datetime, "members": int}``), ready for a chart or a DataFrame.
+        The history starts when the group was created (and is kept for the ``history`` retention).
+
+        .. versionadded:: 0.3
+        """
+        if every <= dt.timedelta(0):
+            raise ValueError("every is a positive timedelta")
+        if end < start:
+            raise ValueError("end is before start")
+        entries = self.history(name, end=end + dt.timedelta(microseconds=1))
+        members: set[CustomerId] = set()
+        rows: list[dict[str, Any]] = []
+        index = 0
+        at = start
+        while at <= end:
+            while index < len(entries) and entries[index].at <= at:
+                entry = entries[index]
+                if entry.joined:
+                    members.add(entry.customer_id)
+                else:
+                    members.discard(entry.customer_id)
+                index += 1
+            rows.append({"at": at, "members": len(members)})
+            at += every
+        return rows
 
     def preview(self, name: str, rule: RuleLike | None, now: dt.datetime | None = None, *, sample: int = 10) -> Preview:
         """Who would join and who would leave if the group's rule became ``rule`` (nothing is saved)."""

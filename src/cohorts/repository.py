@@ -119,6 +119,10 @@ class CustomerReader(Protocol):
         """The ids among ``customer_ids`` that are stored."""
         ...
 
+    def get_many(self, customer_ids: Iterable[CustomerId]) -> dict[CustomerId, Customer]:
+        """The stored customers among ``customer_ids``, read in batches (absent ids are left out)."""
+        ...
+
     def select(
         self, rule: RuleLike, now: dt.datetime | None = None, *, groups: GroupLookup | None = None
     ) -> set[CustomerId]:
@@ -164,7 +168,27 @@ class CustomerWriter(Protocol):
 
 
 class StateStore(Protocol):
-    """Where the state of groups and campaigns lives: in the repository, written in its transactions."""
+    """Where the state of groups and campaigns lives: in the repository, written in its transactions.
+
+    Every write (``upsert``, ``add_events``, ``delete``, ``unsubscribe``) records which customers
+    changed, in the same transaction, in a change log that groups read to follow the data.
+    """
+
+    def change_position(self) -> str:
+        """The position of the change log's end: ``changes_since`` it returns only later changes."""
+        ...
+
+    def changes_since(self, position: str) -> tuple[list[CustomerId], str]:
+        """The ids of the customers written after ``position`` (repeats possible), and the new position.
+
+        Changes of transactions still open may come again at a later call: reading a change twice is
+        harmless, missing one is not.
+        """
+        ...
+
+    def forget_changes(self, position: str) -> None:
+        """Drop what the log holds before ``position`` (every reader has read it)."""
+        ...
 
     def group_store(self) -> GroupStore:
         """The store of group definitions, marks and memberships (one per repository)."""
@@ -351,6 +375,9 @@ class MemoryRepository:
         self._tz = resolve_tz(tz)
         self._region = region
         self._extensions: dict[str, Any] = {}
+        self._log: list[CustomerId] = []  # the change log: the ids written, in order
+        self._log_start = 0  # the position of the log's first entry
+        self._depth = 0  # how many transactions are open
         self.upsert(customers)
 
     def __repr__(self) -> str:
@@ -406,6 +433,7 @@ class MemoryRepository:
                 added = new_events(old.events, customer.events)
                 staged[customer.id] = Customer(customer.id, dict(customer.attributes), (*old.events, *added))
         self._customers.update(staged)
+        self._log.extend(staged)
 
     def add_events(self, customer_id: CustomerId, events: Iterable[Event]) -> None:
         """Append events to a stored customer (UnknownCustomerError when absent)."""
@@ -418,6 +446,7 @@ class MemoryRepository:
             raise CustomerDataError(customer_id, str(error)) from None
         if checked:
             self._customers[customer_id] = customer.with_events(checked)
+            self._log.append(customer_id)
 
     def delete(self, *customer_ids: CustomerId) -> int:
         """Remove customers and their events; returns how many existed."""
@@ -425,6 +454,7 @@ class MemoryRepository:
         for customer_id in dict.fromkeys(customer_ids):
             if self._customers.pop(customer_id, None) is not None:
                 removed += 1
+                self._log.append(customer_id)
         return removed
 
     def unsubscribe(self, customer_id: CustomerId) -> None:
@@ -433,6 +463,7 @@ class MemoryRepository:
         if customer is None:
             raise UnknownCustomerError(customer_id)
         self._customers[customer_id] = customer.with_attributes(subscribed=False)
+        self._log.append(customer_id)
 
     # -- reading
 
@@ -457,6 +488,40 @@ class MemoryRepository:
         """The ids among ``customer_ids`` that are stored."""
         customers = self._customers
         return {cid for cid in customer_ids if cid in customers}
+
+    def get_many(self, customer_ids: Iterable[CustomerId]) -> dict[CustomerId, Customer]:
+        """The stored customers among ``customer_ids``."""
+        customers = self._customers
+        return {cid: found for cid in customer_ids if (found := customers.get(cid)) is not None}
+
+    # -- the change log
+
+    def change_position(self) -> str:
+        """The position after the last write."""
+        return str(self._log_start + len(self._log))
+
+    def changes_since(self, position: str) -> tuple[list[CustomerId], str]:
+        """The ids written after ``position``, and the new position.
+
+        Example:
+            >>> from cohorts import Customer
+            >>> repo = MemoryRepository([Customer(1)])
+            >>> start = repo.change_position()
+            >>> repo.upsert([Customer(2), Customer(1, {"city": "Laval"})])
+            >>> repo.changes_since(start)
+            ([2, 1], '3')
+        """
+        offset = max(0, int(position) - self._log_start)
+        return self._log[offset:], self.change_position()
+
+    def forget_changes(self, position: str) -> None:
+        """Drop the log's entries before ``position`` (not inside a transaction, which could roll them back)."""
+        if self._depth:
+            return
+        drop = min(len(self._log), int(position) - self._log_start)
+        if drop > 0:
+            del self._log[:drop]
+            self._log_start += drop
 
     def select(
         self, rule: RuleLike, now: dt.datetime | None = None, *, groups: GroupLookup | None = None
@@ -513,17 +578,22 @@ class MemoryRepository:
         """
         customers = dict(self._customers)
         schema = self._schema
+        log_end = self._log_start + len(self._log)
         extensions = dict(self._extensions)
         snapshots = {key: v.snapshot() for key, v in self._extensions.items() if isinstance(v, Transactional)}
+        self._depth += 1
         try:
             yield
         except BaseException:
             self._customers = customers
             self._schema = schema
+            del self._log[log_end - self._log_start :]  # the block's writes leave the log
             for key, snapshot in snapshots.items():
                 extensions[key].restore(snapshot)
             self._extensions = extensions
             raise
+        finally:
+            self._depth -= 1
 
 
 def members_of(groups: GroupLookup, name: str) -> Collection[CustomerId]:

@@ -173,6 +173,30 @@ class Dialect:
     def prepare(self, engine: sa.Engine) -> None:
         """Set up a new engine (connection settings)."""
 
+    # -- the change log (a table of ``seq`` and ``customer``; see cohorts.sql.repository)
+
+    def prepare_change_log(self, conn: sa.Connection, table: str) -> None:
+        """Add what the dialect's change log needs beyond ``seq`` and ``customer``."""
+
+    def change_position(self, conn: sa.Connection, table: str) -> str:
+        """The position after every change committed so far."""
+        return str(conn.exec_driver_sql(f"SELECT coalesce(max(seq), 0) FROM {table}").scalar_one())  # noqa: S608 - ours
+
+    def changes_since(self, conn: sa.Connection, table: str, position: str) -> tuple[list[str], str]:
+        """The customers of the changes after ``position``, and the position after them.
+
+        Writes are serial here (one writer at a time commits in ``seq`` order), so the position is a ``seq``.
+        """
+        rows = conn.exec_driver_sql(
+            f"SELECT seq, customer FROM {table} WHERE seq > {self.placeholder('p')} ORDER BY seq",  # noqa: S608 - ours
+            {"p": int(position)},
+        ).all()
+        return [row[1] for row in rows], str(rows[-1][0]) if rows else position
+
+    def forget_changes(self, conn: sa.Connection, table: str, position: str) -> None:
+        """Delete the changes before ``position``."""
+        conn.exec_driver_sql(f"DELETE FROM {table} WHERE seq <= {self.placeholder('p')}", {"p": int(position)})  # noqa: S608 - ours
+
     def lock(self, conn: sa.Connection, key: int) -> None:
         """Hold a lock on ``key`` until the transaction ends (nothing where writes are serial anyway)."""
 
@@ -492,6 +516,29 @@ class PostgreSQL(Dialect):
 
     def lock(self, conn: sa.Connection, key: int) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+    # Writers commit in any order, so a seq is no position: a transaction that took seq 7 may commit
+    # after one that took seq 8. Each change row records its transaction (xid8); every transaction
+    # below the snapshot's xmin has ended, so "changes of transactions from xmin on" misses none.
+
+    def prepare_change_log(self, conn: sa.Connection, table: str) -> None:
+        conn.exec_driver_sql(
+            f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS xid xid8 NOT NULL DEFAULT pg_current_xact_id()"
+        )
+        conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {table}_xid ON {table} (xid)")
+
+    def change_position(self, conn: sa.Connection, table: str) -> str:
+        return str(conn.exec_driver_sql("SELECT CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT)").scalar_one())
+
+    def changes_since(self, conn: sa.Connection, table: str, position: str) -> tuple[list[str], str]:
+        now = self.change_position(conn, table)
+        rows = conn.exec_driver_sql(
+            f"SELECT customer FROM {table} WHERE xid >= CAST(%(p)s AS xid8) ORDER BY seq", {"p": position}  # noqa: S608 - ours
+        ).all()
+        return [row[0] for row in rows], now
+
+    def forget_changes(self, conn: sa.Connection, table: str, position: str) -> None:
+        conn.exec_driver_sql(f"DELETE FROM {table} WHERE xid < CAST(%(p)s AS xid8)", {"p": position})  # noqa: S608 - ours
 
     def placeholder(self, name: str, cast: str | None = None) -> str:
         return f"CAST(%({name})s AS {cast})" if cast else f"%({name})s"

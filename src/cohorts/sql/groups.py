@@ -35,11 +35,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
-from ..group_store import MARKS, GroupDef, RuleRow, Slot, group_key
+from ..group_store import MARKS, GroupDef, HistoryRow, RuleRow, Slot, group_key
 from ..model import CustomerId
 from .compiler import Params
 from .dialects import dialect
 from .host import driver_params
+from .storage import EPOCH, decode_id, encode_id
 
 if TYPE_CHECKING:
     from .repository import SQLRepository
@@ -48,6 +49,8 @@ __all__ = ["SQLGroupStore"]
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _CHUNK = 500
+_DDL_LOCK = 7302018  # creating the group tables, where the dialect has a lock
+_STORE_LOCK = 7302019  # a catch-up in progress
 _GENERATION = "definitions_generation"
 T = TypeVar("T")
 
@@ -70,14 +73,8 @@ def _instant(value: int | None) -> dt.datetime | None:
     return _EPOCH + dt.timedelta(microseconds=value)
 
 
-def _encode(customer_id: CustomerId) -> str:
-    if isinstance(customer_id, bool) or not isinstance(customer_id, str | int):
-        raise TypeError(f"a customer id is text or an integer, not {customer_id!r}")
-    return f"i:{customer_id}" if isinstance(customer_id, int) else f"s:{customer_id}"
 
 
-def _decode(text: str) -> CustomerId:
-    return int(text[2:]) if text.startswith("i:") else text[2:]
 
 
 def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
@@ -140,7 +137,23 @@ class SQLGroupStore:
             sa.Column("key", sa.Text, primary_key=True),
             sa.Column("value", sa.Text, nullable=False),
         )
-        metadata.create_all(repository.engine)
+        self.history_table = sa.Table(
+            f"{prefix}group_history",
+            metadata,
+            sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), sa.Identity(), primary_key=True),
+            sa.Column("group_id", sa.Integer, nullable=False),
+            sa.Column("customer", sa.Text, nullable=False),
+            sa.Column("before", sa.SmallInteger, nullable=False),
+            sa.Column("after", sa.SmallInteger, nullable=False),
+            sa.Column("version", sa.Integer, nullable=False),
+            sa.Column("at", sa.BigInteger, nullable=False),
+            sa.Column("cause", sa.String(10), nullable=False),
+            sa.Index(f"{prefix}group_history_group", "group_id", "at"),
+            sa.Index(f"{prefix}group_history_customer", "customer"),
+        )
+        with repository.engine.begin() as conn:
+            dialect(conn).lock(conn, _DDL_LOCK)
+            metadata.create_all(conn)
         self._definitions: tuple[str | None, tuple[GroupDef, ...]] | None = None
 
     def _connect(self) -> Any:
@@ -217,6 +230,7 @@ class SQLGroupStore:
         with self._connect() as conn:
             conn.execute(sa.delete(self.marks).where(self.marks.c.group_id == group_id))
             conn.execute(sa.delete(self.rules).where(self.rules.c.group_id == group_id))
+            conn.execute(sa.delete(self.history_table).where(self.history_table.c.group_id == group_id))
             conn.execute(sa.delete(self.groups).where(self.groups.c.id == group_id))
         self._bump()
 
@@ -231,7 +245,7 @@ class SQLGroupStore:
     def slots(self, customer_ids: Collection[CustomerId]) -> dict[CustomerId, dict[int, Slot]]:
         """The non-empty slots of these customers, by group id."""
         found: dict[str, dict[int, dict[str, Any]]] = {}
-        keys = [_encode(cid) for cid in customer_ids]
+        keys = [encode_id(cid) for cid in customer_ids]
         if not keys:
             return {}
         with self._connect() as conn:
@@ -254,7 +268,7 @@ class SQLGroupStore:
             for row in rules:
                 found.setdefault(row.customer, {}).setdefault(row.group_id, {})["rule"] = self._row(row)
         return {
-            _decode(key): {gid: Slot(**fields) for gid, fields in by_group.items()} for key, by_group in found.items()
+            decode_id(key): {gid: Slot(**fields) for gid, fields in by_group.items()} for key, by_group in found.items()
         }
 
     def group_slots(self, group_id: int) -> dict[CustomerId, Slot]:
@@ -268,13 +282,13 @@ class SQLGroupStore:
                 found.setdefault(customer, {})[kind] = True
             for row in conn.execute(sa.select(self.rules).where(self.rules.c.group_id == group_id)):
                 found.setdefault(row.customer, {})["rule"] = self._row(row)
-        return {_decode(key): Slot(**fields) for key, fields in found.items()}
+        return {decode_id(key): Slot(**fields) for key, fields in found.items()}
 
     def set_marks(self, group_id: int, kind: str, customer_ids: Iterable[CustomerId], value: bool) -> None:
         """Set or clear a mark (``manual``, ``imported``, ``excluded``)."""
         if kind not in MARKS:
             raise ValueError(f"unknown mark {kind!r}")
-        keys = list(dict.fromkeys(_encode(cid) for cid in customer_ids))
+        keys = list(dict.fromkeys(encode_id(cid) for cid in customer_ids))
         m = self.marks
         with self._connect() as conn:
             if value:  # one executemany; a mark already set stays as it is
@@ -294,7 +308,7 @@ class SQLGroupStore:
         customer by customer; many customers, group by group. Then one insert.
         """
         r = self.rules
-        items = [(gid, _encode(cid), row) for gid, by_customer in rows.items() for cid, row in by_customer.items()]
+        items = [(gid, encode_id(cid), row) for gid, by_customer in rows.items() for cid, row in by_customer.items()]
         with self._connect() as conn:
             if not new:  # replace: delete what is stored first
                 by_customer: dict[str, list[int]] = {}
@@ -306,7 +320,7 @@ class SQLGroupStore:
                             conn.execute(sa.delete(r).where(r.c.customer == key, r.c.group_id.in_(part)))
                 else:
                     for gid, by_id in rows.items():
-                        for keys in _chunks([_encode(cid) for cid in by_id]):
+                        for keys in _chunks([encode_id(cid) for cid in by_id]):
                             conn.execute(sa.delete(r).where(r.c.group_id == gid, r.c.customer.in_(keys)))
             values = [
                 (gid, key, row.matched, row.version, _micros(row.since), _micros(row.evaluated_at), _micros(row.due))
@@ -321,7 +335,7 @@ class SQLGroupStore:
         r = self.rules
         with self._connect() as conn:
             rows = conn.execute(sa.select(r.c.group_id, r.c.customer).where(r.c.due <= _micros(now))).all()
-        return [(gid, _decode(key)) for gid, key in rows]
+        return [(gid, decode_id(key)) for gid, key in rows]
 
     # -- digests and customers ---------------------------------------------------
 
@@ -329,19 +343,19 @@ class SQLGroupStore:
         """The stored (keys version, digest) of these customers."""
         d = self.digest_table
         out: dict[CustomerId, tuple[str, bytes]] = {}
-        keys = [_encode(cid) for cid in customer_ids]
+        keys = [encode_id(cid) for cid in customer_ids]
         with self._connect() as conn:
             for chunk in _chunks(keys):
                 for key, version, digest in conn.execute(
                     sa.select(d.c.customer, d.c.key_set, d.c.digest).where(d.c.customer.in_(chunk))
                 ):
-                    out[_decode(key)] = (version, bytes(digest))
+                    out[decode_id(key)] = (version, bytes(digest))
         return out
 
     def put_digests(self, rows: Mapping[CustomerId, tuple[str, bytes] | None]) -> None:
         """Store digests (None deletes)."""
         d = self.digest_table
-        items = [(_encode(cid), value) for cid, value in rows.items()]
+        items = [(encode_id(cid), value) for cid, value in rows.items()]
         with self._connect() as conn:
             for chunk in _chunks(items):
                 conn.execute(sa.delete(d).where(d.c.customer.in_([k for k, _ in chunk])))
@@ -355,11 +369,11 @@ class SQLGroupStore:
             sa.select(self.rules.c.customer),
         )
         with self._connect() as conn:
-            return {_decode(key) for (key,) in conn.execute(query)}
+            return {decode_id(key) for (key,) in conn.execute(query)}
 
     def drop_customers(self, customer_ids: Collection[CustomerId]) -> None:
         """Forget these customers everywhere."""
-        keys = [_encode(cid) for cid in customer_ids]
+        keys = [encode_id(cid) for cid in customer_ids]
         with self._connect() as conn:
             for chunk in _chunks(keys):
                 for table in (self.marks, self.rules, self.digest_table):
@@ -376,3 +390,56 @@ class SQLGroupStore:
         with self._connect() as conn:
             conn.execute(sa.delete(self.meta).where(self.meta.c.key == key))
             conn.execute(sa.insert(self.meta).values(key=key, value=value))
+
+    # -- the catch-up lock and the history ---------------------------------------
+
+    def lock(self) -> None:
+        """Hold the groups' state for this transaction: a second process's catch-up waits for this one."""
+        with self._connect() as conn:
+            found = dialect(conn)
+            found.lock(conn, _STORE_LOCK)
+            # SQLite: a write now takes the database's write lock, so this transaction never has to
+            # upgrade a read to a write later (which fails at once when another process wrote meanwhile).
+            conn.execute(sa.delete(self.meta).where(self.meta.c.key == "lock"))
+
+    def add_history(self, rows: Sequence[HistoryRow]) -> None:
+        """Append entries to the membership history."""
+        if not rows:
+            return
+        values = [
+            (r.group_id, encode_id(r.customer_id), r.before, r.after, r.version, _micros(r.at), r.cause) for r in rows
+        ]
+        columns = ["group_id", "customer", "before", "after", "version", "at", "cause"]
+        with self._connect() as conn:
+            for chunk in _chunks(values):
+                dialect(conn).insert_many(conn, self.history_table.name, columns, chunk)
+
+    def history(
+        self,
+        group_id: int | None = None,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        customer_id: CustomerId | None = None,
+    ) -> list[HistoryRow]:
+        """History entries in the order they were added (``start <= at < end``)."""
+        h = self.history_table
+        query = sa.select(h.c.group_id, h.c.customer, h.c.before, h.c.after, h.c.version, h.c.at, h.c.cause)
+        if group_id is not None:
+            query = query.where(h.c.group_id == group_id)
+        if customer_id is not None:
+            query = query.where(h.c.customer == encode_id(customer_id))
+        if start is not None:
+            query = query.where(h.c.at >= _micros(start))
+        if end is not None:
+            query = query.where(h.c.at < _micros(end))
+        with self._connect() as conn:
+            rows = conn.execute(query.order_by(h.c.seq)).all()
+        return [
+            HistoryRow(gid, decode_id(customer), before, after, version, _instant(at) or EPOCH, cause)
+            for gid, customer, before, after, version, at, cause in rows
+        ]
+
+    def forget_history(self, before: dt.datetime) -> None:
+        """Delete the entries found before ``before``."""
+        with self._connect() as conn:
+            conn.execute(sa.delete(self.history_table).where(self.history_table.c.at < _micros(before)))

@@ -16,21 +16,9 @@ import sqlalchemy as sa
 from ..ledger import AGAIN, DEFERRED, DONE, FAILED, PENDING, SKIPPED, SUPPRESSED, ActionSpec, Connect, LedgerEntry, iso
 from ..model import CustomerId
 from .dialects import dialect
+from .storage import decode_id, encode_id
 
 __all__ = ["SQLLedger"]
-
-
-def _encode(customer_id: CustomerId) -> str:
-    if isinstance(customer_id, bool) or not isinstance(customer_id, int | str):
-        raise TypeError(f"a customer id is text or an integer, not {customer_id!r}")
-    return json.dumps(customer_id, ensure_ascii=False)
-
-
-def _decode(text: str) -> CustomerId:
-    value = json.loads(text)
-    if not isinstance(value, int | str):
-        raise ValueError(f"ledger row with a bad customer id {text!r}")
-    return value
 
 
 _CHUNK = 20_000
@@ -96,13 +84,15 @@ class SQLLedger:
     def _create_tables(self) -> None:
         with self.engine.connect() as conn:
             present = set(sa.inspect(conn).get_table_names())
-        if {t.name for t in self.metadata.sorted_tables} <= present:
+            legacy = present >= {self.audience.name} and conn.execute(self._legacy_ids().limit(1)).first() is not None
+        if {t.name for t in self.metadata.sorted_tables} <= present and not legacy:
             return
         for attempt in itertools.count(1):
             try:
                 with self.engine.begin() as conn:
                     self.dialect.lock(conn, _DDL_LOCK)  # runners starting together must not create the tables twice
                     self.metadata.create_all(conn)
+                    self._migrate_ids(conn)
                 return
             except sa.exc.OperationalError as error:
                 # SQLite refuses a read transaction's upgrade to a write while another runner writes
@@ -110,6 +100,28 @@ class SQLLedger:
                 if not self.dialect.busy(error) or attempt >= 100:
                     raise
                 time.sleep(0.05)
+
+    def _legacy_ids(self) -> sa.Select[Any]:
+        """Audience rows whose customer is in the JSON encoding of cohorts 0.1 (``42``, ``"c1"``)."""
+        customer = self.audience.c.customer
+        return sa.select(customer).where(sa.not_(customer.like("i:%")), sa.not_(customer.like("s:%")))
+
+    def _migrate_ids(self, conn: sa.Connection) -> None:
+        """Re-encode customer ids stored as JSON (cohorts 0.1) as every other table does (``i:42``, ``s:c1``)."""
+        legacy = {row[0] for row in conn.execute(self._legacy_ids().distinct())}
+        legacy |= {
+            row[0]
+            for row in conn.execute(
+                sa.select(self.actions.c.customer)
+                .where(sa.not_(self.actions.c.customer.like("i:%")), sa.not_(self.actions.c.customer.like("s:%")))
+                .distinct()
+            )
+        }
+        for old in legacy:
+            value = json.loads(old)
+            new = encode_id(value)
+            for table in (self.audience, self.actions):
+                conn.execute(sa.update(table).where(table.c.customer == old).values(customer=new))
 
     def _insert(self, table: Any) -> Any:
         return self.dialect.upsert_statement(table)
@@ -139,7 +151,7 @@ class SQLLedger:
                     sa.update(self.keys).where(self.keys.c.campaign == campaign).values(actions=json.dumps(known))
                 )
             existing = set(conn.execute(sa.select(aud.c.customer).where(aud.c.campaign == campaign)).scalars())
-            new = sorted({_encode(i) for i in ids} - existing)
+            new = sorted({encode_id(i) for i in ids} - existing)
             added = 0
             for start in range(0, len(new), _CHUNK):
                 chunk = new[start : start + _CHUNK]
@@ -163,7 +175,7 @@ class SQLLedger:
     def enrolled(self, campaign: str) -> set[CustomerId]:
         with self._connect() as conn:
             query = sa.select(self.audience.c.customer).where(self.audience.c.campaign == campaign)
-            return {_decode(c) for c in conn.execute(query).scalars()}
+            return {decode_id(c) for c in conn.execute(query).scalars()}
 
     def _due_clause(self, retries: int) -> Any:
         state, attempts = self.actions.c.state, self.actions.c.attempts
@@ -177,11 +189,11 @@ class SQLLedger:
             act.c.campaign == campaign, act.c.action.in_(list(keys)), self._due_clause(retries)
         )
         with self._connect() as conn:
-            return [(_decode(c), a) for c, a in conn.execute(query)]
+            return [(decode_id(c), a) for c, a in conn.execute(query)]
 
     @contextlib.contextmanager
     def claim(self, campaign: str, customer_id: CustomerId, key: str, retries: int) -> Iterator[_SQLClaim | None]:
-        params = {"b_campaign": campaign, "b_customer": _encode(customer_id), "b_action": key, "b_retries": retries}
+        params = {"b_campaign": campaign, "b_customer": encode_id(customer_id), "b_action": key, "b_retries": retries}
         with self._connect() as conn:
             row = conn.execute(self._claim_statement, params).first()
             if row is None:  # locked by another runner, done, or out of retries
@@ -192,7 +204,7 @@ class SQLLedger:
     def sent(self, customer_id: CustomerId, channel: str, since: dt.datetime) -> int:
         act = self.actions
         query = sa.select(sa.func.count()).where(
-            act.c.customer == _encode(customer_id),
+            act.c.customer == encode_id(customer_id),
             act.c.kind == channel,
             act.c.state == DONE,
             act.c.done_at > iso(since),
@@ -207,7 +219,7 @@ class SQLLedger:
             query = query.where(act.c.campaign == campaign)
         with self._connect() as conn:
             return [
-                LedgerEntry(r.campaign, _decode(r.customer), r.action, r.kind, r.state, r.attempts, r.reason, r.error,
+                LedgerEntry(r.campaign, decode_id(r.customer), r.action, r.kind, r.state, r.attempts, r.reason, r.error,
                             r.updated_at, r.done_at)
                 for r in conn.execute(query)
             ]
@@ -265,7 +277,7 @@ class _SQLClaim:
         self._set(SKIPPED, now, reason)
 
     def lock_customer(self) -> None:
-        digest = hashlib.blake2b(_encode(self._customer).encode(), digest_size=8).digest()
+        digest = hashlib.blake2b(encode_id(self._customer).encode(), digest_size=8).digest()
         self._ledger.dialect.lock(self._conn, int.from_bytes(digest, "big", signed=True))
 
 

@@ -31,7 +31,9 @@ from .compiler import Params, compile_rule, run_staged
 from .dialects import Dialect, dialect, names
 from .host import driver_params
 from .storage import (
+    decode_id,
     dump,
+    encode_id,
     event_at,
     event_from_row,
     load,
@@ -46,8 +48,8 @@ __all__ = ["SCHEMA_VERSION", "SQLRepository"]
 RuleLike: TypeAlias = Node | str
 GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
 
-SCHEMA_VERSION = 1
-"""The version of the tables this module creates, recorded in ``cohorts_meta``."""
+SCHEMA_VERSION = 2
+"""The version of the tables this module creates, recorded in ``cohorts_meta`` (2 added ``cohorts_changes``)."""
 
 _DDL_LOCK = 7302016  # the advisory lock taken while creating the tables, where the dialect has one
 
@@ -126,7 +128,7 @@ class SQLRepository:
         self._phone_cache: tuple[Schema | None, dict[str, frozenset[str]]] | None = None
         self._readings: dict[str, dict[str, Any]] = {}  # text values read for shadows, in self._tz
         self._texts: dict[str, str] = {}  # the same readings as JSON text
-        self.metadata, self.customers, self.events, self.meta = tables("cohorts_")
+        self.metadata, self.customers, self.events, self.meta, self.changes = tables("cohorts_")
         self._group_store: GroupStore | None = None
         self._ledger: Ledger | None = None
         self._create()
@@ -255,13 +257,18 @@ class SQLRepository:
     def _create(self) -> None:
         with self.engine.begin() as conn:
             self.dialect.lock(conn, _DDL_LOCK)
-            self.metadata.create_all(conn)
+            self.metadata.create_all(conn)  # version 2 added the change log: create_all adds it to version 1
+            self.dialect.prepare_change_log(conn, self.changes.name)
             version = conn.execute(sa.select(self.meta.c.value).where(self.meta.c.key == "schema_version")).scalar()
             if version is None:
                 conn.execute(sa.insert(self.meta), [{"key": "schema_version", "value": str(SCHEMA_VERSION)}])
             elif int(version) > SCHEMA_VERSION:
                 raise RuntimeError(
                     f"the database holds cohorts tables of version {version}; this cohorts knows {SCHEMA_VERSION}"
+                )
+            elif int(version) < SCHEMA_VERSION:
+                conn.execute(
+                    sa.update(self.meta).where(self.meta.c.key == "schema_version"), {"value": str(SCHEMA_VERSION)}
                 )
             self._check_shadow(conn)
 
@@ -457,6 +464,7 @@ class SQLRepository:
             )
         if event_rows:
             self._insert_events(conn, event_rows)
+        self._log(conn, merged)
 
     def _allocate(self, conn: sa.Connection, count: int) -> list[int]:
         return self.dialect.allocate(conn, "cohorts_customers", "cohorts_meta", count)
@@ -504,11 +512,14 @@ class SQLRepository:
                 raise CustomerDataError(customer_id, str(error)) from None
             if rows:
                 self._insert_events(conn, rows)
+                self._log(conn, [customer_id])
 
     def delete(self, *customer_ids: CustomerId) -> int:
         """Remove customers and their events; returns how many existed."""
         with self._write() as conn:
-            pks = list(self._lookup(conn, [i for i in customer_ids if isinstance(i, str | int)]).values())
+            found = self._lookup(conn, [i for i in customer_ids if isinstance(i, str | int)])
+            pks = list(found.values())
+            self._log(conn, found)
             for start in range(0, len(pks), 500):
                 chunk = pks[start : start + 500]
                 conn.execute(sa.delete(self.events).where(self.events.c.customer_pk.in_(chunk)))
@@ -527,6 +538,7 @@ class SQLRepository:
                 self._sql("UPDATE cohorts_customers SET attributes = {attributes}, shadow = {shadow} WHERE pk = {pk}"),
                 self._args(attributes=dump(attributes), shadow=self._customer_shadow(attributes), pk=pk),
             )
+            self._log(conn, [customer_id])
 
     # -- reading
 
@@ -574,6 +586,50 @@ class SQLRepository:
             return False
         with self.connect() as conn:
             return customer_id in self._lookup(conn, [customer_id])
+
+    def _log(self, conn: sa.Connection, customer_ids: Iterable[CustomerId]) -> None:
+        """Record in the change log that these customers were written (in the writing transaction)."""
+        rows = [(encode_id(cid),) for cid in customer_ids]
+        if rows:
+            self.dialect.insert_many(conn, self.changes.name, ["customer"], rows)
+
+    def change_position(self) -> str:
+        """The position after every write committed so far."""
+        with self.connect() as conn:
+            return self.dialect.change_position(conn, self.changes.name)
+
+    def changes_since(self, position: str) -> tuple[list[CustomerId], str]:
+        """The ids of the customers written after ``position`` (repeats possible), and the new position."""
+        with self.connect() as conn:
+            keys, after = self.dialect.changes_since(conn, self.changes.name, position)
+        return [decode_id(key) for key in keys], after
+
+    def forget_changes(self, position: str) -> None:
+        """Delete the change log's rows before ``position``."""
+        with self.connect() as conn:
+            self.dialect.forget_changes(conn, self.changes.name, position)
+
+    def get_many(self, customer_ids: Iterable[CustomerId]) -> dict[CustomerId, Customer]:
+        """The stored customers among ``customer_ids``: one query for their rows and one for their events."""
+        valid = [i for i in customer_ids if isinstance(i, str | int) and not isinstance(i, bool)]
+        out: dict[CustomerId, Customer] = {}
+        with self.connect() as conn:
+            for start in range(0, len(valid), _CHUNK):
+                pks = self._lookup(conn, valid[start : start + _CHUNK])
+                if not pks:
+                    continue
+                by_pk = {pk: cid for cid, pk in pks.items()}
+                rows: dict[int, Any] = {}
+                chunk = list(by_pk)
+                for offset in range(0, len(chunk), 500):
+                    query = sa.select(self.customers.c.pk, self.customers.c.attributes).where(
+                        self.customers.c.pk.in_(chunk[offset : offset + 500])
+                    )
+                    rows.update((pk, raw) for pk, raw in conn.execute(query))
+                events = self._events_of(conn, chunk)
+                for pk, raw in rows.items():
+                    out[by_pk[pk]] = Customer(by_pk[pk], load(raw), events.get(pk, []))
+        return out
 
     def existing(self, customer_ids: Iterable[CustomerId]) -> set[CustomerId]:
         """The ids among ``customer_ids`` that are stored (one query per 500 ids)."""

@@ -22,10 +22,30 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from ..model import Event
+from ..model import CustomerId, Event
 from ..values import Kind, fold_text, is_known, to_bool, to_number, to_phone, to_time
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def encode_id(customer_id: CustomerId) -> str:
+    """A customer id as every cohorts table but the customers table stores it: ``i:42``, ``s:c1``.
+
+    The customers table holds the same in two columns: ``id`` (the text after the prefix) and
+    ``int_id`` (the prefix is ``i``), so ``'i:' || id`` or ``'s:' || id`` joins the two.
+
+    Example:
+        >>> encode_id(42), encode_id("42"), decode_id(encode_id("c1"))
+        ('i:42', 's:42', 'c1')
+    """
+    if isinstance(customer_id, bool) or not isinstance(customer_id, str | int):
+        raise TypeError(f"a customer id is text or an integer, not {customer_id!r}")
+    return f"i:{customer_id}" if isinstance(customer_id, int) else f"s:{customer_id}"
+
+
+def decode_id(key: str) -> CustomerId:
+    """The customer id a :func:`customer_key` stands for."""
+    return int(key[2:]) if key.startswith("i:") else key[2:]
 _MICROSECOND = dt.timedelta(microseconds=1)
 
 
@@ -374,7 +394,7 @@ _RAW_JSON = sa.Text().with_variant(postgresql.JSON(), "postgresql")
 _SHADOW_JSON = sa.Text().with_variant(postgresql.JSONB(), "postgresql")
 
 
-def tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table]:
+def tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table, sa.Table]:
     metadata = sa.MetaData()
     customers = sa.Table(
         f"{prefix}customers",
@@ -413,6 +433,12 @@ def tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table]:
         sa.Column("key", sa.Text, primary_key=True),
         sa.Column("value", sa.Text, nullable=False),
     )
-    return metadata, customers, events, meta
+    changes = sa.Table(  # the change log: one row per customer written, in the writing transaction
+        f"{prefix}changes",
+        metadata,
+        sa.Column("seq", _BIGINT, sa.Identity(), primary_key=True),
+        sa.Column("customer", sa.Text, nullable=False),
+    )
+    return metadata, customers, events, meta, changes
 
 
