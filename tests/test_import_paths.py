@@ -107,8 +107,8 @@ def test_imported_members_join_once_and_keep_their_other_origins(make_repository
     groups.add("Imported", 0)
     seen: list[Any] = []
     groups.subscribe(seen.append)
-    groups._add_imported("Imported", [0, 1, 1])
-    groups._add_imported("Imported", [1, 2])
+    groups.add_imported("Imported", [0, 1, 1])
+    groups.add_imported("Imported", [1, 2])
     assert groups.members("Imported") == {
         0: frozenset({Origin.MANUAL, Origin.IMPORTED}),
         1: frozenset({Origin.IMPORTED}),

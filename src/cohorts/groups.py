@@ -1185,8 +1185,10 @@ class Groups:
             changes.extend(self._set_marks(name, customer_ids, {kind: value}, now, must_exist, cause=cause))
         return changes
 
-    def _add_imported(self, name: str, customer_ids: Sequence[CustomerId]) -> None:
-        """``add(name, *customer_ids, origin=Origin.IMPORTED)`` for customers the caller has just written.
+    def add_imported(
+        self, name: str, customer_ids: Sequence[CustomerId], now: dt.datetime | None = None
+    ) -> None:
+        """``add(name, *customer_ids, origin=Origin.IMPORTED)`` for customers just written (bulk imports).
 
         The importer's bulk path: the ids are not looked up in the repository
         again (they were upserted in the same transaction), so adding a batch
@@ -1197,7 +1199,7 @@ class Groups:
             listened = bool(self._subscribers)
             changes.extend(
                 self._set_marks(
-                    name, customer_ids, {"imported": True}, None, True, stored=True, quiet=not listened, cause="import"
+                    name, customer_ids, {"imported": True}, now, True, stored=True, quiet=not listened, cause="import"
                 )
             )
 
@@ -1601,7 +1603,8 @@ class Groups:
                 plan.rule, now, groups=lambda n: set(self._members_at(catalog, catalog.known(n), now, memo))
             )
         result: dict[CustomerId, frozenset[Origin]] = {}
-        for cid in set(slots) | matched:
+        stored = matched | self.repository.existing(slots)  # marks of deleted customers not caught up yet count not
+        for cid in stored:
             slot = slots.get(cid, EMPTY)
             if slot.excluded:
                 continue
@@ -1709,7 +1712,7 @@ class Groups:
         end: dt.datetime | None = None,
         customer_id: CustomerId | None = None,
     ) -> list[HistoryEntry]:
-        """Every join, leave and change of origins (of group ``name``, or of every group), oldest first.
+        """Every join, leave and change of origins (of group ``name``, or of every group), in the order found.
 
         ``start <= at < end`` when given; ``customer_id`` keeps one customer's. Data written since the
         last read is caught up first (at the stored state's ``now``), so the history is complete. Entries
@@ -1758,7 +1761,6 @@ class Groups:
                     row.cause,
                 )
             )
-        entries.sort(key=lambda entry: entry.at)  # stable: entries found at one moment keep their order
         return entries
 
     def sizes(

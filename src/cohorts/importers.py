@@ -18,6 +18,7 @@ repository-facing glue is here.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Callable, Iterable, Mapping
 
@@ -181,6 +182,7 @@ def import_file(
     batch_size: int = BATCH_SIZE,
     first_row_is_header: bool | None = None,
     on_bad_cell: BadCell = "reject_row",
+    now: dt.datetime | None = None,
 ) -> ImportReport:
     """Import customers from a CSV or ``.xlsx`` file into ``repository`` and the group ``group``.
 
@@ -203,6 +205,7 @@ def import_file(
     lists the others. ``dry_run=True`` reports without writing. ``progress``
     is called with a :class:`Progress` (an int: rows read) after each batch.
     ``first_row_is_header`` (the articles' checkbox) is another name for ``header``.
+    ``now`` is the moment the memberships the import makes are dated (default: the current time).
 
     A row with a bad cell is rejected whole (``on_bad_cell="reject_row"``);
     with ``on_bad_cell="skip_cell"`` the rest of the row is imported and the
@@ -266,7 +269,7 @@ def import_file(
                 _grow_schema(repository, plan)
                 if group is not None:
                     report.group = group = _ensure_group(groups, group)
-                writer = Writer(repository, report, key_field, policy, group, groups, refresh=ruled)
+                writer = Writer(repository, report, key_field, policy, group, groups, refresh=ruled, now=now)
                 reader = RowReader(plan, key_field, width, region, day_first, on_bad_cell)
                 _run(table, reader, writer, report, atomic, progress, batch_size)
                 if dry_run or (atomic and report.rejected):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..ast import CUSTOMER, Condition, Op
+from ..groups import Groups
 from ..model import Customer, CustomerId
 from ..repository import MemoryRepository, Repository
 from ..schema import AttributeType
@@ -188,8 +190,9 @@ class Writer:
         key_field: Field | None,
         policy: Policy,
         group: str | None,
-        groups: Any,
+        groups: Groups,
         refresh: bool = False,
+        now: dt.datetime | None = None,
     ) -> None:
         self.repository = repository
         self.report = report
@@ -198,6 +201,7 @@ class Writer:
         self.group = group
         self.groups = groups
         self.refresh = refresh
+        self.now = now
         self._prefix = uuid.uuid4().hex[:12]
         self._count = 0
         self._keys = _KeyIndex(repository, key_field)
@@ -307,10 +311,10 @@ class Writer:
             self.repository.upsert(customers)  # adds the events an existing customer lacks
         self._keys.created(created_keys)
         if self.group is not None and customers:
-            self.groups._add_imported(self.group, [c.id for c in customers])  # just upserted: not looked up again
+            self.groups.add_imported(self.group, [c.id for c in customers], self.now)  # just upserted
         if self.refresh and customers:
             # Groups with rules re-read the customers this batch created or changed, in the same transaction.
-            self.groups.refresh(customer_ids=[c.id for c in customers])
+            self.groups.refresh(self.now, customer_ids=[c.id for c in customers])
         report.created += created
         report.updated += updated
 

@@ -438,6 +438,7 @@ def tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table, sa.T
         metadata,
         sa.Column("seq", _BIGINT, sa.Identity(), primary_key=True),
         sa.Column("customer", sa.Text, nullable=False),
+        sqlite_autoincrement=True,  # never reuse a seq, even after the log is trimmed
     )
     return metadata, customers, events, meta, changes
 
