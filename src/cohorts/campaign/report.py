@@ -82,6 +82,9 @@ _COLUMNS = ("campaign", "eligible", "audience", "added", "done", "failed", "supp
 class RunReport:
     """What a cron run did, per campaign: printable as a table and as JSON.
 
+    ``str`` gives the table and the :meth:`problems` under it; the CLI prints
+    :meth:`rows` as a table fitted to the terminal instead.
+
     Example:
         >>> spring = CampaignReport("Spring", False, ("not published",))
         >>> print(RunReport(dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc), (spring,)))
@@ -127,8 +130,16 @@ class RunReport:
         """IPython's plain text: the same text as ``str``."""
         printer.text(str(self))
 
-    def _repr_html_(self) -> str:
-        rows = [
+    def rows(self) -> list[dict[str, Any]]:
+        """The table's rows, one per campaign: for a table that fits a terminal (the CLI's) or for HTML.
+
+        Example:
+            >>> spring = CampaignReport("Spring", False, ("not published",), seconds=0.0123)
+            >>> RunReport(dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc), (spring,)).rows()
+            [{'campaign': 'Spring', 'eligible': 'no: not published', 'audience': 0, 'added': 0, 'done': 0,
+              'failed': 0, 'suppressed': 0, 'deferred': 0, 'seconds': '0.012'}]
+        """
+        return [
             {
                 "campaign": c.name,
                 "eligible": "yes" if c.eligible else "no: " + "; ".join(c.reasons),
@@ -142,24 +153,10 @@ class RunReport:
             }
             for c in self.campaigns
         ]
-        table = html_table(rows, caption=f"campaign run at {self.now.isoformat()}")
-        problems = [line for line in str(self).splitlines() if line.startswith("! ")]
-        return table + (html_text("\n".join(problems)) if problems else "")
 
-    def __str__(self) -> str:
-        rows = [list(_COLUMNS)]
-        for c in self.campaigns:
-            eligible = "yes" if c.eligible else "no: " + "; ".join(c.reasons)
-            rows.append([
-                c.name, eligible, *(str(n) for n in (c.audience, c.added, c.done, c.failed, c.suppressed, c.deferred)),
-                f"{c.seconds:.3f}",
-            ])
-        widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+    def problems(self) -> list[str]:
+        """The lines under the table: each audience not evaluated, and each campaign's first 10 failures."""
         lines = []
-        for row in rows:
-            cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
-            cells += [cell.rjust(widths[i + 2]) for i, cell in enumerate(row[2:])]
-            lines.append("  ".join(cells).rstrip())
         for c in self.campaigns:
             if c.error is not None:
                 lines.append(f"! {c.name}: {c.error}")
@@ -169,4 +166,19 @@ class RunReport:
                 lines.append(f"! {c.name}: {who}: {f.error}")
             if c.failed > 10:
                 lines.append(f"! {c.name}: ... and {c.failed - 10} more failures (see to_json())")
-        return "\n".join(lines)
+        return lines
+
+    def _repr_html_(self) -> str:
+        table = html_table(self.rows(), caption=f"campaign run at {self.now.isoformat()}")
+        problems = [line for line in str(self).splitlines() if line.startswith("! ")]
+        return table + (html_text("\n".join(problems)) if problems else "")
+
+    def __str__(self) -> str:
+        rows = [list(_COLUMNS), *([str(row[column]) for column in _COLUMNS] for row in self.rows())]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+        lines = []
+        for row in rows:
+            cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
+            cells += [cell.rjust(widths[i + 2]) for i, cell in enumerate(row[2:])]
+            lines.append("  ".join(cells).rstrip())
+        return "\n".join([*lines, *self.problems()])
