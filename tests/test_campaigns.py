@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 import tempfile
 import threading
 from collections import Counter
@@ -780,6 +781,47 @@ def test_cli_run_exits_non_zero_when_an_action_failed(
     assert main(argv) == 0
     with open(cli_setup["outbox"], encoding="utf-8") as sent:
         assert sorted(json.loads(line)[0] for line in sent) == [1, 3, 5]
+
+
+def test_cli_run_table_fits_the_terminal(
+    cli_setup: dict[str, str], tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`campaigns run` cuts its long text columns to the terminal's width, as the other tables; a log keeps all."""
+    from cohorts.cli import main
+
+    config = tmp_path / "long.toml"
+    config.write_text('[[campaigns]]\nname = "Spring service reminder for every customer of the garage"\n'
+                      'published = false\nend = 2026-01-01\n', encoding="utf-8")
+    argv = ["campaigns", "run", "--db", cli_setup["db"], "--config", str(config), "--now", "2026-03-02T12:00"]
+    monkeypatch.delenv("COLUMNS", raising=False)  # standard output is captured: no terminal, no width
+    assert main(argv) == 0
+    full = capsys.readouterr().out.splitlines()
+    assert full[0].split() == ["campaign", "eligible", "audience", "added", "done", "failed", "suppressed",
+                               "deferred", "seconds"]
+    assert set(full[1]) == {"-", " "} and "no: not published; ended on 2026-01-01" in full[2]
+    assert full[2].startswith("Spring service reminder for every customer of the garage  ")
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main(argv) == 0
+    fitted = capsys.readouterr().out.splitlines()
+    assert len(fitted) == 3 and max(len(line) for line in fitted) <= 100 < len(full[2])
+    assert fitted[2].startswith("Spring service") and fitted[2].count("…") == 2
+
+
+def test_report_rows_and_problems() -> None:
+    """RunReport.rows() are the table's cells, and problems() the lines printed under it."""
+    def broken(customer: Customer, action: Action, campaign: Campaign) -> None:
+        raise RuntimeError("boom")
+
+    report = run_campaigns([Campaign("ok", actions=[Action("track")]), Campaign("draft", published=False)],
+                           MemoryRepository(people(2)), None, {"track": broken}, NOON)
+    first, second = report.rows()
+    assert (first["campaign"], first["eligible"], first["audience"], first["failed"]) == ("ok", "yes", 2, 2)
+    assert second["eligible"] == "no: not published" and re.fullmatch(r"\d+\.\d{3}", second["seconds"])
+    assert report.problems() == [
+        "! ok: track-1 failed for 0 (attempt 1): RuntimeError: boom",
+        "! ok: track-1 failed for 1 (attempt 1): RuntimeError: boom",
+    ]
+    assert str(report).splitlines()[3:] == report.problems()
 
 
 def test_cli_needs_a_sender_for_messages(cli_setup: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,7 +21,7 @@ from ..campaigns import Campaign, Sender, audience, eligibility, run_campaigns, 
 from ..config import Config, load_config
 from ..groups import Groups
 from ..progress import TerminalBar
-from ._common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, add_json_option, parse_now, print_json
+from ._common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, add_json_option, parse_now, print_json, print_table
 from ._database import add_db_option, database_url, open_repository
 
 __all__ = ["load_sender", "register"]
@@ -157,7 +157,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.to_dict())
     else:
-        print(report)
+        print_table(report.rows())  # fitted to the terminal, as the other commands' tables
+        for line in report.problems():
+            print(line)
     return EXIT_OK if report.ok else EXIT_ERROR
 
 
