@@ -9,8 +9,10 @@ Usage::
 For each backend it reports, in the same run:
 
 - the full refresh (every rule over every customer), in seconds and customers/s;
-- an incremental refresh after one customer changes (median of several), in ms,
-  against the issue's goals (under 5 ms in memory, under 50 ms on PostgreSQL);
+- a read right after one customer changed (an attribute; a new event), with no refresh: the
+  read catches up on the change log (median of several), in ms, against the issue's goals
+  (under 5 ms in memory, under 20 ms on PostgreSQL);
+- a read after 10,000 customers changed (goal: under 2 s on PostgreSQL);
 - a refresh after moving ``now`` one day ahead, and how many times faster it is than the full refresh.
 
 PostgreSQL runs on a throwaway cluster started like the test suite's (tests/pg.py),
@@ -134,14 +136,19 @@ def run(backend: str, repo: Any, n: int, rules: list[tuple[str, str]], repeats: 
         customer = repo.get(cid)
         assert customer is not None
         repo.upsert([customer.with_attributes(city=rng.choice(CITIES))])
-        seconds, _ = _timed(lambda cid=cid: groups.refresh(NOW, customer_ids=[cid]))
+        # No refresh: the next read catches up on the change log (here: the changed customer's groups).
+        seconds, _ = _timed(lambda cid=cid: groups.groups_of(cid, NOW))
         incremental.append(seconds)
     event_times = []
     for _ in range(repeats):
         cid = rng.randrange(n)
         repo.add_events(cid, [Event("repair_order.closed", NOW - dt.timedelta(hours=1))])
-        seconds, _ = _timed(lambda cid=cid: groups.refresh(NOW, customer_ids=[cid]))
+        seconds, _ = _timed(lambda cid=cid: groups.groups_of(cid, NOW))
         event_times.append(seconds)
+    changed = min(10_000, n // 2)
+    batch = [c.with_attributes(city=rng.choice(CITIES)) for c in repo.get_many(rng.sample(range(n), changed)).values()]
+    repo.upsert(batch)
+    bulk_s, _ = _timed(lambda: groups.groups_of(batch[0].id, NOW))
     day_s, day_changes = _timed(lambda: groups.refresh(NOW + dt.timedelta(days=1)))
     gc.unfreeze()
     inc_ms = statistics.median(incremental) * 1000
@@ -151,11 +158,12 @@ def run(backend: str, repo: Any, n: int, rules: list[tuple[str, str]], repeats: 
         f"{backend:>10}: load {n / load_s:>9,.0f} customers/s | full refresh {full_s:7.2f} s "
         f"({n / full_s:,.0f} customers/s, {joins:,} joins; no-op refresh {again_s * 1000:.1f} ms) | "
         f"one customer changed: attribute {inc_ms:.2f} ms (min {inc_min:.2f}), "
-        f"new event {ev_ms:.2f} ms (min {ev_min:.2f}) (median of {repeats}) | "
+        f"new event {ev_ms:.2f} ms (min {ev_min:.2f}) (median of {repeats}; a read, no refresh) | "
+        f"catching up after {changed:,} changed: {bulk_s:.2f} s | "
         f"+1 day: {day_s:.3f} s, {len(day_changes):,} changes, {full_s / day_s:,.0f}x faster than the full refresh",
         flush=True,
     )
-    return {"full": full_s, "incremental_ms": inc_ms, "event_ms": ev_ms, "day": day_s}
+    return {"full": full_s, "incremental_ms": inc_ms, "event_ms": ev_ms, "day": day_s, "bulk": bulk_s}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,12 +208,12 @@ def main(argv: list[str] | None = None) -> int:
             case other:
                 print(f"unknown backend {other!r}", file=sys.stderr)
                 return 2
-    goals = {"memory": 5.0, "postgresql": 50.0}
+    goals = {"memory": 5.0, "postgresql": 20.0}
     for backend, goal in goals.items():
         if backend in results:
             got = results[backend]["incremental_ms"]
             verdict = "meets" if got < goal else "misses"
-            print(f"incremental refresh goal on {backend}: under {goal:g} ms; measured {got:.2f} ms ({verdict} it)")
+            print(f"read after one change, goal on {backend}: under {goal:g} ms; measured {got:.2f} ms ({verdict} it)")
     return 0
 
 

@@ -389,15 +389,15 @@ def test_refresh_of_changed_customers_reads_only_affected_groups(
     groups.create("Laval escapes", 'customer in group "Laval" AND customer in group "Escapes"')
     groups.refresh(NOW)
     evaluated: list[str] = []
-    from cohorts import groups as module
+    from cohorts import timing as module
 
-    original = module._Plan.matches
+    original = module.Plan.matches
 
     def spy(self: Any, customer: Customer, now: dt.datetime, lookup: Any) -> bool:
         evaluated.append(self.definition.name)
         return original(self, customer, now, lookup)
 
-    monkeypatch.setattr(module._Plan, "matches", spy)
+    monkeypatch.setattr(module.Plan, "matches", spy)
     customer = repo.get("b")
     repo.upsert([customer.with_attributes(city="Laval")])
     changes = groups.refresh(NOW, customer_ids=["b"])

@@ -248,3 +248,33 @@ def test_schema_must_be_a_schema(repository: Any) -> None:
     with pytest.raises(TypeError, match=r"cohorts\.Schema"):
         repository.schema = {"customer": {}}
     assert isinstance(repository.schema, Schema)
+
+
+def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
+    """A database made by cohorts 0.1 (no change log, JSON ids in the ledger) opens as version 2, data kept."""
+    import sqlalchemy as sa
+
+    path = tmp_path / "old.db"
+    SQLRepository(path).upsert(_people())
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:  # what 0.1 left: version 1, no change log, a ledger keyed by JSON ids
+        conn.exec_driver_sql("DROP TABLE cohorts_changes")
+        conn.exec_driver_sql("UPDATE cohorts_meta SET value = '1' WHERE key = 'schema_version'")
+        conn.exec_driver_sql(
+            "CREATE TABLE cohorts_campaign_audience (campaign VARCHAR(200), customer VARCHAR(200),"
+            " added_at VARCHAR(40), PRIMARY KEY (campaign, customer))"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO cohorts_campaign_audience VALUES ('Spring', '3', 'x'), ('Spring', '\"c1\"', 'x')"
+        )
+    engine.dispose()
+    reopened = SQLRepository(path)
+    assert reopened.schema_version == SCHEMA_VERSION == 2
+    assert reopened.select(ESCAPE_RULE, NOW) == {"c1"}
+    assert reopened.ledger().enrolled("Spring") == {3, "c1"}  # re-encoded as i:3 and s:c1
+    with reopened.connect() as conn:
+        stored = sorted(conn.exec_driver_sql("SELECT customer FROM cohorts_campaign_audience").scalars())
+    assert stored == ["i:3", "s:c1"]
+    position = reopened.change_position()
+    reopened.upsert([Customer("new")])
+    assert reopened.changes_since(position)[0] == ["new"]

@@ -63,7 +63,7 @@ from .importers import (
     preview_file,
 )
 from .jsonform import from_json, to_json
-from .model import Customer, Event
+from .model import Customer, CustomerId, Event
 from .parser import parse
 from .progress import Progress
 from .reports import Measure, Report, report
@@ -85,6 +85,7 @@ __all__ = [
     "ConfigError",
     "Customer",
     "CustomerDataError",
+    "CustomerId",
     "DatabaseError",
     "Eligibility",
     "Event",

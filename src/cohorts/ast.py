@@ -328,7 +328,7 @@ class _Branch(Node):
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return _same(self, other)  # type: ignore[arg-type]
+        return _same(self, other)
 
     def __ne__(self, other: object) -> bool:
         result = self.__eq__(other)

@@ -229,7 +229,7 @@ def _window_count(event: str, inside: Callable[[Any], bool], tz: dt.tzinfo) -> C
         count = 0
         for e in c.events_named(event):
             t = e.at
-            if t.__class__ is not datetime or t.tzinfo is None:  # type: ignore[union-attr]
+            if t.__class__ is not datetime or t.tzinfo is None:
                 t = to_time(t, tz)  # type: ignore[assignment]
                 if t is None:
                     continue
@@ -248,11 +248,11 @@ def _extreme_time(event: str, latest: bool, tz: dt.tzinfo) -> Callable[[Customer
         best = None
         for e in c.events_named(event):
             t = e.at
-            if t.__class__ is not datetime or t.tzinfo is None:  # type: ignore[union-attr]
+            if t.__class__ is not datetime or t.tzinfo is None:
                 t = to_time(t, tz)  # type: ignore[assignment]
                 if t is None:
                     continue
-            if best is None or (t > best if latest else t < best):  # type: ignore[operator]
+            if best is None or (t > best if latest else t < best):
                 best = t
         return best  # type: ignore[return-value]
 

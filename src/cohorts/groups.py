@@ -1,13 +1,9 @@
 """Customer groups: members by origin, kept up to date as data and time move.
 
-A customer is in a group for one or more *origins*: added by hand
-(:attr:`Origin.MANUAL`), imported (:attr:`Origin.IMPORTED`), or matched by
-the group's rule (:attr:`Origin.RULES`). A manual exclusion keeps a customer
-out whatever the origins.
+The values (origins, :class:`Group`, :class:`Change`, :class:`HistoryEntry`...)
+are in :mod:`cohorts.membership`, and what a rule reads and when time could
+change its answer in :mod:`cohorts.timing`; both are re-exported here.
 
-Two layers:
-
-- plain functions over values: :class:`Group` and :func:`origins`;
 - :class:`Groups`, the stateful service over a repository. It stores the
   definitions and the memberships beside the customers (memory or SQL), and
   keeps rule memberships current without re-reading every customer: each
@@ -22,628 +18,48 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import difflib
-import enum
-import hashlib
 import heapq
 import itertools
-import operator
 from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import attrs
 
-from ._html import html_text
 from .ast import (
-    EVENT_TIME,
-    Aggregate,
-    Anchor,
-    And,
-    Condition,
-    Duration,
     InGroup,
     Node,
-    Not,
-    Op,
-    Or,
-    Path,
-    Relative,
-    Unit,
     transform,
     walk,
 )
 from .errors import GroupError, GroupNotEmptyError, RuleError, UnknownGroupError
-from .evaluate import Explanation, Predicate, compile  # noqa: A004
+from .evaluate import compile  # noqa: A004
 from .group_store import EMPTY, GroupDef, GroupStore, HistoryRow, MemoryGroupStore, RuleRow, Slot, group_key
+from .membership import (
+    NO_ORIGINS,
+    Change,
+    Group,
+    HistoryEntry,
+    Origin,
+    Preview,
+    Why,
+    optional_rule,
+    origin_bits,
+    origins,
+    origins_of_bits,
+    slot_origins,
+    sorted_ids,
+)
 from .model import Customer, CustomerId
 from .parser import parse
 from .progress import Progress, ProgressCallback
 from .repository import Repository, UnknownCustomerError, require
 from .schema import Schema
-from .semantics import shape_of, time_test, window_op
-from .values import DEFAULT_REGION, Kind, day_start, shift, to_time
+from .timing import Plan, digest_keys_version, digest_of
 
-__all__ = ["Change", "Group", "Groups", "Origin", "Preview", "Why", "origins"]
+__all__ = ["Change", "Group", "Groups", "HistoryEntry", "Origin", "Preview", "Why", "origins"]
 
 RuleLike: TypeAlias = Node | str
 GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
-
-
-class Origin(enum.Enum):
-    """Why a customer is in a group."""
-
-    MANUAL = "manual"
-    IMPORTED = "imported"
-    RULES = "rules"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-_NO_ORIGINS: frozenset[Origin] = frozenset()
-
-
-def _optional_rule(rule: RuleLike | None) -> Node | None:
-    if rule is None or isinstance(rule, Node):
-        return rule
-    if isinstance(rule, str):
-        return parse(rule)
-    raise TypeError(f"a rule is text or a cohorts AST node, not {type(rule).__name__}")
-
-
-def _ids(values: Iterable[CustomerId]) -> frozenset[CustomerId]:
-    if isinstance(values, str | int):
-        raise TypeError("customer ids are given as a collection, not a single id")
-    return frozenset(values)
-
-
-@attrs.frozen
-class Group:
-    """A group's definition and its manual, imported and excluded customer ids, as a value.
-
-    Example:
-        >>> vip = Group("VIP", 'customer.status = "gold"', manual=["c2"], excluded=["c3"])
-        >>> vip.rule
-        Condition(path=Path(category='customer', attribute='status', part=None), op=<Op.EQ: '='>, value='gold')
-        >>> sorted(vip.manual)
-        ['c2']
-    """
-
-    name: str
-    rule: Node | None = attrs.field(default=None, converter=_optional_rule)
-    manual: frozenset[CustomerId] = attrs.field(default=(), converter=_ids)
-    imported: frozenset[CustomerId] = attrs.field(default=(), converter=_ids)
-    excluded: frozenset[CustomerId] = attrs.field(default=(), converter=_ids)
-
-
-def origins(
-    group: Group,
-    customer: Customer,
-    now: dt.datetime | None = None,
-    *,
-    groups: GroupLookup | None = None,
-    schema: Schema | None = None,
-    tz: str | dt.tzinfo | None = None,
-    region: str = DEFAULT_REGION,
-) -> frozenset[Origin]:
-    """Why ``customer`` is in ``group`` at ``now``: the empty set when they are not.
-
-    An excluded customer has no origin whatever the rule says. ``groups``
-    answers ``customer in group "X"`` conditions of the rule.
-
-    Example:
-        >>> from cohorts import Customer
-        >>> vip = Group("VIP", 'customer.status = "gold"', manual=["c2"], excluded=["c3"])
-        >>> sorted(map(str, origins(vip, Customer("c2", {"status": "Gold"}))))
-        ['manual', 'rules']
-        >>> origins(vip, Customer("c3", {"status": "gold"}))
-        frozenset()
-
-    .. versionadded:: 0.1
-    """
-    if customer.id in group.excluded:
-        return _NO_ORIGINS
-    found = set()
-    if customer.id in group.manual:
-        found.add(Origin.MANUAL)
-    if customer.id in group.imported:
-        found.add(Origin.IMPORTED)
-    if group.rule is not None and compile(group.rule, schema=schema, tz=tz, region=region)(
-        customer, now, groups=groups
-    ):
-        found.add(Origin.RULES)
-    return frozenset(found)
-
-
-def _origin_set(manual: bool, imported: bool, rules: bool) -> frozenset[Origin]:
-    found = ((Origin.MANUAL, manual), (Origin.IMPORTED, imported), (Origin.RULES, rules))
-    return frozenset(origin for origin, on in found if on)
-
-
-# Every combination of marks and rule answer, computed once: (manual, imported, matched) -> origins.
-_ORIGIN_SETS = {key: _origin_set(*key) for key in itertools.product((False, True), repeat=3)}
-
-
-def _slot_origins(slot: Slot) -> frozenset[Origin]:
-    if slot.excluded:
-        return _NO_ORIGINS
-    rule = slot.rule
-    return _ORIGIN_SETS[slot.manual, slot.imported, rule is not None and rule.matched]
-
-
-def _show_origins(found: frozenset[Origin]) -> str:
-    return ", ".join(o.value for o in Origin if o in found) or "none"
-
-
-@attrs.frozen
-class Change:
-    """A customer's origins in a group changed: a join, a leave, or a change of origins.
-
-    Attributes:
-        group: the group's name.
-        customer_id: the customer.
-        before: the origins before (empty: was not a member).
-        after: the origins after (empty: is not a member any more).
-        at: the ``now`` at which the change was found.
-        cause: why: ``"data"`` (the customer's data changed), ``"time"`` (time alone changed the rule's
-            answer), ``"rule"`` (the rule was set or changed), ``"manual"``, ``"import"``, ``"excluded"``
-            (an exclusion was set or lifted) or ``"deleted"`` (the customer was deleted).
-    """
-
-    group: str
-    customer_id: CustomerId
-    before: frozenset[Origin]
-    after: frozenset[Origin]
-    at: dt.datetime
-    cause: str = "data"
-
-    @property
-    def joined(self) -> bool:
-        """The customer was not a member and now is."""
-        return not self.before and bool(self.after)
-
-    @property
-    def left(self) -> bool:
-        """The customer was a member and now is not."""
-        return bool(self.before) and not self.after
-
-    @property
-    def kind(self) -> str:
-        """``"joined"``, ``"left"`` or ``"changed"`` (origins changed, still a member)."""
-        return "joined" if self.joined else "left" if self.left else "changed"
-
-    @property
-    def gained(self) -> frozenset[Origin]:
-        """Origins the customer has now and did not have."""
-        return self.after - self.before
-
-    @property
-    def lost(self) -> frozenset[Origin]:
-        """Origins the customer had and has no more."""
-        return self.before - self.after
-
-    def __str__(self) -> str:
-        return (
-            f"{self.customer_id!r} {self.kind} {self.group!r} "
-            f"({_show_origins(self.before)} -> {_show_origins(self.after)})"
-        )
-
-
-@attrs.frozen
-class Why:
-    """Why a customer is, or is not, in a group.
-
-    Attributes:
-        group: the group's name.
-        customer_id: the customer.
-        origins: the customer's origins (empty: not a member).
-        manual, imported, excluded: the marks set by hand or by imports.
-        rule: the group's rule text (None without rules).
-        rule_version: the rule's current version.
-        matched_version: the version that admitted the customer (None when the
-            rules do not match).
-        since: when the rules started matching.
-        evaluated_at: when the rules were last evaluated for this customer.
-        next_check: the next instant time alone could change the answer.
-        explanation: the rule's :class:`cohorts.Explanation` at ``now``.
-    """
-
-    group: str
-    customer_id: CustomerId
-    origins: frozenset[Origin]
-    manual: bool
-    imported: bool
-    excluded: bool
-    rule: str | None
-    rule_version: int
-    matched_version: int | None
-    since: dt.datetime | None
-    evaluated_at: dt.datetime | None
-    next_check: dt.datetime | None
-    explanation: Explanation | None
-
-    @property
-    def member(self) -> bool:
-        """The customer is in the group."""
-        return bool(self.origins)
-
-    def lines(self) -> Iterator[str]:
-        """The answer as lines of text."""
-        state = "is in" if self.member else "is not in"
-        yield f"customer {self.customer_id!r} {state} group {self.group!r}"
-        if self.excluded:
-            yield "  excluded by hand: kept out whatever the origins"
-        yield f"  origins: {_show_origins(self.origins)}"
-        marks = [word for word, on in (("added by hand", self.manual), ("imported", self.imported)) if on]
-        if marks:
-            yield "  marks: " + ", ".join(marks)
-        if self.rule is None:
-            yield "  the group has no rules"
-            return
-        if self.matched_version is not None:
-            when = f" since {_day(self.since)}" if self.since else ""
-            yield f"  matched rule version {self.matched_version}{when}"
-        else:
-            yield f"  does not match rule version {self.rule_version}"
-        if self.evaluated_at is not None:
-            yield f"  last evaluated {self.evaluated_at.isoformat()}"
-        if self.next_check is not None:
-            yield f"  the answer may change with time at {self.next_check.isoformat()}"
-        if self.explanation is not None:
-            yield from ("  " + line for line in self.explanation.lines())
-
-    def __str__(self) -> str:
-        return "\n".join(self.lines())
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        """IPython's plain text: the same text as ``str``."""
-        printer.text(str(self))
-
-    def _repr_html_(self) -> str:
-        return html_text(str(self))
-
-
-def _day(moment: dt.datetime | None) -> str:
-    return "" if moment is None else moment.date().isoformat()
-
-
-@attrs.frozen
-class Preview:
-    """Who a new rule would bring in and send out, before it is saved.
-
-    Attributes:
-        group: the group's name.
-        rule: the proposed rule's text.
-        before: how many members the group has now.
-        after: how many it would have.
-        joining: how many customers would join.
-        leaving: how many would leave.
-        joining_sample: up to ``sample`` of those who would join.
-        leaving_sample: up to ``sample`` of those who would leave.
-    """
-
-    group: str
-    rule: str | None
-    before: int
-    after: int
-    joining: int
-    leaving: int
-    joining_sample: tuple[CustomerId, ...]
-    leaving_sample: tuple[CustomerId, ...]
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        """IPython's plain text: the same text as ``str``."""
-        printer.text(str(self))
-
-    def _repr_html_(self) -> str:
-        return html_text(str(self))
-
-    def __str__(self) -> str:
-        lines = [
-            f"group {self.group!r}: {self.before} -> {self.after} members "
-            f"({self.joining} joining, {self.leaving} leaving)"
-        ]
-        if self.joining_sample:
-            lines.append("  joining: " + ", ".join(map(repr, self.joining_sample)))
-        if self.leaving_sample:
-            lines.append("  leaving: " + ", ".join(map(repr, self.leaving_sample)))
-        return "\n".join(lines)
-
-
-def _sorted_ids(ids: Iterable[CustomerId]) -> list[CustomerId]:
-    return sorted(ids, key=lambda i: (isinstance(i, str), i))
-
-
-# -- what a rule reads, and when time could change its answer --------------
-
-_PLACEHOLDER = "\x00cohorts-time-condition"
-_SECOND = dt.timedelta(seconds=1)
-_UNCERTAINTY = {
-    Unit.MINUTES: (dt.timedelta(0), _SECOND),
-    Unit.HOURS: (dt.timedelta(0), _SECOND),
-    Unit.DAYS: (dt.timedelta(hours=2), dt.timedelta(hours=2)),
-    Unit.WEEKS: (dt.timedelta(hours=2), dt.timedelta(hours=2)),
-    Unit.MONTHS: (dt.timedelta(hours=2), dt.timedelta(days=4, hours=2)),
-    Unit.YEARS: (dt.timedelta(hours=2), dt.timedelta(days=4, hours=2)),
-}
-_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
-    "==": operator.eq,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
-_STEPS = {
-    Unit.MINUTES: dt.timedelta(minutes=1),
-    Unit.HOURS: dt.timedelta(hours=1),
-    Unit.DAYS: dt.timedelta(days=1),
-    Unit.WEEKS: dt.timedelta(weeks=1),
-}
-# Identical time conditions of different rules share one number, so their turning points are computed once.
-_CONDITION_IDS: dict[tuple[Path, Op, Any], int] = {}
-_FIXED_ZONES = frozenset({"UTC", "Etc/UTC", "GMT", "Etc/GMT", "Zulu", "Etc/Zulu"})
-_ANCHOR_DAYS = {Anchor.TODAY: 0, Anchor.YESTERDAY: -1, Anchor.TOMORROW: 1}
-_EXACT = (dt.timedelta(0), _SECOND)
-
-
-def _moves(value: object) -> bool:
-    if isinstance(value, tuple):
-        return any(_moves(v) for v in value)
-    return isinstance(value, Relative | Anchor | Duration)
-
-
-def _read_key(path: Path) -> str:
-    return f"customer.{path.attribute}" if path.is_customer else f"event:{path.category}"
-
-
-@attrs.frozen(eq=False)
-class _TimeCondition:
-    """A condition whose answer moves with ``now``: what it reads and how to find its turning points."""
-
-    path: Path
-    op: Op  # the positive operator
-    value: Any
-    tz: dt.tzinfo
-    fixed: bool = attrs.field(init=False)
-    aggregate: Aggregate | None = attrs.field(init=False)
-    key: int = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        # A zone without daylight saving: calendar arithmetic is exact there.
-        fixed = isinstance(self.tz, dt.timezone) or getattr(self.tz, "key", None) in _FIXED_ZONES
-        object.__setattr__(self, "fixed", fixed)
-        object.__setattr__(self, "aggregate", self.path.aggregate)
-        object.__setattr__(
-            self, "key", _CONDITION_IDS.setdefault((self.path, self.op, self.value), len(_CONDITION_IDS))
-        )
-
-    def values(self, customer: Customer) -> list[dt.datetime]:
-        """The customer's instants this condition compares."""
-        path, tz = self.path, self.tz
-        if path.is_customer:
-            raw = customer.attributes.get(path.attribute)
-            items = raw if isinstance(raw, list | tuple | set | frozenset) else (raw,)
-            return [t for item in items if (t := to_time(item, tz)) is not None]
-        events = customer.events_named(path.category)
-        aggregate = self.aggregate
-        if aggregate is Aggregate.COUNT:
-            return []
-        if aggregate is not None:
-            times = [t for e in events if (t := to_time(e.at, tz)) is not None]
-            if not times:
-                return []
-            return [min(times) if aggregate is Aggregate.FIRST_TIME else max(times)]
-        if path.attribute == "at":
-            return [t for e in events if (t := to_time(e.at, tz)) is not None]
-        return [t for e in events if (t := to_time(e.attributes.get(path.attribute), tz)) is not None]
-
-    def candidates(self, v: dt.datetime) -> list[tuple[dt.datetime, dt.timedelta, dt.timedelta]]:
-        """Instants near which the test of ``v`` can flip, each with how early and late the flip may be."""
-        tz, op = self.tz, self.op
-        items = self.value if isinstance(self.value, tuple) else (self.value,)
-        out: list[tuple[dt.datetime, dt.timedelta, dt.timedelta]] = []
-        for item in items:
-            match item:
-                case Relative(amount, unit, ago):
-                    k = -amount if ago else amount
-                    if op in (Op.EQ, Op.IN) and unit not in (Unit.MINUTES, Unit.HOURS):
-                        for edge in (day_start(v, tz), day_start(v, tz, 1)):
-                            out.append(self._inverse(edge, -k, unit))
-                    else:
-                        out.append(self._inverse(v, -k, unit))
-                    out.extend(self._clamped(v, -k, unit))
-                case Anchor.NOW:
-                    out.append((v, *_EXACT))
-                case Anchor():
-                    offset = _ANCHOR_DAYS[item]
-                    out.append((day_start(v, tz, -offset), *_EXACT))
-                    out.append((day_start(v, tz, 1 - offset), *_EXACT))
-                case Duration(amount, unit):
-                    sign = amount if op is Op.WITHIN_LAST else -amount
-                    out.append((v, *_EXACT))
-                    out.append(self._inverse(v, sign, unit))
-                    out.extend(self._clamped(v, sign, unit))
-        return out
-
-    def _clamped(self, v: dt.datetime, amount: int, unit: Unit) -> list[tuple[dt.datetime, dt.timedelta, dt.timedelta]]:
-        """The extra turning points of a month-end ``v``, where ``now ± N months`` clamps to the month's end.
-
-        ``now - 1 month`` is Feb 28 21:00 at Mar 28 21:00 but Feb 28 00:00 at Mar 29 00:00: the boundary
-        steps back at each midnight of the clamped days and passes ``v``'s clock time again each day, so
-        the test of a Feb 28 21:00 event flips at Mar 29 00:00, Mar 29 21:00, Mar 30 00:00, ... Apr 1 00:00.
-        """
-        if unit not in (Unit.MONTHS, Unit.YEARS) or v.astimezone(self.tz).day < 28:
-            return []
-        instant = shift(v, amount, unit, self.tz)
-        clock = instant.astimezone(self.tz).timetz().replace(tzinfo=None)
-        out = []
-        for days in range(1, 5):
-            midnight = day_start(instant, self.tz, days)
-            out.append((midnight, *_EXACT))
-            local = midnight.astimezone(self.tz)
-            at = local.replace(hour=clock.hour, minute=clock.minute, second=clock.second, microsecond=clock.microsecond)
-            out.append((at, *_EXACT))
-        return out
-
-    def _inverse(self, v: dt.datetime, amount: int, unit: Unit) -> tuple[dt.datetime, dt.timedelta, dt.timedelta]:
-        """When a boundary ``now - amount units`` reaches ``v``: about ``v + amount units``.
-
-        Exact in a fixed-offset zone unless months clamp (Jan 31 + 1 month);
-        otherwise the flip lies within the returned margins.
-        """
-        if self.fixed:
-            step = _STEPS.get(unit)
-            if step is not None:  # no daylight saving: a day is 24 hours
-                return (v + amount * step, *_EXACT)
-            instant = shift(v, amount, unit, self.tz)
-            if shift(instant, -amount, unit, self.tz) == v:
-                return (instant, *_EXACT)
-            return (instant, *_UNCERTAINTY[unit])
-        return (shift(v, amount, unit, self.tz), *_UNCERTAINTY[unit])
-
-    def test_at(self, v: dt.datetime, moment: dt.datetime) -> bool:
-        """The positive test of ``v`` at ``moment``: any alternative whose checks all hold."""
-        spec, _ = time_test(self.op, self.value, moment, self.tz)
-        return any(all(_COMPARE[symbol](v, bound) for symbol, bound in checks) for checks in spec)
-
-    def first_flip(self, v: dt.datetime, now: dt.datetime, end: dt.datetime) -> dt.datetime | None:
-        """The first instant in (now, end] at which the test of ``v`` differs from now's, or None."""
-        start = self.test_at(v, now)
-        step = dt.timedelta(hours=6)
-        low, probe = now, min(now + step, end)
-        while self.test_at(v, probe) == start:
-            if probe >= end:
-                return None
-            low, probe = probe, min(probe + step, end)
-        high = probe
-        while high - low > dt.timedelta(microseconds=1):
-            middle = low + (high - low) / 2
-            if self.test_at(v, middle) == start:
-                low = middle
-            else:
-                high = middle
-        return high
-
-    def next_flip(self, customer: Customer, now: dt.datetime) -> dt.datetime | None:
-        """The earliest instant after ``now`` at which this condition could change for ``customer``."""
-        best: dt.datetime | None = None
-        for v in self.values(customer):
-            try:
-                candidates = self.candidates(v)
-            except (OverflowError, ValueError):
-                continue  # beyond the calendar's range: no turning point time can reach
-            for instant, early, late in candidates:
-                found: dt.datetime | None
-                try:
-                    if instant - early > now:
-                        found = instant - early
-                    elif instant + late > now:
-                        found = self.first_flip(v, now, instant + late)
-                    else:
-                        found = None
-                except (OverflowError, ValueError):
-                    found = None
-                if found is not None and (best is None or found < best):
-                    best = found
-        return best
-
-
-def _replace(node: Node, chosen: set[int], placeholder: Node) -> Node:
-    return transform(node, lambda item: placeholder if id(item) in chosen else item)
-
-
-class _Plan:
-    """A group's rule, compiled once per version: predicate, reads, references and time conditions."""
-
-    def __init__(
-        self, definition: GroupDef, schema: Schema | None, tz: dt.tzinfo, region: str, known: Callable[[str], int]
-    ) -> None:
-        self.definition = definition
-        self.gid = definition.id
-        self.version = definition.version
-        self.rule = None if definition.rule is None else parse(definition.rule)
-        self.predicate: Predicate | None = None
-        self.reads: frozenset[str] = frozenset()
-        self.refs: frozenset[int] = frozenset()
-        self.time: tuple[_TimeCondition, ...] = ()
-        self._static: tuple[Predicate, Predicate] | None = None
-        if self.rule is None:
-            return
-        self.predicate = compile(self.rule, schema=schema, tz=tz, region=region)
-        reads, refs, timed = set(), set(), []
-        for node in walk(self.rule):
-            if isinstance(node, Condition):
-                reads.add(_read_key(node.path))
-                shape = shape_of(node, schema)
-                if shape.kind is Kind.TIME and _moves(shape.value):
-                    timed.append((node, _TimeCondition(node.path, shape.op, shape.value, tz)))
-                elif node.path.window is not None and _moves(node.path.window.value):
-                    # A count in a moving window changes only when one of its events enters or
-                    # leaves the window: when the window's test of that event's time flips.
-                    op, value = window_op(node.path.window)
-                    events = Path(node.path.category, EVENT_TIME)
-                    timed.append((node, _TimeCondition(events, op, value, tz)))
-            elif isinstance(node, InGroup):
-                refs.add(known(node.group))
-        self.reads, self.refs = frozenset(reads), frozenset(refs)
-        self.time = tuple(t for _, t in timed)
-        if timed:
-            placeholder = Condition(Path("customer", _PLACEHOLDER), Op.EQ, "?")
-            static = _replace(self.rule, {id(n) for n, _ in timed}, placeholder)
-            if all(isinstance(n, And | Or | Not) or n == placeholder for n in walk(static)):
-                return  # nothing but time: the answer always depends on it
-            static_schema = None if schema is None else schema.add("customer", _PLACEHOLDER, "text")
-            self._static = (
-                compile(static, schema=static_schema, tz=tz, region=region),
-                compile(Not(static), schema=static_schema, tz=tz, region=region),
-            )
-
-    def matches(self, customer: Customer, now: dt.datetime, groups: GroupLookup) -> bool:
-        return self.predicate is not None and self.predicate(customer, now, groups=groups)
-
-    def next_change(
-        self,
-        customer: Customer,
-        now: dt.datetime,
-        groups: GroupLookup,
-        memo: dict[int, dt.datetime | None] | None = None,
-    ) -> dt.datetime | None:
-        """The next instant time alone could change the rule's answer for ``customer`` (None: never).
-
-        ``memo`` shares the turning points of identical conditions between
-        the rules evaluated for one customer at one ``now``.
-        """
-        if not self.time:
-            return None
-        best: dt.datetime | None = None
-        for condition in self.time:
-            if memo is None:
-                found = condition.next_flip(customer, now)
-            elif condition.key in memo:
-                found = memo[condition.key]
-            else:
-                found = memo[condition.key] = condition.next_flip(customer, now)
-            if found is not None and (best is None or found < best):
-                best = found
-        if best is None or self._static is None:
-            return best
-        definitely_true, definitely_false = self._static
-        if definitely_true(customer, now, groups=groups) or definitely_false(customer, now, groups=groups):
-            return None  # the answer does not depend on the conditions that move with time
-        return best
-
-
-def _digest_keys_version(keys: Sequence[str]) -> str:
-    return hashlib.blake2b("\n".join(keys).encode(), digest_size=8).hexdigest()
-
-
-def _read_value(key: str, customer: Customer) -> object:
-    if key.startswith("customer."):
-        return customer.attributes.get(key[len("customer.") :])
-    return tuple((e.at, dict(e.attributes)) for e in customer.events_named(key[len("event:") :]))
-
-
-def _digest(keys: Sequence[str], customer: Customer) -> bytes:
-    return b"".join(hashlib.blake2b(repr(_read_value(k, customer)).encode(), digest_size=8).digest() for k in keys)
 
 
 # -- the service -------------------------------------------------------------
@@ -669,7 +85,7 @@ class _Catalog:
                 keys.add(key)
                 self.readers.setdefault(key, set()).add(plan.gid)
         self.keys = tuple(sorted(keys))
-        self.keys_version = _digest_keys_version(self.keys)
+        self.keys_version = digest_keys_version(self.keys)
         self.ruled = frozenset(gid for gid, plan in self.plans.items() if plan.rule is not None)
 
     def closure(self, gids: Iterable[int]) -> list[int]:
@@ -711,7 +127,7 @@ class _Catalog:
         return found
 
 
-def _topological(plans: Mapping[int, _Plan]) -> list[int]:
+def _topological(plans: Mapping[int, Plan]) -> list[int]:
     indegree = {gid: len(plan.refs) for gid, plan in plans.items()}
     users: dict[int, list[int]] = {gid: [] for gid in plans}
     for plan in plans.values():
@@ -751,49 +167,6 @@ _AS_OF = "as_of"
 _CHANGES = "changes"  # the position in the repository's change log up to which the stored state follows it
 _HISTORY_TRIMMED = "history_trimmed"
 _BATCH = 1000
-_ORIGIN_BITS = {Origin.MANUAL: 1, Origin.IMPORTED: 2, Origin.RULES: 4}
-
-
-def _bits(found: frozenset[Origin]) -> int:
-    return sum(_ORIGIN_BITS[o] for o in found)
-
-
-def _from_bits(bits: int) -> frozenset[Origin]:
-    return frozenset(o for o, bit in _ORIGIN_BITS.items() if bits & bit)
-
-
-@attrs.frozen
-class HistoryEntry:
-    """One join, leave or change of origins of a customer in a group, as :meth:`Groups.history` gives it.
-
-    Attributes:
-        group: the group's name (its current name, if it was renamed since).
-        customer_id: the customer.
-        joined: whether the customer is a member after this entry (False: it left).
-        origins: the origins after this entry (empty when it left).
-        gained: the origins it gained.
-        lost: the origins it lost.
-        version: the version of the group's rule in force.
-        at: the ``now`` at which it was found.
-        cause: ``"data"``, ``"time"``, ``"rule"``, ``"manual"``, ``"import"``, ``"excluded"`` or ``"deleted"``
-            (see :class:`Change`).
-
-    .. versionadded:: 0.3
-    """
-
-    group: str
-    customer_id: CustomerId
-    joined: bool
-    origins: frozenset[Origin]
-    gained: frozenset[Origin]
-    lost: frozenset[Origin]
-    version: int
-    at: dt.datetime
-    cause: str
-
-    def __str__(self) -> str:
-        what = "in" if self.joined else "out"
-        return f"{self.at.isoformat()} {self.group!r} {self.customer_id!r} {what} ({self.cause})"
 
 
 @attrs.define
@@ -867,7 +240,7 @@ class Groups:
         self._unreported: list[Change] = []  # changes made for the history only (the importer's bulk path)
         self._store: GroupStore = store if store is not None else repository.group_store()
         self._subscribers: list[tuple[Callable[[Change], object], str | None, bool, bool]] = []
-        self._plans: dict[tuple[int, int, str | None], _Plan] = {}
+        self._plans: dict[tuple[int, int, str | None], Plan] = {}
         self._cached_catalog: tuple[tuple[GroupDef, ...], _Catalog] | None = None
         self._schema: Schema | None = None if repository.declared_schema is None else repository.schema
         self._tz: dt.tzinfo = repository.tz
@@ -923,16 +296,22 @@ class Groups:
             version = catalog.defs[gid].version
             rows.append(
                 HistoryRow(
-                    gid, change.customer_id, _bits(change.before), _bits(change.after), version, change.at, change.cause
+                    gid,
+                    change.customer_id,
+                    origin_bits(change.before),
+                    origin_bits(change.after),
+                    version,
+                    change.at,
+                    change.cause,
                 )
             )
         self._store.add_history(rows)
 
-    def _plan(self, definition: GroupDef, known: Callable[[str], int]) -> _Plan:
+    def _plan(self, definition: GroupDef, known: Callable[[str], int]) -> Plan:
         cache_key = (definition.id, definition.version, definition.rule)
         plan = self._plans.get(cache_key)
         if plan is None or plan.definition.name != definition.name:
-            plan = _Plan(definition, self._schema, self._tz, self._region, known)
+            plan = Plan(definition, self._schema, self._tz, self._region, known)
             self._plans[cache_key] = plan
         else:
             plan.definition = definition
@@ -1014,7 +393,7 @@ class Groups:
     # -- definitions -----------------------------------------------------------
 
     def _check_rule(self, catalog: _Catalog, gid: int | None, rule: RuleLike | None) -> Node | None:
-        node = _optional_rule(rule)
+        node = optional_rule(rule)
         if node is None:
             return None
         compile(node, schema=self._schema, tz=self._tz, region=self._region)  # validates
@@ -1125,7 +504,7 @@ class Groups:
                     f"group {catalog.defs[gid].name!r} is used by the rules of " + ", ".join(map(repr, users))
                 )
             definition = catalog.defs[gid]
-            members = {cid: o for cid, slot in self._store.group_slots(gid).items() if (o := _slot_origins(slot))}
+            members = {cid: o for cid, slot in self._store.group_slots(gid).items() if (o := slot_origins(slot))}
             if members and not force:
                 counts: dict[str, int] = {}
                 for found in members.values():
@@ -1133,8 +512,8 @@ class Groups:
                         counts[origin.value] = counts.get(origin.value, 0) + 1
                 raise GroupNotEmptyError(definition.name, len(members), counts)
             at = self._mark_time(None)
-            for cid in _sorted_ids(members):
-                changes.append(Change(definition.name, cid, members[cid], _NO_ORIGINS, at, "rule"))
+            for cid in sorted_ids(members):
+                changes.append(Change(definition.name, cid, members[cid], NO_ORIGINS, at, "rule"))
             self._store.drop_group(gid)
 
     # -- manual membership -----------------------------------------------------
@@ -1185,9 +564,7 @@ class Groups:
             changes.extend(self._set_marks(name, customer_ids, {kind: value}, now, must_exist, cause=cause))
         return changes
 
-    def add_imported(
-        self, name: str, customer_ids: Sequence[CustomerId], now: dt.datetime | None = None
-    ) -> None:
+    def add_imported(self, name: str, customer_ids: Sequence[CustomerId], now: dt.datetime | None = None) -> None:
         """``add(name, *customer_ids, origin=Origin.IMPORTED)`` for customers just written (bulk imports).
 
         The importer's bulk path: the ids are not looked up in the repository
@@ -1245,7 +622,7 @@ class Groups:
                     imported=marks.get("imported", before_slot.imported),
                     excluded=marks.get("excluded", before_slot.excluded),
                 )
-                outcome = outcomes[before_slot] = (after_slot, _slot_origins(before_slot), _slot_origins(after_slot))
+                outcome = outcomes[before_slot] = (after_slot, slot_origins(before_slot), slot_origins(after_slot))
             after_slot, before, after = outcome
             current[gid] = after_slot
             if before != after:
@@ -1282,13 +659,13 @@ class Groups:
         """Evaluate some groups' rules for one customer (and the groups that refer to those that change)."""
         cid = customer.id
         if digest:
-            new = _digest(catalog.keys, customer)
+            new = digest_of(catalog.keys, customer)
             todo = todo | catalog.changed_groups(old_digest, new, self._key_set)
             work.digests[cid] = (catalog.keys_version, new)
 
         def lookup(group: str) -> Container[CustomerId]:
             slot = current.get(catalog.known(group), EMPTY)
-            return (cid,) if _slot_origins(slot) else ()
+            return (cid,) if slot_origins(slot) else ()
 
         memo: dict[int, dt.datetime | None] = {}
         rank = catalog.rank
@@ -1315,7 +692,7 @@ class Groups:
             work.rows.setdefault(gid, {})[cid] = row
             new_slot = attrs.evolve(slot, rule=row)
             current[gid] = new_slot
-            before, after = _slot_origins(slot), _slot_origins(new_slot)
+            before, after = slot_origins(slot), slot_origins(new_slot)
             if before != after:
                 work.changes.append(Change(plan.definition.name, cid, before, after, now, cause))
             if bool(before) != bool(after):
@@ -1327,9 +704,9 @@ class Groups:
         changes = []
         for cid, found in self._store.slots(customer_ids).items():
             for gid, slot in found.items():
-                before = _slot_origins(slot)
+                before = slot_origins(slot)
                 if before:
-                    changes.append(Change(catalog.defs[gid].name, cid, before, _NO_ORIGINS, now, "deleted"))
+                    changes.append(Change(catalog.defs[gid].name, cid, before, NO_ORIGINS, now, "deleted"))
         self._store.drop_customers(customer_ids)
         return changes
 
@@ -1395,7 +772,7 @@ class Groups:
             for customer in batch:
                 cid = customer.id
                 seen.add(cid)
-                new = _digest(catalog.keys, customer)
+                new = digest_of(catalog.keys, customer)
                 digests[cid] = (catalog.keys_version, new)
                 if others:
                     changed = catalog.changed_groups(previous.get(cid), new, self._key_set) & others
@@ -1430,8 +807,8 @@ class Groups:
                 elif previous_row is None:
                     continue
                 (rows if previous_row is not None else fresh)[cid] = row
-                before = _slot_origins(slot)
-                after = _slot_origins(Slot(slot.manual, slot.imported, slot.excluded, row))
+                before = slot_origins(slot)
+                after = slot_origins(Slot(slot.manual, slot.imported, slot.excluded, row))
                 if before != after:
                     changes.append(Change(plan.definition.name, cid, before, after, now, "rule"))
             if rows:
@@ -1587,7 +964,7 @@ class Groups:
         return catalog, moment, True
 
     def _stored_members(self, gid: int) -> dict[CustomerId, frozenset[Origin]]:
-        return {cid: found for cid, slot in self._store.group_slots(gid).items() if (found := _slot_origins(slot))}
+        return {cid: found for cid, slot in self._store.group_slots(gid).items() if (found := slot_origins(slot))}
 
     def _members_at(
         self, catalog: _Catalog, gid: int, now: dt.datetime, memo: dict[int, dict[CustomerId, frozenset[Origin]]]
@@ -1621,7 +998,7 @@ class Groups:
         catalog, moment, stored = self._read(now)
         gid = catalog.known(name)
         found = self._stored_members(gid) if stored else self._members_at(catalog, gid, moment, {})
-        return {cid: found[cid] for cid in _sorted_ids(found)}
+        return {cid: found[cid] for cid in sorted_ids(found)}
 
     def count(self, name: str, now: dt.datetime | None = None) -> int:
         """How many members the group has at ``now``."""
@@ -1631,7 +1008,7 @@ class Groups:
 
     def origins(self, name: str, customer_id: CustomerId, now: dt.datetime | None = None) -> frozenset[Origin]:
         """Why a customer is in the group at ``now`` (empty: not a member)."""
-        return self.groups_of(customer_id, now).get(self._catalog_name(name), _NO_ORIGINS)
+        return self.groups_of(customer_id, now).get(self._catalog_name(name), NO_ORIGINS)
 
     def _catalog_name(self, name: str) -> str:
         catalog = self._catalog()
@@ -1643,7 +1020,7 @@ class Groups:
         self._check_customer(customer_id)
         if stored:
             found = self._store.slots([customer_id]).get(customer_id, {})
-            return {catalog.defs[gid].name: o for gid, slot in found.items() if (o := _slot_origins(slot))}
+            return {catalog.defs[gid].name: o for gid, slot in found.items() if (o := slot_origins(slot))}
         memo: dict[int, dict[CustomerId, frozenset[Origin]]] = {}
         result = {}
         for gid in catalog.order:
@@ -1666,15 +1043,15 @@ class Groups:
         customer = self.repository.get(customer_id)
         explanation = None
         if stored:
-            found = _slot_origins(slot)
+            found = slot_origins(slot)
             current = self._store.slots([customer_id]).get(customer_id, {})
 
             def lookup(group: str) -> Container[CustomerId]:
-                return (customer_id,) if _slot_origins(current.get(catalog.known(group), EMPTY)) else ()
+                return (customer_id,) if slot_origins(current.get(catalog.known(group), EMPTY)) else ()
 
         else:
             memo: dict[int, dict[CustomerId, frozenset[Origin]]] = {}
-            found = self._members_at(catalog, gid, moment, memo).get(customer_id, _NO_ORIGINS)
+            found = self._members_at(catalog, gid, moment, memo).get(customer_id, NO_ORIGINS)
 
             def lookup(group: str) -> Container[CustomerId]:
                 return set(self._members_at(catalog, catalog.known(group), moment, memo))
@@ -1747,7 +1124,7 @@ class Groups:
             definition = catalog.defs.get(row.group_id)
             if definition is None:
                 continue
-            before, after = _from_bits(row.before), _from_bits(row.after)
+            before, after = origins_of_bits(row.before), origins_of_bits(row.after)
             entries.append(
                 HistoryEntry(
                     definition.name,
@@ -1818,7 +1195,7 @@ class Groups:
                 after.add(cid)
         excluded = {cid for cid, slot in self._store.group_slots(gid).items() if slot.excluded}
         after |= matched - excluded
-        joining, leaving = _sorted_ids(after - before), _sorted_ids(before - after)
+        joining, leaving = sorted_ids(after - before), sorted_ids(before - after)
         return Preview(
             catalog.defs[gid].name,
             None if node is None else str(node),

@@ -176,7 +176,7 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
             value = _convert_token(value, self.text)
         elif isinstance(value, tuple):
             value = tuple(_convert_token(v, self.text) if isinstance(v, Token) else v for v in value)
-        return Condition(path, op, value, span=_span(meta))  # type: ignore[arg-type]
+        return Condition(path, op, value, span=_span(meta))
 
     def eq(self, meta: Any, path: Path, value: object) -> Condition:
         return self._condition(Op.EQ, meta, path, value)

@@ -520,4 +520,4 @@ def _agreement(
         now = data.draw(st.sampled_from([NOW, NOW + dt.timedelta(hours=13, microseconds=1)]), label="now")
         agrees(repository, customers, checked, now, zone)
 
-    return agree  # type: ignore[no-any-return]
+    return agree

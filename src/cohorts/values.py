@@ -110,7 +110,7 @@ def _as_text(value: Any) -> str | None:
 def to_number(value: Any) -> int | float | None:
     """A number, from a number or numeric text; None otherwise (booleans are not numbers)."""
     if value.__class__ is int or (value.__class__ is float and math.isfinite(value)):
-        return value  # type: ignore[no-any-return]
+        return value
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -139,7 +139,7 @@ FALSE_WORDS = frozenset({"false", "no", "n", "0", "faux", "non"})
 def to_bool(value: Any) -> bool | None:
     """A boolean, from a boolean, 0/1 or words such as yes/no; None otherwise."""
     if value is True or value is False:
-        return value  # type: ignore[no-any-return]
+        return value
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and value in (0, 1):

@@ -78,7 +78,7 @@ class JsonField:
     keys: tuple[str, ...]
 
     def __init__(self, column: str, *keys: str) -> None:
-        self.__attrs_init__(column, keys)  # type: ignore[attr-defined]
+        self.__attrs_init__(column, keys)
 
     def __attrs_post_init__(self) -> None:
         _column_name(self.column, "JsonField")

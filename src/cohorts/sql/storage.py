@@ -230,7 +230,7 @@ def _phone_reading(raw: Any, region: str) -> str | None:
     whatever the region, so parsing it again (most of an import's time) is skipped.
     """
     if raw.__class__ is str and len(raw) == 12 and _NANP_E164.fullmatch(raw) is not None:
-        return raw  # type: ignore[no-any-return]
+        return raw
     return to_phone(raw, region)
 
 

@@ -1,0 +1,343 @@
+"""What a group's rule reads, and when time alone could change its answer.
+
+A :class:`Plan` is a group's rule compiled once per version: its predicate,
+the attributes and events it reads (for the digests that tell which groups a
+data change concerns), the groups it refers to, and its *time conditions*.
+For each stored answer, :meth:`Plan.next_change` gives the next instant at
+which time alone could change it (``repair_order.closed.last_time < 30 days
+ago`` turns false 30 days after the repair), so a read at a later ``now``
+revisits only what is due.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import operator
+from collections.abc import Callable, Container, Sequence
+from typing import Any, TypeAlias
+
+import attrs
+
+from .ast import (
+    EVENT_TIME,
+    Aggregate,
+    Anchor,
+    And,
+    Condition,
+    Duration,
+    InGroup,
+    Node,
+    Not,
+    Op,
+    Or,
+    Path,
+    Relative,
+    Unit,
+    transform,
+    walk,
+)
+from .evaluate import Predicate, compile  # noqa: A004
+from .group_store import GroupDef
+from .model import Customer, CustomerId
+from .parser import parse
+from .schema import Schema
+from .semantics import shape_of, time_test, window_op
+from .values import Kind, day_start, shift, to_time
+
+__all__ = ["Plan", "TimeCondition", "digest_keys_version", "digest_of", "read_key"]
+
+GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
+
+
+# -- what a rule reads, and when time could change its answer --------------
+
+_PLACEHOLDER = "\x00cohorts-time-condition"
+_SECOND = dt.timedelta(seconds=1)
+_UNCERTAINTY = {
+    Unit.MINUTES: (dt.timedelta(0), _SECOND),
+    Unit.HOURS: (dt.timedelta(0), _SECOND),
+    Unit.DAYS: (dt.timedelta(hours=2), dt.timedelta(hours=2)),
+    Unit.WEEKS: (dt.timedelta(hours=2), dt.timedelta(hours=2)),
+    Unit.MONTHS: (dt.timedelta(hours=2), dt.timedelta(days=4, hours=2)),
+    Unit.YEARS: (dt.timedelta(hours=2), dt.timedelta(days=4, hours=2)),
+}
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_STEPS = {
+    Unit.MINUTES: dt.timedelta(minutes=1),
+    Unit.HOURS: dt.timedelta(hours=1),
+    Unit.DAYS: dt.timedelta(days=1),
+    Unit.WEEKS: dt.timedelta(weeks=1),
+}
+# Identical time conditions of different rules share one number, so their turning points are computed once.
+_CONDITION_IDS: dict[tuple[Path, Op, Any], int] = {}
+_FIXED_ZONES = frozenset({"UTC", "Etc/UTC", "GMT", "Etc/GMT", "Zulu", "Etc/Zulu"})
+_ANCHOR_DAYS = {Anchor.TODAY: 0, Anchor.YESTERDAY: -1, Anchor.TOMORROW: 1}
+_EXACT = (dt.timedelta(0), _SECOND)
+
+
+def moves(value: object) -> bool:
+    if isinstance(value, tuple):
+        return any(moves(v) for v in value)
+    return isinstance(value, Relative | Anchor | Duration)
+
+
+def read_key(path: Path) -> str:
+    return f"customer.{path.attribute}" if path.is_customer else f"event:{path.category}"
+
+
+@attrs.frozen(eq=False)
+class TimeCondition:
+    """A condition whose answer moves with ``now``: what it reads and how to find its turning points."""
+
+    path: Path
+    op: Op  # the positive operator
+    value: Any
+    tz: dt.tzinfo
+    fixed: bool = attrs.field(init=False)
+    aggregate: Aggregate | None = attrs.field(init=False)
+    key: int = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        # A zone without daylight saving: calendar arithmetic is exact there.
+        fixed = isinstance(self.tz, dt.timezone) or getattr(self.tz, "key", None) in _FIXED_ZONES
+        object.__setattr__(self, "fixed", fixed)
+        object.__setattr__(self, "aggregate", self.path.aggregate)
+        object.__setattr__(
+            self, "key", _CONDITION_IDS.setdefault((self.path, self.op, self.value), len(_CONDITION_IDS))
+        )
+
+    def values(self, customer: Customer) -> list[dt.datetime]:
+        """The customer's instants this condition compares."""
+        path, tz = self.path, self.tz
+        if path.is_customer:
+            raw = customer.attributes.get(path.attribute)
+            items = raw if isinstance(raw, list | tuple | set | frozenset) else (raw,)
+            return [t for item in items if (t := to_time(item, tz)) is not None]
+        events = customer.events_named(path.category)
+        aggregate = self.aggregate
+        if aggregate is Aggregate.COUNT:
+            return []
+        if aggregate is not None:
+            times = [t for e in events if (t := to_time(e.at, tz)) is not None]
+            if not times:
+                return []
+            return [min(times) if aggregate is Aggregate.FIRST_TIME else max(times)]
+        if path.attribute == "at":
+            return [t for e in events if (t := to_time(e.at, tz)) is not None]
+        return [t for e in events if (t := to_time(e.attributes.get(path.attribute), tz)) is not None]
+
+    def candidates(self, v: dt.datetime) -> list[tuple[dt.datetime, dt.timedelta, dt.timedelta]]:
+        """Instants near which the test of ``v`` can flip, each with how early and late the flip may be."""
+        tz, op = self.tz, self.op
+        items = self.value if isinstance(self.value, tuple) else (self.value,)
+        out: list[tuple[dt.datetime, dt.timedelta, dt.timedelta]] = []
+        for item in items:
+            match item:
+                case Relative(amount, unit, ago):
+                    k = -amount if ago else amount
+                    if op in (Op.EQ, Op.IN) and unit not in (Unit.MINUTES, Unit.HOURS):
+                        for edge in (day_start(v, tz), day_start(v, tz, 1)):
+                            out.append(self._inverse(edge, -k, unit))
+                    else:
+                        out.append(self._inverse(v, -k, unit))
+                    out.extend(self._clamped(v, -k, unit))
+                case Anchor.NOW:
+                    out.append((v, *_EXACT))
+                case Anchor():
+                    offset = _ANCHOR_DAYS[item]
+                    out.append((day_start(v, tz, -offset), *_EXACT))
+                    out.append((day_start(v, tz, 1 - offset), *_EXACT))
+                case Duration(amount, unit):
+                    sign = amount if op is Op.WITHIN_LAST else -amount
+                    out.append((v, *_EXACT))
+                    out.append(self._inverse(v, sign, unit))
+                    out.extend(self._clamped(v, sign, unit))
+        return out
+
+    def _clamped(self, v: dt.datetime, amount: int, unit: Unit) -> list[tuple[dt.datetime, dt.timedelta, dt.timedelta]]:
+        """The extra turning points of a month-end ``v``, where ``now ± N months`` clamps to the month's end.
+
+        ``now - 1 month`` is Feb 28 21:00 at Mar 28 21:00 but Feb 28 00:00 at Mar 29 00:00: the boundary
+        steps back at each midnight of the clamped days and passes ``v``'s clock time again each day, so
+        the test of a Feb 28 21:00 event flips at Mar 29 00:00, Mar 29 21:00, Mar 30 00:00, ... Apr 1 00:00.
+        """
+        if unit not in (Unit.MONTHS, Unit.YEARS) or v.astimezone(self.tz).day < 28:
+            return []
+        instant = shift(v, amount, unit, self.tz)
+        clock = instant.astimezone(self.tz).timetz().replace(tzinfo=None)
+        out = []
+        for days in range(1, 5):
+            midnight = day_start(instant, self.tz, days)
+            out.append((midnight, *_EXACT))
+            local = midnight.astimezone(self.tz)
+            at = local.replace(hour=clock.hour, minute=clock.minute, second=clock.second, microsecond=clock.microsecond)
+            out.append((at, *_EXACT))
+        return out
+
+    def _inverse(self, v: dt.datetime, amount: int, unit: Unit) -> tuple[dt.datetime, dt.timedelta, dt.timedelta]:
+        """When a boundary ``now - amount units`` reaches ``v``: about ``v + amount units``.
+
+        Exact in a fixed-offset zone unless months clamp (Jan 31 + 1 month);
+        otherwise the flip lies within the returned margins.
+        """
+        if self.fixed:
+            step = _STEPS.get(unit)
+            if step is not None:  # no daylight saving: a day is 24 hours
+                return (v + amount * step, *_EXACT)
+            instant = shift(v, amount, unit, self.tz)
+            if shift(instant, -amount, unit, self.tz) == v:
+                return (instant, *_EXACT)
+            return (instant, *_UNCERTAINTY[unit])
+        return (shift(v, amount, unit, self.tz), *_UNCERTAINTY[unit])
+
+    def test_at(self, v: dt.datetime, moment: dt.datetime) -> bool:
+        """The positive test of ``v`` at ``moment``: any alternative whose checks all hold."""
+        spec, _ = time_test(self.op, self.value, moment, self.tz)
+        return any(all(_COMPARE[symbol](v, bound) for symbol, bound in checks) for checks in spec)
+
+    def first_flip(self, v: dt.datetime, now: dt.datetime, end: dt.datetime) -> dt.datetime | None:
+        """The first instant in (now, end] at which the test of ``v`` differs from now's, or None."""
+        start = self.test_at(v, now)
+        step = dt.timedelta(hours=6)
+        low, probe = now, min(now + step, end)
+        while self.test_at(v, probe) == start:
+            if probe >= end:
+                return None
+            low, probe = probe, min(probe + step, end)
+        high = probe
+        while high - low > dt.timedelta(microseconds=1):
+            middle = low + (high - low) / 2
+            if self.test_at(v, middle) == start:
+                low = middle
+            else:
+                high = middle
+        return high
+
+    def next_flip(self, customer: Customer, now: dt.datetime) -> dt.datetime | None:
+        """The earliest instant after ``now`` at which this condition could change for ``customer``."""
+        best: dt.datetime | None = None
+        for v in self.values(customer):
+            try:
+                candidates = self.candidates(v)
+            except (OverflowError, ValueError):
+                continue  # beyond the calendar's range: no turning point time can reach
+            for instant, early, late in candidates:
+                found: dt.datetime | None
+                try:
+                    if instant - early > now:
+                        found = instant - early
+                    elif instant + late > now:
+                        found = self.first_flip(v, now, instant + late)
+                    else:
+                        found = None
+                except (OverflowError, ValueError):
+                    found = None
+                if found is not None and (best is None or found < best):
+                    best = found
+        return best
+
+
+def replace_nodes(node: Node, chosen: set[int], placeholder: Node) -> Node:
+    return transform(node, lambda item: placeholder if id(item) in chosen else item)
+
+
+class Plan:
+    """A group's rule, compiled once per version: predicate, reads, references and time conditions."""
+
+    def __init__(
+        self, definition: GroupDef, schema: Schema | None, tz: dt.tzinfo, region: str, known: Callable[[str], int]
+    ) -> None:
+        self.definition = definition
+        self.gid = definition.id
+        self.version = definition.version
+        self.rule = None if definition.rule is None else parse(definition.rule)
+        self.predicate: Predicate | None = None
+        self.reads: frozenset[str] = frozenset()
+        self.refs: frozenset[int] = frozenset()
+        self.time: tuple[TimeCondition, ...] = ()
+        self._static: tuple[Predicate, Predicate] | None = None
+        if self.rule is None:
+            return
+        self.predicate = compile(self.rule, schema=schema, tz=tz, region=region)
+        reads, refs, timed = set(), set(), []
+        for node in walk(self.rule):
+            if isinstance(node, Condition):
+                reads.add(read_key(node.path))
+                shape = shape_of(node, schema)
+                if shape.kind is Kind.TIME and moves(shape.value):
+                    timed.append((node, TimeCondition(node.path, shape.op, shape.value, tz)))
+                elif node.path.window is not None and moves(node.path.window.value):
+                    # A count in a moving window changes only when one of its events enters or
+                    # leaves the window: when the window's test of that event's time flips.
+                    op, value = window_op(node.path.window)
+                    events = Path(node.path.category, EVENT_TIME)
+                    timed.append((node, TimeCondition(events, op, value, tz)))
+            elif isinstance(node, InGroup):
+                refs.add(known(node.group))
+        self.reads, self.refs = frozenset(reads), frozenset(refs)
+        self.time = tuple(t for _, t in timed)
+        if timed:
+            placeholder = Condition(Path("customer", _PLACEHOLDER), Op.EQ, "?")
+            static = replace_nodes(self.rule, {id(n) for n, _ in timed}, placeholder)
+            if all(isinstance(n, And | Or | Not) or n == placeholder for n in walk(static)):
+                return  # nothing but time: the answer always depends on it
+            static_schema = None if schema is None else schema.add("customer", _PLACEHOLDER, "text")
+            self._static = (
+                compile(static, schema=static_schema, tz=tz, region=region),
+                compile(Not(static), schema=static_schema, tz=tz, region=region),
+            )
+
+    def matches(self, customer: Customer, now: dt.datetime, groups: GroupLookup) -> bool:
+        return self.predicate is not None and self.predicate(customer, now, groups=groups)
+
+    def next_change(
+        self,
+        customer: Customer,
+        now: dt.datetime,
+        groups: GroupLookup,
+        memo: dict[int, dt.datetime | None] | None = None,
+    ) -> dt.datetime | None:
+        """The next instant time alone could change the rule's answer for ``customer`` (None: never).
+
+        ``memo`` shares the turning points of identical conditions between
+        the rules evaluated for one customer at one ``now``.
+        """
+        if not self.time:
+            return None
+        best: dt.datetime | None = None
+        for condition in self.time:
+            if memo is None:
+                found = condition.next_flip(customer, now)
+            elif condition.key in memo:
+                found = memo[condition.key]
+            else:
+                found = memo[condition.key] = condition.next_flip(customer, now)
+            if found is not None and (best is None or found < best):
+                best = found
+        if best is None or self._static is None:
+            return best
+        definitely_true, definitely_false = self._static
+        if definitely_true(customer, now, groups=groups) or definitely_false(customer, now, groups=groups):
+            return None  # the answer does not depend on the conditions that move with time
+        return best
+
+
+def digest_keys_version(keys: Sequence[str]) -> str:
+    return hashlib.blake2b("\n".join(keys).encode(), digest_size=8).hexdigest()
+
+
+def _read_value(key: str, customer: Customer) -> object:
+    if key.startswith("customer."):
+        return customer.attributes.get(key[len("customer.") :])
+    return tuple((e.at, dict(e.attributes)) for e in customer.events_named(key[len("event:") :]))
+
+
+def digest_of(keys: Sequence[str], customer: Customer) -> bytes:
+    return b"".join(hashlib.blake2b(repr(_read_value(k, customer)).encode(), digest_size=8).digest() for k in keys)
