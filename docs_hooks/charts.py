@@ -17,6 +17,10 @@ import html
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cohorts import RunReport
 
 WIDTH = 760
 LABEL = 170  # the label column, when labels are short enough to stand left of their bars
@@ -235,14 +239,14 @@ def _group(title: str, bars: list[tuple[str, tuple[float, str, str], int]]) -> G
 DONE, SUPPRESSED, DEFERRED, FAILED = 0, 3, 4, 5
 
 
-def funnel_chart(report: object, title: str, note: str) -> Chart:
+def funnel_chart(report: RunReport, title: str, note: str) -> Chart:
     """A run report's funnel per eligible campaign: audience, customers enrolled, then their actions by outcome.
 
     The actions' bar is as long as the audience's and split in proportion to the outcomes (a customer has
     one row per action, so action counts are on another scale than customers).
     """
     groups = []
-    for campaign in report.campaigns:  # type: ignore[attr-defined]
+    for campaign in report.campaigns:
         if not campaign.eligible:
             continue
         actions = campaign.done + campaign.failed + campaign.suppressed + campaign.deferred

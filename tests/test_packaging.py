@@ -158,7 +158,7 @@ def _hook(name: str) -> ModuleType:
 
 def test_session_blocks_copy_code_only() -> None:
     """The copy button of a highlighted session copies its code lines, without prompts, output or tags."""
-    site = _hook("site")
+    hooks = _hook("hooks")
     block = (
         '<div class="highlight"><pre><span></span><code><span class="gp">&gt;&gt;&gt; </span>'
         '<span class="n">x</span> <span class="o">=</span> <span class="s2">&quot;a&lt;b&quot;</span>\n'
@@ -166,22 +166,22 @@ def test_session_blocks_copy_code_only() -> None:
         '<span class="go">output</span>\n</code></pre></div>'
     )
     code = block.split("<code>", 1)[1].rsplit("</code>", 1)[0]
-    assert site.session_code(code) == 'x = "a<b"\n1\n'
-    marked = site.copy_code_only(block)
+    assert hooks.session_code(code) == 'x = "a<b"\n1\n'
+    marked = hooks.copy_code_only(block)
     assert marked.startswith('<div class="highlight" data-copy="x = &quot;a&lt;b&quot;\n1\n">')
     plain = '<div class="highlight"><pre><span></span><code>make test\n</code></pre></div>'
-    assert site.copy_code_only(plain) == plain
+    assert hooks.copy_code_only(plain) == plain
     markdown = "```python\n>>> 1 + 1  # doctest: +ELLIPSIS\n2\n```\n```python\nx = 1\n```\n"
-    assert site.sessions_as_pycon(markdown) == "```pycon\n>>> 1 + 1\n2\n```\n```python\nx = 1\n```\n"
+    assert hooks.sessions_as_pycon(markdown) == "```pycon\n>>> 1 + 1\n2\n```\n```python\nx = 1\n```\n"
 
 
 def test_benchmark_tables_become_charts() -> None:
     """Each chart marker of performance.md reads its table: one bar per figure, values as the table says."""
-    site = _hook("site")
+    hooks = _hook("hooks")
     text = (DOCS / "performance.md").read_text(encoding="utf-8")
     markers = text.count("<!-- chart ")
     assert markers >= 4
-    rendered = site.with_charts(text, "performance.md")
+    rendered = hooks.with_charts(text, "performance.md")
     assert rendered.count('<figure class="cohorts-chart">') == markers
     assert "<!-- chart " not in rendered
     assert ">889 ms (a scan)</text>" in rendered and ">0.6 ms (GIN index)</text>" in rendered
