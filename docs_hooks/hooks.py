@@ -17,14 +17,9 @@ from __future__ import annotations
 
 import html
 import re
-import sys
-from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).parent) not in sys.path:  # MkDocs loads this file by path; charts.py is beside it
-    sys.path.insert(0, str(Path(__file__).parent))
-
-import charts
+import charts  # beside this file: MkDocs puts the hook's folder on sys.path while it loads it
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)```python[ \t]*\n(?=(?P=indent)>>> )", re.MULTILINE)
 _MARKER = re.compile(r"^<!-- chart (?P<attributes>.*?) -->[ \t]*\n", re.MULTILINE)

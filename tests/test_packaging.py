@@ -148,11 +148,18 @@ def test_every_rendered_name_has_a_docstring() -> None:
 
 
 def _hook(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"docs_hooks_{name}", ROOT / "docs_hooks" / f"{name}.py")
+    """A file of docs_hooks/, loaded as MkDocs loads a hook: by path, with its folder on sys.path meanwhile."""
+    folder = ROOT / "docs_hooks"
+    spec = importlib.util.spec_from_file_location(f"docs_hooks_{name}", folder / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
+    saved = sys.path.copy()
+    sys.path.insert(0, str(folder))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = saved
     return module
 
 
