@@ -12,7 +12,7 @@ demo: $(VENV)/.installed
 test: lint typecheck unit docs
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests benchmarks docs/examples
+	$(BIN)/ruff check src tests benchmarks docs/examples docs_hooks
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
@@ -45,4 +45,4 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build/site
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .cache build/site

@@ -177,6 +177,7 @@ def test_demo_prints_every_scenario_with_its_count(tmp_path: Path, monkeypatch: 
     assert text.count("    for example ") == len(SCENARIOS)
     assert "[true] customer.phone is known" in text
     assert "Skipped: this installation has no SQL repository" in text
+    assert "Install the sql extra for it: pip install 'cohorts[sql]'" in text
     assert (tmp_path / "customers.jsonl").exists()
 
 

@@ -551,6 +551,10 @@ class Not(_Branch):
 
 
 Rule: TypeAlias = Node
+"""A parsed rule: the root node of its tree (an ``And``, ``Or``, ``Not``, a condition or a group test).
+
+What ``cohorts.parse`` and ``cohorts.from_json`` return; ``str(rule)`` is its canonical text.
+"""
 
 
 def _children(node: Node) -> tuple[Node, ...]:

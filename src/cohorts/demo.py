@@ -31,6 +31,7 @@ from typing import Any, TextIO
 
 import attrs
 
+from ._docs import page
 from .campaigns import Action, Campaign, Message, run_campaigns, standard_handlers
 from .errors import DatabaseError
 from .evaluate import compile, explain  # noqa: A004 - cohorts.compile, not the builtin
@@ -165,6 +166,7 @@ def step_sql(ctx: DemoContext) -> None:
     repository_class = getattr(module, "SQLRepository", None)
     if repository_class is None:
         ctx.say("Skipped: this installation has no SQL repository (cohorts.sql.SQLRepository).")
+        ctx.say("Install the sql extra for it: pip install 'cohorts[sql]' ('cohorts[postgres]' for PostgreSQL).")
         return
     if ctx.db is None:
         path = ctx.folder / "customers.db"
@@ -254,7 +256,8 @@ def step_try(ctx: DemoContext) -> None:
     ctx.say(f"{command} eval {vip} {data} --now {now} --count")
     ctx.say(f"{command} eval {claim} {data} --now {now} --explain {shlex.quote(str(explained[0]))}")
     ctx.say(f"{command} check {typo}")
-    ctx.say("The language: docs/language.md; the command: docs/cli.md")
+    ctx.say(f"The language: {page('language.md')}")
+    ctx.say(f"The command: {page('cli.md')}")
 
 
 # -- groups, import, campaign and report: the product around the rules ----------------------------------------

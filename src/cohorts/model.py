@@ -11,6 +11,7 @@ import attrs
 __all__ = ["Customer", "CustomerId", "Event"]
 
 CustomerId: TypeAlias = str | int
+"""A customer's id: text or an integer (never a boolean). ``1`` and ``"1"`` are two customers."""
 
 
 def _instant(value: dt.datetime | dt.date | str) -> dt.datetime | dt.date:

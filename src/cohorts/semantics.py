@@ -79,6 +79,7 @@ T = TypeVar("T")
 
 # Positive operators; the negative ones are NOT of these.
 NEGATIONS = {Op.NE: Op.EQ, Op.NOT_CONTAINS: Op.CONTAINS, Op.NOT_IN: Op.IN, Op.IS_UNKNOWN: Op.IS_KNOWN}
+"""Each negative operator and the positive one it negates: ``!=`` is NOT ``=``, ``is unknown`` NOT ``is known``."""
 _INVERTED = {Op.LT: Op.GT, Op.LE: Op.GE, Op.GT: Op.LT, Op.GE: Op.LE}
 _TYPE_KINDS = {
     AttributeType.TEXT: Kind.TEXT,
@@ -106,6 +107,7 @@ _KIND_OPS = {
 
 
 def as_rule(rule: RuleLike) -> Node:
+    """``rule`` as a tree: text is parsed, a node is returned as it is; anything else is a TypeError."""
     if isinstance(rule, str):
         return parse(rule)
     if isinstance(rule, Node):
@@ -144,6 +146,11 @@ class Shape:
 
 
 def shape_of(condition: Condition, schema: Schema | None) -> Shape:
+    """Decide how ``condition`` compares, once: its kind from ``schema`` (or from its value), the prepared value.
+
+    With a schema, an attribute it lacks raises UnknownAttributeError; an operator or value that cannot
+    work on the kind raises RuleTypeError.
+    """
     path, op = condition.path, condition.op
     negated = op in NEGATIONS
     op = NEGATIONS.get(op, op)
@@ -246,6 +253,7 @@ def describe_spec(spec: Spec) -> str:
 
 
 def kind_word(kind: Kind | None) -> str:
+    """The kind of a value in words, as error messages say it: "text", "a number", "a date" ..."""
     return {
         Kind.TEXT: "text",
         Kind.NUMBER: "a number",
@@ -317,6 +325,7 @@ def _prepare_scalar(condition: Condition, kind: Kind, value: Any, part: object) 
 
 
 def conditions(node: Node) -> Iterator[Condition]:
+    """Every condition of the rule under ``node``, however deep (without recursion)."""
     stack = [node]
     while stack:
         current = stack.pop()
@@ -332,10 +341,18 @@ def conditions(node: Node) -> Iterator[Condition]:
 # A test of a known value, in disjunctive normal form: any clause whose checks all
 # hold. A check is (symbol, constant); ``has`` is "constant in value".
 Check: TypeAlias = tuple[str, Any]
+"""One check of a known value: a symbol (``==``, ``<``, ``<=``, ``>``, ``>=``, ``in``, ``has``, ``starts``,
+``ends``) and the constant it compares with; ``has`` is "the constant is in the value"."""
 Spec: TypeAlias = tuple[tuple[Check, ...], ...]
+"""A test of a known value in disjunctive normal form: it passes when all the checks of any one clause hold."""
 
 
 def time_test(op: Op, value: Any, now: dt.datetime, tz: dt.tzinfo) -> tuple[Spec, Any]:
+    """The test of a time for ``op`` and the rule's ``value`` at ``now``, and the resolved interval(s) it uses.
+
+    With ``=`` and ``in`` a date means any instant of that day in ``tz``; ``< N days ago`` means "more
+    recent than N days ago".
+    """
     if op is Op.EQ:
         iv = resolve_time(value, now, tz, as_day=True)
         return (_time_eq(iv),), iv
@@ -397,6 +414,7 @@ _PLAIN_SYMBOLS = {
 
 
 def plain_test(op: Op, value: Any) -> Spec:
+    """The test of a value that is no time (text, number, boolean, phone) for the positive ``op``."""
     if op is Op.IN:
         return ((("in", frozenset(value)),),)
     if op is Op.BETWEEN:

@@ -63,6 +63,7 @@ __all__ = [
 ]
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+"""The moment every check evaluates at; the drawn times cluster on the boundaries relative times have then."""
 
 # -- data ------------------------------------------------------------------------
 
@@ -203,6 +204,7 @@ def events(draw: st.DrawFn, tz: dt.tzinfo) -> Event:
 
 @st.composite
 def customer_lists(draw: st.DrawFn, tz: dt.tzinfo) -> list[Customer]:
+    """A hypothesis strategy: 3 to 12 customers with distinct ids (numbers and text), attributes and events."""
     ids = draw(
         st.lists(
             st.integers(0, 40) | st.sampled_from(["c1", "c2", "1", "2", "Ünïcode", "x y"]),
@@ -417,12 +419,14 @@ def _combine(children: st.SearchStrategy[Node]) -> st.SearchStrategy[Node]:
 
 
 rules = st.recursive(conditions, _combine, max_leaves=5)
+"""A hypothesis strategy of rules: conditions of every kind, combined with AND, OR and NOT (up to 5 of them)."""
 
 GROUPS: dict[str, frozenset[Any]] = {
     "VIP": frozenset({1, 2, 3, "c1", "Ünïcode"}),
     "Empty": frozenset(),
     "Mixed": frozenset({"1", 2, "x y", 40, 7}),
 }
+"""The groups that drawn ``customer in group`` conditions name, with their members' ids (``agrees``' default)."""
 
 
 # -- deep rules ------------------------------------------------------------------------

@@ -37,6 +37,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from .._docs import page
 from ..errors import CohortsError
 from . import campaigns, demo, groups, imports, report, rules
 from ._common import (
@@ -77,7 +78,9 @@ examples:
   cohorts demo --dir ./demo
 
 exit codes: 0 ok, 1 rule or data error, 2 usage error, 3 internal error
-documentation: docs/cli.md and docs/language.md
+documentation (Markdown pages):
+  {cli}
+  {language}
 """
 
 
@@ -95,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="cohorts",
         description="Customer segmentation rules: check them, run them on customers, see the demo.",
-        epilog=_EPILOG,
+        epilog=_EPILOG.format(cli=page("cli.md"), language=page("language.md")),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"cohorts {_version()}")
