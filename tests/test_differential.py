@@ -41,7 +41,7 @@ def test_select_agrees_with_memory(make_repository: Callable[..., Any], zone: st
     tz = resolve_tz(zone)
     repository = _repository(make_repository, zone)
     customers = data.draw(customer_lists(tz), label="customers")
-    drawn = data.draw(st.lists(rules | deep_rules(), min_size=1, max_size=6), label="rules")
+    drawn = data.draw(st.lists(rules | deep_rules(max_depth=250), min_size=1, max_size=6), label="rules")
     checked = [rule for rule in drawn if _valid(rule)]
     assume(checked)
     now = data.draw(st.sampled_from([NOW, NOW + dt.timedelta(hours=13, microseconds=1)]), label="now")

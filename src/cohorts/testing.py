@@ -25,7 +25,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
 from .ast import (
@@ -492,20 +492,22 @@ def check_repository(
     examples: int = 50,
     zones: Sequence[str] = ("UTC", "Asia/Kolkata"),
     deep: bool = True,
+    shrink: bool = True,
 ) -> None:
     """Check with hypothesis that repositories ``make_repository(tz=zone)`` makes agree with the reference.
 
     Each example draws customers and up to six rules (deep ones too, unless
     ``deep=False``) and two moments; an AssertionError shows the smallest
-    disagreement hypothesis finds. ``make_repository`` is called once per zone.
+    disagreement hypothesis finds (``shrink=False``: the first one, sooner).
+    ``make_repository`` is called once per zone.
     """
     drawn_rules = (rules | deep_rules()) if deep else rules
     for zone in zones:
-        _agreement(make_repository(tz=zone), zone, drawn_rules, examples)()
+        _agreement(make_repository(tz=zone), zone, drawn_rules, examples, shrink)()
 
 
 def _agreement(
-    repository: Repository, zone: str, drawn_rules: st.SearchStrategy[Node], examples: int
+    repository: Repository, zone: str, drawn_rules: st.SearchStrategy[Node], examples: int, shrink: bool
 ) -> Callable[[], None]:
     """The hypothesis property that ``repository`` (in ``zone``) selects what the reference selects."""
     tz = resolve_tz(zone)
@@ -515,6 +517,7 @@ def _agreement(
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
         database=None,
+        phases=tuple(Phase) if shrink else (Phase.explicit, Phase.reuse, Phase.generate),
     )
     @given(data=st.data())
     def agree(data: st.DataObject) -> None:
