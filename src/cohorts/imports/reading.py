@@ -542,39 +542,55 @@ def _csv_records(lines: _Lines, delimiter: str, limits: Limits) -> Iterator[tupl
     """The rows of a CSV file; a row that cannot be read is a :class:`Row` with its ``problem``, and reading goes on."""
     max_chars = limits.cell_chars
     while True:
-        reader = csv.reader(lines, delimiter=delimiter, strict=False)
+        # Strict: a quote that closes a cell must end it, so two unbalanced quotes do not pair up over the rows between.
+        reader = csv.reader(lines, delimiter=delimiter, strict=True)
         while True:
             lines.start()
             try:
-                record = next(reader)
+                record = _next_record(reader, lines, delimiter)
             except StopIteration:
                 return
-            except (_Runaway, csv.Error) as error:
-                reason = error.reason if isinstance(error, _Runaway) else f"cannot be read as CSV: {error}"
-                long = isinstance(error, _Runaway) and error.long and bool(lines.taken)
-                if long:  # the line over the limit is reported on its own, after the lines before it
-                    reason = f"a quoted cell opened on line {lines.first} runs into a line over the length limit"
-                yield _broken(lines, delimiter, reason)
-                lines.again(_LONG if long else None)
+            if isinstance(record, _Runaway):
+                yield _broken(lines, delimiter, record.reason)
+                lines.again(_LONG if record.long and lines.taken else None)
                 break  # a new reader: the old one is inside the broken row
-            if lines.eof:  # the reader asked for more lines than the file has: a quote never closed
-                reason = f"a quoted cell opened on line {lines.first} is not closed before the end of the file"
-                yield _broken(lines, delimiter, reason)
-                lines.again()
-                break
             if lines.chars > max_chars or any("\x00" in text for text in lines.taken):
-                for at, cell in enumerate(record):
-                    if len(cell) > max_chars:
-                        reason = f"a cell longer than {max_chars:,} characters (max_cell_chars)"
-                        yield Row(lines.first, tuple(cell[:max_chars] for cell in record), reason, at)
-                        break
-                    if "\x00" in cell:
-                        yield Row(lines.first, tuple(record), "holds a NUL character (\\x00)", at)
-                        break
-                else:
-                    yield lines.first, record
-                continue
-            yield lines.first, record
+                yield _checked(lines.first, record, max_chars)
+            else:
+                yield lines.first, record
+
+
+def _next_record(reader: Iterator[list[str]], lines: _Lines, delimiter: str) -> list[str] | _Runaway:
+    """The next record, or why the row cannot be read (StopIteration at the end)."""
+    opened = f"a quoted cell opened on line {lines.first}"
+    try:
+        record = next(reader)
+    except csv.Error as error:
+        if lines.eof:
+            return _Runaway(f"{opened} is not closed before the end of the file")
+        if len(lines.taken) == 1:  # text after a closing quote on one line ('"Roy" Jr'): read as it comes
+            return next(csv.reader(lines.taken, delimiter=delimiter, strict=False))
+        return _Runaway(f"{opened} closes on line {lines.number - 1} before other text ({error})")
+    except _Runaway as error:
+        if lines.eof:
+            return _Runaway(f"{opened} is not closed before the end of the file")
+        if error.long and lines.taken:  # the line over the limit is reported on its own
+            return _Runaway(f"{opened} runs into a line over the length limit", long=True)
+        return error
+    if lines.eof:  # the reader asked for more lines than the file has: a quote never closed
+        return _Runaway(f"{opened} is not closed before the end of the file")
+    return record
+
+
+def _checked(line: int, record: list[str], max_chars: int) -> tuple[int, list[str]] | Row:
+    """The record, or a row rejected for a cell over the length limit or holding a NUL."""
+    for at, cell in enumerate(record):
+        if len(cell) > max_chars:
+            reason = f"a cell longer than {max_chars:,} characters (max_cell_chars)"
+            return Row(line, tuple(cell[:max_chars] for cell in record), reason, at)
+        if "\x00" in cell:
+            return Row(line, tuple(record), "holds a NUL character (\\x00)", at)
+    return line, record
 
 
 def _broken(lines: _Lines, delimiter: str, reason: str) -> Row:
@@ -727,9 +743,10 @@ def unmark(text: str) -> str:
     ``'+1514...``) so a spreadsheet keeps their digits, and :meth:`ImportReport.write_rejects`
     before formula-like cells; a workbook never shows it. So ``'0123`` in a
     CSV and ``0123`` in a workbook import the same; ``'Tis`` keeps its apostrophe.
+    Only one mark is taken off: ``''=x`` is the text ``'=x``.
     """
-    if text[:1] == "'" and len(text) > 1 and text[1] in _MARKED_STARTS:
-        return text[1:]
+    if text[:1] == "'" and len(text) > 1 and (text[1] in _MARKED_STARTS or text.lstrip("'")[:1] in _MARKED_STARTS):
+        return text[1:]  # one mark off: ''=x is the text '=x (a rejects file writes it so)
     return text
 
 
