@@ -450,16 +450,20 @@ def _open_csv(path: str, header: bool, delimiter: str | None, encoding: str | No
             return None
         return min(binary.tell() / size, 1.0)
 
-    return Table(
-        path,
-        _bounded(path, rows(), limits.rows),
-        header=header,
-        encoding=encoding,
-        delimiter=delimiter,
-        sheet=None,
-        fraction=fraction,
-        close=file.close,
-    )
+    try:  # the header is read here: a file that breaks a limit already is closed
+        return Table(
+            path,
+            _bounded(path, rows(), limits.rows),
+            header=header,
+            encoding=encoding,
+            delimiter=delimiter,
+            sheet=None,
+            fraction=fraction,
+            close=file.close,
+        )
+    except BaseException:
+        file.close()
+        raise
 
 
 class _Runaway(Exception):
@@ -523,7 +527,8 @@ class _Lines:
         self.number += 1
         self.chars += len(text)
         if len(self.taken) > self.max_lines:
-            raise _Runaway(f"a quoted cell opened on line {self.first} is not closed within {self.max_lines} lines")
+            lines = f"{self.max_lines} line{'s' if self.max_lines != 1 else ''}"
+            raise _Runaway(f"a quoted cell opened on line {self.first} is not closed within {lines}")
         if self.chars > self.row_chars:
             raise _Runaway(f"the row starting on line {self.first} is longer than {self.row_chars:,} characters")
         return text
@@ -678,16 +683,20 @@ def _open_workbook(path: str, header: bool, sheet: str | int | None, limits: Lim
     def fraction() -> float | None:
         return min(done[0] / total, 1.0) if total else None
 
-    return Table(
-        path,
-        _bounded(path, rows(), limits.rows),
-        header=header,
-        encoding=None,
-        delimiter=None,
-        sheet=worksheet.title,
-        fraction=fraction,
-        close=book.close,
-    )
+    try:
+        return Table(
+            path,
+            _bounded(path, rows(), limits.rows),
+            header=header,
+            encoding=None,
+            delimiter=None,
+            sheet=worksheet.title,
+            fraction=fraction,
+            close=book.close,
+        )
+    except BaseException:
+        book.close()
+        raise
 
 
 _ODD_STARTS = frozenset(("'", "\ufeff"))
