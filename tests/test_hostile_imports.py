@@ -352,20 +352,33 @@ def test_rows_past_max_rows_stop_a_workbook_while_reading(tmp_path: Path) -> Non
     assert time.perf_counter() - started < 2 and len(repository) == 0
 
 
-def test_a_huge_workbook_cell_rejects_its_row(tmp_path: Path) -> None:
+def test_a_long_workbook_cell_rejects_its_row(tmp_path: Path) -> None:
     def rows() -> object:
         yield _row(1, "id", "first_name", "last_name")
         for n in range(2, 102):
-            yield _row(n, f"c{n}", "Ann", "z" * (5_000_000 if n == 50 else 5))
+            yield _row(n, f"c{n}", "Ann", "z" * (40_000 if n == 50 else 5))
 
-    path = workbook(tmp_path / "cell.xlsx", rows)
-    holder: list[ImportReport] = []
-    elapsed, peak = _bounded(lambda: holder.append(run(path)[0]))
-    (report,) = holder
+    report, _ = run(workbook(tmp_path / "cell.xlsx", rows))
     assert (report.rows_read, report.created, report.rejected) == (100, 99, 1)
     assert [(r.line, r.column) for r in report.rejects] == [(50, "last_name")]
     assert "max_cell_chars" in report.rejects[0].reason and len(report.rejects[0].cells[2]) == 32_767
-    assert elapsed < 5 and peak < 150, (elapsed, peak)
+
+
+def test_a_huge_workbook_cell_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    def rows() -> object:
+        yield _row(1, "id", "first_name", "last_name")
+        for n in range(2, 102):
+            yield _row(n, f"c{n}", "Ann", "z" * (30_000_000 if n == 50 else 5))
+
+    path = workbook(tmp_path / "huge.xlsx", rows)
+    assert path.stat().st_size < 200_000
+
+    def attempt() -> None:
+        with pytest.raises(ImportFileError, match=r"sheet1\.xml holds a text of more than"):
+            import_file(path, MemoryRepository())
+
+    elapsed, peak = _bounded(attempt)
+    assert elapsed < 2 and peak < 50, (elapsed, peak)
 
 
 def test_limits_are_checked(tmp_path: Path) -> None:

@@ -249,7 +249,8 @@ def import_file(
     row are read as rows; a file of more than ``max_rows`` rows (1,000,000, the
     header counted) or a workbook whose parts expand to more than
     ``max_xlsx_bytes`` (256 MiB) is an :class:`ImportFileError`, raised before the
-    workbook is opened when its size tells, else while reading (nothing is then written).
+    workbook is opened when its size tells, else while reading (nothing is then written),
+    as is a workbook holding a text of more than eight times ``max_cell_chars``.
 
     Example:
         >>> import pathlib, tempfile

@@ -11,6 +11,7 @@ import itertools
 import math
 import os
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeAlias
 
@@ -620,15 +621,41 @@ def _check_workbook(path: str, limits: Limits) -> None:
     """
     try:
         with zipfile.ZipFile(path) as archive:
-            expanded = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError) as error:
+            parts = archive.infolist()
+            expanded = sum(info.file_size for info in parts)
+            if expanded > limits.xlsx_bytes:
+                raise ImportFileError(
+                    path,
+                    f"the workbook expands to {expanded:,} bytes, more than the limit of {limits.xlsx_bytes:,} "
+                    "(max_xlsx_bytes): not opened",
+                )
+            longest = 8 * limits.cell_chars + 4096  # the XML of the longest cell allowed, escapes and all
+            for info in parts:
+                name = info.filename.lower()
+                cells = name.endswith(".xml") and (name.startswith("xl/worksheets/") or "sharedstrings" in name)
+                if cells and info.file_size > longest and _longest_text(archive, info) > longest:
+                    raise ImportFileError(
+                        path,
+                        f"{info.filename} holds a text of more than {longest:,} bytes, far over the limit of "
+                        f"{limits.cell_chars:,} characters a cell (max_cell_chars): not opened",
+                    )
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error) as error:
+        if isinstance(error, ImportFileError):
+            raise
         raise ImportFileError(path, f"not a readable .xlsx workbook ({error})") from None
-    if expanded > limits.xlsx_bytes:
-        raise ImportFileError(
-            path,
-            f"the workbook expands to {expanded:,} bytes, more than the limit of {limits.xlsx_bytes:,} "
-            "(max_xlsx_bytes): not opened",
-        )
+
+
+def _longest_text(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> int:
+    """The longest run of bytes between two ``<`` in a part, read in chunks (the XML parser would hold it whole)."""
+    longest = run = 0
+    with archive.open(info) as part:
+        while chunk := part.read(1 << 20):
+            pieces = chunk.split(b"<")
+            run += len(pieces[0])
+            if len(pieces) > 1:
+                longest = max(longest, run, *map(len, pieces[1:-1]))
+                run = len(pieces[-1])
+    return max(longest, run)
 
 
 def _open_workbook(path: str, header: bool, sheet: str | int | None, limits: Limits) -> Table:
