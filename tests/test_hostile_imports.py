@@ -386,3 +386,20 @@ def test_limits_are_checked(tmp_path: Path) -> None:
     for option in ("max_cell_chars", "max_cell_lines", "max_rows", "max_xlsx_bytes"):
         with pytest.raises(ValueError, match="limit"):
             import_file(path, MemoryRepository(), **{option: 0})  # type: ignore[arg-type]
+
+
+def test_the_command_line_reports_hostile_files_and_takes_the_limits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cohorts.cli import main
+
+    database = f"sqlite:///{tmp_path / 'cli.db'}"
+    quote = write(tmp_path, "quote.csv", people(1000, {11: unclosed(11)}).replace("\n", "\r", 40))
+    assert main(["import", str(quote), "--db", database, "--group", "G", "--no-progress"]) == 1  # rows rejected
+    out = capsys.readouterr().out
+    assert "created 999" in out and "line 12: a quoted cell opened on line 12" in out
+    nul = write(tmp_path, "nul.csv", people(10, {3: "c3,A\x00,B,"}))
+    assert main(["import", str(nul), "--db", database, "--group", "G", "--no-progress", "--json"]) == 1
+    assert main(["import", str(quote), "--preview", "--max-rows", "5"]) == 1
+    assert "more than 5 rows" in capsys.readouterr().err
+    assert main(["import", str(quote), "--preview", "--max-cell-chars", "0"]) == 2
