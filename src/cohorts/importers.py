@@ -1,12 +1,13 @@
 """Import customers from CSV and Excel files into a repository and a group.
 
-Spreadsheet exports are taken as they come: UTF-8 with or without a BOM or
-Windows-1252, ``,`` ``;`` or tab delimiters (sniffed), quoted cells with line
+Spreadsheet exports are taken as they come: UTF-8 with or without a BOM,
+UTF-16/32, Windows-1252, ``,`` ``;`` or tab delimiters (sniffed), quoted cells with line
 breaks, trailing empty rows and columns, ``.xlsx`` workbooks. Each column is
 mapped to an attribute path (``customer.phone``, ``appointment.at``) or
 skipped; values are normalised on the way in (phones to E.164, dates, decimal
 commas, email shape), and every row that cannot be imported is reported with
-its line in the file and the reason, never dropped silently.
+its line in the file and the reason, never dropped silently. Hostile files
+(unbalanced quotes, zip bombs, huge cells) are bounded by limits (:class:`Limits`).
 
 This module is the public face; the work is done in :mod:`cohorts.imports`,
 one job a module: reading files (:func:`open_table`), guessing and resolving a
