@@ -73,6 +73,13 @@ def test_an_unclosed_quote_rejects_its_row_and_the_rows_after_it_are_read(tmp_pa
     assert all("\n" not in str(value) for c in repository for value in c.attributes.values())
 
 
+def test_an_unclosed_quote_in_the_header_is_said(tmp_path: Path) -> None:
+    path = write(tmp_path, "head.csv", people(300).replace("last_name", '"last_name', 1))
+    report, _ = run(path)  # the header ends at the quote: each row has a value beyond it, and is rejected
+    assert (report.rows_read, report.created, report.rejected) == (300, 0, 300)
+    assert any("the header row: a quoted cell opened on line 1" in str(note) for note in report.notes)
+
+
 def test_two_unclosed_quotes_do_not_pair_up_over_the_rows_between(tmp_path: Path) -> None:
     path = write(tmp_path, "pairs.csv", people(1000, {11: unclosed(11), 41: unclosed(41), 500: unclosed(500)}))
     report, _ = run(path)

@@ -136,6 +136,8 @@ class Table:
             first = self._ahead.popleft() if self._ahead else None
             if first is not None:
                 self.header_line = first.line
+                if first.problem is not None:  # read as far as it goes, and said
+                    self.notes.append((None, f"the header row: {first.problem}", 1, first.line))
                 self.header_cells = tuple(_trim(tuple(cell_text(c) for c in first.cells)))
             width = len(self.header_cells)
         else:
