@@ -1,12 +1,13 @@
 """Import customers from CSV and Excel files into a repository and a group.
 
-Spreadsheet exports are taken as they come: UTF-8 with or without a BOM or
-Windows-1252, ``,`` ``;`` or tab delimiters (sniffed), quoted cells with line
+Spreadsheet exports are taken as they come: UTF-8 with or without a BOM,
+UTF-16/32, Windows-1252, ``,`` ``;`` or tab delimiters (sniffed), quoted cells with line
 breaks, trailing empty rows and columns, ``.xlsx`` workbooks. Each column is
 mapped to an attribute path (``customer.phone``, ``appointment.at``) or
 skipped; values are normalised on the way in (phones to E.164, dates, decimal
 commas, email shape), and every row that cannot be imported is reported with
-its line in the file and the reason, never dropped silently.
+its line in the file and the reason, never dropped silently. Hostile files
+(unbalanced quotes, zip bombs, huge cells) are bounded by limits (:class:`Limits`).
 
 This module is the public face; the work is done in :mod:`cohorts.imports`,
 one job a module: reading files (:func:`open_table`), guessing and resolving a
@@ -44,9 +45,22 @@ from .imports.mapping import (
     plan_mapping,
 )
 from .imports.reading import DELIMITERS as DELIMITERS
+from .imports.reading import (
+    MAX_CELL_CHARS,
+    MAX_CELL_LINES,
+    MAX_ROWS,
+    MAX_XLSX_BYTES,
+    ImportFileError,
+    Limits,
+    Row,
+    Table,
+    cell_text,
+    detect_encoding,
+    open_table,
+    sniff_delimiter,
+)
 from .imports.reading import REASON_HEADER as REASON_HEADER
 from .imports.reading import Column as Column
-from .imports.reading import ImportFileError, Row, Table, cell_text, detect_encoding, open_table, sniff_delimiter
 from .imports.records import BadCell as BadCell
 from .imports.records import Policy as Policy
 from .imports.records import Record, RowReader, settle_dates
@@ -64,6 +78,7 @@ __all__ = [
     "ImportPreview",
     "ImportReport",
     "InvalidValue",
+    "Limits",
     "MappingError",
     "Note",
     "Plan",
@@ -103,6 +118,10 @@ def preview_file(
     region: str = DEFAULT_REGION,
     first_row_is_header: bool | None = None,
     day_first: bool = False,
+    max_cell_chars: int = MAX_CELL_CHARS,
+    max_cell_lines: int = MAX_CELL_LINES,
+    max_rows: int = MAX_ROWS,
+    max_xlsx_bytes: int = MAX_XLSX_BYTES,
 ) -> ImportPreview:
     """The first ``rows`` rows of a file and the mapping guessed from its headers.
 
@@ -110,7 +129,8 @@ def preview_file(
     values all look like emails or phone numbers is guessed as such. The
     guesses are checked against the first 200 rows, and ``notes`` says what
     they left out or paired, and the day/month order of date columns
-    (``day_first`` for those whose values cannot tell).
+    (``day_first`` for those whose values cannot tell). The limits are those
+    of :func:`import_file`.
 
     Example:
         >>> import pathlib, tempfile
@@ -127,7 +147,8 @@ def preview_file(
     if rows < 0:
         raise ValueError(f"rows must be >= 0, not {rows}")
     schema = schema or default_schema()
-    with open_table(path, header=header, delimiter=delimiter, encoding=encoding, sheet=sheet) as table:
+    limits = Limits(max_cell_chars, max_cell_lines, max_rows, max_xlsx_bytes).check()
+    with open_table(path, header=header, delimiter=delimiter, encoding=encoding, sheet=sheet, limits=limits) as table:
         sample = table.peek(max(rows, _SAMPLE))
         hints = content_guesses(table, sample, region)
         plan = plan_mapping(table.columns, schema, hints=hints, samples=[r.cells for r in sample], region=region)
@@ -142,8 +163,12 @@ def preview_file(
             delimiter=table.delimiter,
             encoding=table.encoding,
             sheet=table.sheet,
-            notes=(*plan.notes, *dates),
+            notes=(*_reading_notes(table), *plan.notes, *dates),
         )
+
+
+def _reading_notes(table: Table) -> list[Note]:
+    return [Note(column, message, count, line) for column, message, count, line in table.notes]
 
 
 def _grow_schema(repository: Repository, plan: Plan) -> None:
@@ -183,6 +208,10 @@ def import_file(
     first_row_is_header: bool | None = None,
     on_bad_cell: BadCell = "reject_row",
     now: dt.datetime | None = None,
+    max_cell_chars: int = MAX_CELL_CHARS,
+    max_cell_lines: int = MAX_CELL_LINES,
+    max_rows: int = MAX_ROWS,
+    max_xlsx_bytes: int = MAX_XLSX_BYTES,
 ) -> ImportReport:
     """Import customers from a CSV or ``.xlsx`` file into ``repository`` and the group ``group``.
 
@@ -214,6 +243,16 @@ def import_file(
     order of each date column is told from all its values; ``day_first`` is
     the order of a column whose values cannot tell (``report.notes`` says which).
 
+    Limits keep a hostile file from exhausting memory or time: a cell of more
+    than ``max_cell_chars`` characters (32,767, Excel's own limit) rejects its
+    row; a quoted CSV cell running over more than ``max_cell_lines`` lines (100),
+    or never closed, rejects the row where it opened, and the lines after that
+    row are read as rows; a file of more than ``max_rows`` rows (1,000,000, the
+    header counted) or a workbook whose parts expand to more than
+    ``max_xlsx_bytes`` (256 MiB) is an :class:`ImportFileError`, raised before the
+    workbook is opened when its size tells, else while reading (nothing is then written),
+    as is a workbook holding a text of more than eight times ``max_cell_chars``.
+
     Example:
         >>> import pathlib, tempfile
         >>> from cohorts.repository import MemoryRepository
@@ -238,9 +277,13 @@ def import_file(
     region = (region or repository.region or DEFAULT_REGION).upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError(f"unknown region {region!r} (a two-letter country code such as 'US', 'CA', 'FR')")
-    with open_table(path, header=header, delimiter=delimiter, encoding=encoding, sheet=sheet) as table:
-        reopen = lambda: open_table(path, header=header, delimiter=table.delimiter, encoding=encoding, sheet=sheet)
+    limits = Limits(max_cell_chars, max_cell_lines, max_rows, max_xlsx_bytes).check()
+    with open_table(path, header=header, delimiter=delimiter, encoding=encoding, sheet=sheet, limits=limits) as table:
+        reopen = lambda: open_table(
+            path, header=header, delimiter=table.delimiter, encoding=encoding, sheet=sheet, limits=limits
+        )
         plan, notes = _plan(table, reopen, repository.schema, mapping, new_attributes, region, day_first)
+        notes[:0] = _reading_notes(table)
         key_field = resolve_match_on(match_on, plan)
         report = ImportReport(
             path=os.fspath(path),
@@ -315,8 +358,15 @@ def _run(
     batch_size: int,
 ) -> None:
     batch: list[Record] = []
+    columns = table.columns
     for row in table:
         report.rows_read += 1
+        if row.problem is not None:  # the file's text cannot give this row's cells: rejected as read
+            at = row.at
+            column = columns[at] if at is not None and at < len(columns) else at
+            report.rejects.append(Reject(row.line, column, row.problem, row.cells))
+            report.rejected += 1
+            continue
         record, rejects, skipped = read_row(row)
         if skipped:
             report.skipped_cells.extend(skipped)

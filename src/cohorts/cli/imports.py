@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import CohortsError
 from ..importers import Column, ImportReport, import_file, preview_file
+from ..imports.reading import MAX_CELL_CHARS, MAX_CELL_LINES, MAX_ROWS, MAX_XLSX_BYTES
 from ..progress import TerminalBar
 from ._common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, print_json
 from ._database import ENVIRONMENT_VARIABLE, add_db_option, database_url, open_repository
@@ -87,6 +88,30 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--preview", action="store_true", help="show the first rows and the guessed mapping, then stop")
     parser.add_argument("--no-progress", dest="show_progress", action="store_false", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of text")
+    parser.add_argument(
+        "--max-rows", type=int, default=MAX_ROWS, metavar="N", help="refuse a file of more rows (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-cell-chars",
+        type=int,
+        default=MAX_CELL_CHARS,
+        metavar="N",
+        help="reject a row with a longer cell (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-cell-lines",
+        type=int,
+        default=MAX_CELL_LINES,
+        metavar="N",
+        help="reject a row whose quoted cell runs over more lines (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-xlsx-bytes",
+        type=int,
+        default=MAX_XLSX_BYTES,
+        metavar="N",
+        help="refuse a workbook that expands to more bytes (default: %(default)s)",
+    )
     parser.set_defaults(handler=_run)
 
 
@@ -143,9 +168,22 @@ def _report_data(report: ImportReport, rejects_file: str | None) -> dict[str, An
 def _run(args: argparse.Namespace) -> int:
     mapping = mapping_of(args)
     if args.preview:
-        preview = preview_file(
-            args.file, header=args.header, delimiter=args.delimiter, encoding=args.encoding, sheet=args.sheet
-        )
+        try:
+            preview = preview_file(
+                args.file,
+                header=args.header,
+                delimiter=args.delimiter,
+                encoding=args.encoding,
+                sheet=args.sheet,
+                max_rows=args.max_rows,
+                max_cell_chars=args.max_cell_chars,
+                max_cell_lines=args.max_cell_lines,
+                max_xlsx_bytes=args.max_xlsx_bytes,
+            )
+        except ValueError as error:
+            if isinstance(error, CohortsError):
+                raise
+            raise CommandError(str(error), EXIT_USAGE) from None
         if args.json:
             print_json(
                 {
@@ -184,6 +222,10 @@ def _run(args: argparse.Namespace) -> int:
             encoding=args.encoding,
             sheet=args.sheet,
             dry_run=args.dry_run,
+            max_rows=args.max_rows,
+            max_cell_chars=args.max_cell_chars,
+            max_cell_lines=args.max_cell_lines,
+            max_xlsx_bytes=args.max_xlsx_bytes,
         )
     except ValueError as error:
         if isinstance(error, CohortsError):

@@ -268,16 +268,28 @@ def read_time(text: str, day_first: bool, strict: bool) -> dt.datetime:
     if quick is not None:
         return quick
     try:
-        return dt.datetime.fromisoformat(text)
+        return _in_range(dt.datetime.fromisoformat(text), text)
     except ValueError:
         pass
     if re.fullmatch(r"[\d.,]+", text) and len(re.findall(r"\d+", text)) < 3:
         raise InvalidValue(f"not a date: {text!r}")
     spelled = _FRENCH_HOURS.sub(r"\1:\2", text)
     try:
-        return date_parser.parse(spelled, dayfirst=day_first, default=dt.datetime(2000, 1, 1))
+        parsed = date_parser.parse(spelled, dayfirst=day_first, default=dt.datetime(2000, 1, 1))
     except (ValueError, OverflowError):
         raise InvalidValue(f"not a date: {text!r}") from None
+    return _in_range(parsed, text)
+
+
+def _in_range(moment: dt.datetime, text: str) -> dt.datetime:
+    """The moment, or InvalidValue when its offset takes it out of the years 1 to 9999 in UTC."""
+    offset = moment.utcoffset()
+    if offset:
+        try:
+            moment - offset
+        except OverflowError:
+            raise InvalidValue(f"out of the range of dates (years 1 to 9999 in UTC): {text!r}") from None
+    return moment
 
 
 _ISO_TIME = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?")
