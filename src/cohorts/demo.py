@@ -39,7 +39,7 @@ from .groups import Groups, Origin
 from .importers import ImportReport, import_file
 from .model import Customer, CustomerId
 from .reports import report
-from .repository import MemoryRepository
+from .repository import MemoryRepository, Repository
 from .sample import SAMPLE_NOW, SAMPLE_SEED, SAMPLE_SIZE, SCENARIOS, sample_customers, sample_schema, write_jsonl
 from .schema import Schema
 
@@ -75,7 +75,7 @@ class DemoContext:
     customers: list[Customer] = attrs.field(factory=list)
     schema: Schema = attrs.field(factory=sample_schema)
     memory: dict[str, set[CustomerId]] = attrs.field(factory=dict)
-    repository: Any = None
+    repository: Repository | None = None
     groups: Groups | None = None
     imported: ImportReport | None = None
     problems: list[str] = attrs.field(factory=list)
@@ -182,7 +182,7 @@ def step_sql(ctx: DemoContext) -> None:
         repository = _open(repository_class, url, ctx.schema)
         ctx.repository = repository
         if ctx.db is not None:
-            stored = set(repository.ids() if hasattr(repository, "ids") else (c.id for c in repository))
+            stored = repository.ids()
             stale = sorted(ours & stored, key=str)
             if stale:
                 repository.delete(*stale)

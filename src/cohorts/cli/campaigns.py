@@ -21,6 +21,7 @@ from ..campaigns import Campaign, Sender, audience, eligibility, run_campaigns, 
 from ..config import Config, load_config
 from ..groups import Groups
 from ..progress import TerminalBar
+from ..repository import Repository
 from ._common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, add_json_option, parse_now, print_json, print_table
 from ._database import add_db_option, database_url, open_repository
 
@@ -118,7 +119,7 @@ def load_sender(spec: str) -> Sender:
     return found
 
 
-def _groups(config: Config, campaigns: list[Campaign], repository: Any) -> Groups | None:
+def _groups(config: Config, campaigns: list[Campaign], repository: Repository) -> Groups | None:
     if not config.groups and all(c.group is None for c in campaigns):
         return None
     groups = Groups(repository)

@@ -234,9 +234,7 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.done()
-        close = getattr(repository, "close", None)
-        if callable(close):
-            close()
+        repository.close()
     if args.rejects and report.rejects:
         report.write_rejects(args.rejects)
     if args.json:
