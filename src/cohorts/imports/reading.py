@@ -307,7 +307,7 @@ def open_table(
         >>> _ = path.write_text('Nom;Cell\\n"Tremblay\\nJr";514 555 0199\\n;\\n', encoding="utf-8-sig")
         >>> with open_table(path) as table:
         ...     print(table.columns, table.delimiter, table.encoding, list(table))
-        ('Nom', 'Cell') ; utf-8-sig [Row(line=2, cells=('Tremblay\\nJr', '514 555 0199'))]
+        ('Nom', 'Cell') ; utf-8-sig [Row(line=2, cells=('Tremblay\\nJr', '514 555 0199'), problem=None, at=None)]
     """
     name = os.fspath(path)
     limits = (limits or Limits()).check()
