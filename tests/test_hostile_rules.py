@@ -197,3 +197,22 @@ def test_every_rule_validation_accepts_prints_back(category: list[str], attribut
     except ValueError:  # Path itself refuses some shapes (a customer path of three names)
         return
     assert parse(str(condition)) == condition
+
+
+@pytest.mark.parametrize("size", [12, 66_000])
+def test_long_in_lists_evaluate(make_repository: Callable[..., Any], backend: str, size: int, monkeypatch: Any) -> None:
+    """Lists longer than the dialect's ``max_list`` (PostgreSQL takes 65,535 bind parameters) are bound as one
+    array parameter (a JSON array on SQLite); a short list with ``max_list`` lowered takes the same path."""
+    from cohorts.sql.dialects import Dialect
+
+    if size > 1000 and backend == "memory":
+        pytest.skip("no bind parameters in memory")
+    monkeypatch.setattr(Dialect, "max_list", 5)
+    groups = _make_groups(make_repository)
+    numbers = (*range(100, 100 + size), 7.0, 5)
+    groups.create("Scores", Condition(Path("customer", "score"), Op.IN, numbers))
+    texts = (*(f"city {i}" for i in range(size if size < 1000 else 10)), "Québec")
+    groups.create("Cities", Condition(Path("customer", "city"), Op.NOT_IN, texts))
+    assert groups.members("Scores", NOW).keys() == {1, 2}
+    assert groups.members("Cities", NOW).keys() == {1, 3}
+    assert groups.errors(NOW) == {}

@@ -443,9 +443,11 @@ class PostgreSQL(Dialect):
         return f"{x} = ANY({bind(keys, sql_type + '[]')})"
 
     def in_list(self, bind: Binder, x: str, values: Sequence[Any], cast: str) -> str:
-        numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
-        if len(values) > self.max_list and any(isinstance(v, float) for v in numbers) and len(numbers) > 1:
-            values = [str(v) if v in numbers else v for v in values]  # one array type: numerals cast to NUMERIC
+        def number(v: Any) -> bool:
+            return isinstance(v, int | float) and not isinstance(v, bool)
+
+        if len(values) > self.max_list and len({type(v) for v in values if number(v)}) > 1:
+            values = [str(v) if number(v) else v for v in values]  # one array type: numerals cast to NUMERIC
         return super().in_list(bind, x, values, cast)
 
     def json_at(self, bind: Binder, column: str, keys: Sequence[str]) -> str:
