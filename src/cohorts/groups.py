@@ -20,6 +20,7 @@ import datetime as dt
 import difflib
 import heapq
 import itertools
+import json
 from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -71,7 +72,16 @@ class _Catalog:
     def __init__(self, defs: Iterable[GroupDef], groups: Groups) -> None:
         self.defs = {d.id: d for d in defs}
         self.by_key = {group_key(d.name): d.id for d in self.defs.values()}
-        self.plans = {gid: groups._plan(d, self.known) for gid, d in self.defs.items()}
+        # Groups whose rule failed (at this version): skipped by catch-ups until the rule changes.
+        self.broken: dict[int, str] = {}
+        self.invalid: dict[int, str] = {}  # stored rules that no longer compile
+        self.plans = {}
+        for gid, d in self.defs.items():
+            try:
+                self.plans[gid] = groups._plan(d, self.known)
+            except RuleError as error:
+                self.invalid[gid] = str(error)
+                self.plans[gid] = groups._plan(attrs.evolve(d, rule=None), self.known)
         self.dependents: dict[int, set[int]] = {gid: set() for gid in self.defs}
         for plan in self.plans.values():
             for ref in plan.refs:
@@ -166,7 +176,15 @@ def _rename_refs(node: Node, old_key: str, new: str) -> Node:
 _AS_OF = "as_of"
 _CHANGES = "changes"  # the position in the repository's change log up to which the stored state follows it
 _HISTORY_TRIMMED = "history_trimmed"
+_ERRORS = "rule_errors"  # JSON: {group id: [rule version, message]} for rules that failed at evaluation
 _BATCH = 1000
+
+
+def _describe(error: Exception) -> str:
+    lines = str(error).strip().splitlines()  # a database error's first line; the statement follows
+    text = (lines[0] if lines else "") or type(error).__name__
+    text = text if len(text) <= 300 else text[:299] + "…"
+    return text if isinstance(error, RuleError) else f"{type(error).__name__}: {text}"
 
 
 @attrs.define
@@ -344,6 +362,59 @@ class Groups:
         as_of = self._as_of()
         return as_of if as_of is not None else self._now(None)
 
+    # -- rules that fail at evaluation -------------------------------------------
+
+    def _load_broken(self, catalog: _Catalog, *, retry: bool = False) -> None:
+        """Mark the groups whose current rule version failed before (``retry`` forgets them)."""
+        catalog.broken = dict(catalog.invalid)
+        if retry:
+            if self._store.get_meta(_ERRORS) not in (None, "{}"):
+                self._store.set_meta(_ERRORS, "{}")
+            return
+        text = self._store.get_meta(_ERRORS)
+        for key, (version, message) in (json.loads(text) if text else {}).items():
+            gid = int(key)
+            if gid in catalog.defs and catalog.defs[gid].version == version:
+                catalog.broken.setdefault(gid, str(message))
+
+    def _fail(self, catalog: _Catalog, gid: int, error: Exception) -> None:
+        """Record that a group's rule failed: the group is skipped until its rule changes."""
+        catalog.broken[gid] = _describe(error)
+        stored = {
+            str(g): [catalog.defs[g].version, message]
+            for g, message in sorted(catalog.broken.items())
+            if g not in catalog.invalid
+        }
+        self._store.set_meta(_ERRORS, json.dumps(stored, sort_keys=True))
+
+    def _guarded(self) -> contextlib.AbstractContextManager[None]:
+        """A savepoint around one rule's query: a database error in it leaves the transaction usable."""
+        if isinstance(self._store, MemoryGroupStore):
+            return contextlib.nullcontext()
+        return self.repository.transaction()
+
+    def _check_working(self, catalog: _Catalog, gid: int) -> None:
+        message = catalog.broken.get(gid)
+        if message is not None:
+            name = catalog.defs[gid].name
+            raise RuleError(
+                f"the rule of group {name!r} fails, so its members are unknown: {message}"
+                " (change it with set_rule, or delete the group)"
+            )
+
+    def errors(self, now: dt.datetime | None = None) -> dict[str, str]:
+        """The groups whose rule failed at evaluation, by name, with the reason.
+
+        Such a group is left out of refreshes (its members, count and ``why``
+        raise RuleError) until its rule is changed with :meth:`set_rule` or the
+        group is deleted; ``refresh(full=True)`` tries every rule again. Other
+        groups are not affected.
+
+        .. versionadded:: 0.4
+        """
+        catalog, _, _ = self._read(now)
+        return {catalog.defs[gid].name: message for gid, message in sorted(catalog.broken.items())}
+
     # -- subscriptions ---------------------------------------------------------
 
     def subscribe(
@@ -397,6 +468,13 @@ class Groups:
         if node is None:
             return None
         compile(node, schema=self._schema, tz=self._tz, region=self._region)  # validates
+        text = str(node)
+        try:
+            same = parse(text) == node
+        except RuleError:
+            same = False
+        if not same:  # what is stored is the text: it must read back as this rule
+            raise RuleError(f"the rule cannot be stored: its text does not read back as the same rule: {text!r}")
         refs = {catalog.known(n.group) for n in walk(node) if isinstance(n, InGroup)}
         if gid is None:
             return node
@@ -677,13 +755,19 @@ class Groups:
             if gid in done:
                 continue
             done.add(gid)
+            if gid in catalog.broken:
+                continue
             plan = catalog.plans[gid]
             slot = current.get(gid, EMPTY)
             old = slot.rule
             row: RuleRow | None = None
             if plan.rule is not None:
-                matched = plan.matches(customer, now, lookup)
-                due = plan.next_change(customer, now, lookup, memo)
+                try:
+                    matched = plan.matches(customer, now, lookup)
+                    due = plan.next_change(customer, now, lookup, memo)
+                except Exception as error:  # isolated: this group reports it, the others go on
+                    self._fail(catalog, gid, error)
+                    continue
                 if matched or due is not None:
                     since = old.since if (matched and old is not None and old.matched) else (now if matched else None)
                     row = RuleRow(matched, plan.version, since, now, due)
@@ -729,7 +813,7 @@ class Groups:
         new) are also re-evaluated for the other groups.
         """
         self._remember_keys(catalog)
-        order = catalog.closure(forced)
+        order = [gid for gid in catalog.closure(forced) if gid not in catalog.broken]
         store = self._store
         old = {gid: store.group_slots(gid) for gid in order}
         effective: dict[int, set[CustomerId]] = {}
@@ -751,13 +835,22 @@ class Groups:
         for index, gid in enumerate(order):
             self._report(Progress(index, index / len(order), what="groups", stage="refresh: rules"))
             plan = catalog.plans[gid]
-            matched = set() if plan.rule is None else set(self.repository.select(plan.rule, now, groups=lookup))
+            matched = set()
+            if plan.rule is not None:
+                try:
+                    with self._guarded():
+                        matched = set(self.repository.select(plan.rule, now, groups=lookup))
+                except Exception as error:  # isolated: this group reports it, the others go on
+                    self._fail(catalog, gid, error)
+                    effective[gid] = set(self._stored_members(gid))
+                    continue
             matched_by[gid] = matched
             slots = old[gid]
             found = {cid for cid, slot in slots.items() if not slot.excluded and (slot.manual or slot.imported)}
             found.update(cid for cid in matched if not slots.get(cid, EMPTY).excluded)
             effective[gid] = found
 
+        order = [gid for gid in order if gid not in catalog.broken]
         timed = [gid for gid in order if catalog.plans[gid].time]
         dues: dict[int, dict[CustomerId, dt.datetime]] = {gid: {} for gid in timed}
         others = catalog.ruled - set(order)
@@ -780,12 +873,19 @@ class Groups:
                         stale_customers[cid] = changed
                 memo: dict[int, dt.datetime | None] = {}
                 for gid in timed:
-                    due = catalog.plans[gid].next_change(customer, now, lookup, memo)
+                    if gid in catalog.broken:
+                        continue
+                    try:
+                        due = catalog.plans[gid].next_change(customer, now, lookup, memo)
+                    except Exception as error:
+                        self._fail(catalog, gid, error)
+                        continue
                     if due is not None:
                         dues[gid][cid] = due
             store.put_digests(digests)
         self._report(Progress(len(seen), 1.0, what="customers", stage="refresh: customers"))
 
+        order = [gid for gid in order if gid not in catalog.broken]
         changes: list[Change] = []
         for gid in order:
             plan, slots, matched = catalog.plans[gid], old[gid], matched_by[gid]
@@ -878,6 +978,7 @@ class Groups:
         store = self._store
         store.lock()  # one catch-up at a time, across processes: the next one starts from this one's state
         catalog = self._catalog()
+        self._load_broken(catalog, retry=force_all)
         changes: list[Change] = []
         position = store.get_meta(_CHANGES)
         changed: list[CustomerId] = []
@@ -889,7 +990,7 @@ class Groups:
         if not force_all:
             due: dict[CustomerId, set[int]] = {}
             for gid, cid in store.due(now):
-                if gid in catalog.defs:
+                if gid in catalog.defs and gid not in catalog.broken:
                     due.setdefault(cid, set()).add(gid)
             written = dict.fromkeys(changed)
             if due:
@@ -900,9 +1001,11 @@ class Groups:
                 todo = {cid: due.get(cid, set()) for cid in written}
                 changes.extend(self._revisit(catalog, todo, now, check_data=True, cause="data"))
         stale = set(catalog.defs) if force_all else {gid for gid, d in catalog.defs.items() if d.evaluated != d.version}
+        stale -= catalog.broken.keys()
         if stale:
             changes.extend(self._full_pass(catalog, stale, now))
             catalog = self._catalog()
+            self._load_broken(catalog)
         if after is not None and after != position:
             store.set_meta(_CHANGES, after)
             self.repository.forget_changes(after)
@@ -958,7 +1061,9 @@ class Groups:
         with self._atomic() as changes:
             caught = self._catch_up(moment)
             if caught is None:
-                return self._catalog(), moment, False
+                catalog = self._catalog()
+                self._load_broken(catalog)
+                return catalog, moment, False
             catalog, found = caught
             changes.extend(found)
         return catalog, moment, True
@@ -972,6 +1077,7 @@ class Groups:
         """Members computed afresh at ``now`` (for a ``now`` before the stored state)."""
         if gid in memo:
             return memo[gid]
+        self._check_working(catalog, gid)
         plan = catalog.plans[gid]
         slots = self._store.group_slots(gid)
         matched: set[CustomerId] = set()
@@ -997,6 +1103,7 @@ class Groups:
         """The group's members at ``now`` and the origins of each."""
         catalog, moment, stored = self._read(now)
         gid = catalog.known(name)
+        self._check_working(catalog, gid)
         found = self._stored_members(gid) if stored else self._members_at(catalog, gid, moment, {})
         return {cid: found[cid] for cid in sorted_ids(found)}
 
@@ -1004,6 +1111,7 @@ class Groups:
         """How many members the group has at ``now``."""
         catalog, moment, stored = self._read(now)
         gid = catalog.known(name)
+        self._check_working(catalog, gid)
         return len(self._stored_members(gid) if stored else self._members_at(catalog, gid, moment, {}))
 
     def origins(self, name: str, customer_id: CustomerId, now: dt.datetime | None = None) -> frozenset[Origin]:
@@ -1024,6 +1132,8 @@ class Groups:
         memo: dict[int, dict[CustomerId, frozenset[Origin]]] = {}
         result = {}
         for gid in catalog.order:
+            if gid in catalog.broken:
+                continue
             members = self._members_at(catalog, gid, moment, memo)
             if customer_id in members:
                 result[catalog.defs[gid].name] = members[customer_id]
@@ -1037,6 +1147,7 @@ class Groups:
         """Why a customer is or is not in the group: origins, exclusion, rule version, and the rule's explanation."""
         catalog, moment, stored = self._read(now)
         gid = catalog.known(name)
+        self._check_working(catalog, gid)
         self._check_customer(customer_id)
         definition, plan = catalog.defs[gid], catalog.plans[gid]
         slot = self._store.slots([customer_id]).get(customer_id, {}).get(gid, EMPTY)

@@ -20,12 +20,14 @@ and never fails one.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal, TypeAlias, TypeVar
 
 import attrs
 
 from .ast import (
+    CUSTOMER,
     ORDERING,
     TEXT_OPS,
     Aggregate,
@@ -41,6 +43,7 @@ from .ast import (
     Or,
     Path,
     Relative,
+    Unit,
     Weekday,
     Window,
     WindowKind,
@@ -157,6 +160,8 @@ def shape_of(condition: Condition, schema: Schema | None) -> Shape:
     lookup = (schema or default_schema()).lookup(path)
     if schema is not None and lookup is None:
         schema.type_of(path)  # raises UnknownAttributeError with a suggestion
+    _check_names(condition)
+    _check_reach(condition)
     if path.window is not None:
         _check_window(condition)
     if lookup is None and not path.is_customer:
@@ -189,6 +194,71 @@ def shape_of(condition: Condition, schema: Schema | None) -> Shape:
             raise RuleTypeError(str(condition), f"{condition.op.value} does not apply to {kind_word(kind)}")
         value = _prepare(condition, op, kind, value, path.part)
     return Shape(condition, op, negated, kind, declared, is_list, value)
+
+
+MAX_REACH_YEARS = 1000
+"""How far from ``now`` a relative time or a window may reach: far enough for any rule, and short of the
+calendar's ends (years 1 and 9999) from any ``now`` in between, so a rule that validates resolves."""
+
+_UNIT_DAYS = {
+    Unit.MINUTES: 1 / 1440,
+    Unit.HOURS: 1 / 24,
+    Unit.DAYS: 1,
+    Unit.WEEKS: 7,
+    Unit.MONTHS: 31,
+    Unit.YEARS: 366,
+}
+
+
+_BAD_NAME_CHARACTERS = re.compile("[\\x00\\n\\r\\ud800-\\udfff]")
+_BAD_TEXT_CHARACTERS = re.compile("[\\x00\\ud800-\\udfff]")
+
+
+PLACEHOLDER_NAME = "\x00cohorts-time-condition"
+"""The name of the placeholder conditions the library builds itself (:mod:`cohorts.timing`): the one name
+with a NUL, so that no rule's attribute can be mistaken for it."""
+
+
+def _check_names(condition: Condition) -> None:
+    """Refuse names a rule's text cannot hold: empty ones, and line ends, NUL or lone surrogates in one.
+
+    An event name is its dotted names joined, so none of them can be empty (a name with a dot inside
+    reads back as two).
+    """
+    path = condition.path
+    if path.attribute == PLACEHOLDER_NAME and path.is_customer:
+        return
+    names = path.category.split(".")
+    if not path.is_customer and names[0].lower() == CUSTOMER:
+        raise RuleTypeError(str(condition), f"an event name cannot start with {names[0]!r} (it reads as the customer)")
+    for name in (*names, path.attribute):
+        if not name:
+            raise RuleTypeError(str(condition), f"an empty name (or a dot inside one) in {path.category!r}")
+        if _BAD_NAME_CHARACTERS.search(name):
+            raise RuleTypeError(str(condition), f"the name {name!r} holds a line end, NUL or lone surrogate")
+
+
+def check_text(condition: Condition, text: str) -> None:
+    """Refuse text values that databases cannot store (NUL, lone surrogates)."""
+    if _BAD_TEXT_CHARACTERS.search(text):
+        raise RuleTypeError(str(condition), f"{text!r} holds a NUL or a lone surrogate, which no database stores")
+
+
+def _check_reach(condition: Condition) -> None:
+    """Refuse relative times and windows that reach further than :data:`MAX_REACH_YEARS` from now."""
+    found: list[Any] = [condition.value]
+    if condition.path.window is not None:
+        found.append(condition.path.window.value)
+    while found:
+        value = found.pop()
+        if isinstance(value, tuple | list | frozenset | set):
+            found.extend(value)
+        elif isinstance(value, Relative | Duration) and value.amount * _UNIT_DAYS[value.unit] > MAX_REACH_YEARS * 366:
+            raise RuleTypeError(
+                str(condition),
+                f"{value} reaches more than {MAX_REACH_YEARS:,} years from now (relative times and windows reach"
+                " at most that far, so that they stay in the calendar's range, years 1 to 9999)",
+            )
 
 
 def _check_window(condition: Condition) -> None:
@@ -296,6 +366,8 @@ def _prepare_scalar(condition: Condition, kind: Kind, value: Any, part: object) 
         case Kind.TEXT:
             if isinstance(value, bool) or not isinstance(value, str | int | float):
                 raise _mismatch(condition, kind, value)
+            if isinstance(value, str):
+                check_text(condition, value)
             folded = fold_text(value)
             if folded is None:
                 raise RuleTypeError(str(condition), 'blank text matches nothing; use "is unknown"')

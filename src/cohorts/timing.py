@@ -42,7 +42,7 @@ from .group_store import GroupDef
 from .model import Customer, CustomerId
 from .parser import parse
 from .schema import Schema
-from .semantics import shape_of, time_test, window_op
+from .semantics import PLACEHOLDER_NAME, shape_of, time_test, window_op
 from .values import Kind, day_start, shift, to_time
 
 __all__ = ["Plan", "TimeCondition", "digest_keys_version", "digest_of", "read_key"]
@@ -52,7 +52,7 @@ GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
 
 # -- what a rule reads, and when time could change its answer --------------
 
-_PLACEHOLDER = "\x00cohorts-time-condition"
+_PLACEHOLDER = PLACEHOLDER_NAME
 _SECOND = dt.timedelta(seconds=1)
 _UNCERTAINTY = {
     Unit.MINUTES: (dt.timedelta(0), _SECOND),

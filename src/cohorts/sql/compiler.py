@@ -159,14 +159,23 @@ class Compiler:
         Groups nested deeper than the dialect's ``max_nesting`` become common table
         expressions of the keys they hold for, so no rule is too deep for the database's parser.
         """
-        limit = self.dialect.max_nesting
+        limit, width, tree = self.dialect.max_nesting, self.dialect.max_width, self.dialect.max_tree
 
-        def leaf(node: Condition | InGroup, holds: bool) -> tuple[str, int]:
-            return self.leaf(node, holds), 1
+        def leaf(node: Condition | InGroup, holds: bool) -> _Part:
+            return self.leaf(node, holds), 1, _LEAF_TREE
 
-        def joined(connective: Connective, parts: list[tuple[str, int]]) -> tuple[str, int]:
-            sql, depth = join(connective, [text for text, _ in parts]), 1 + max(depth for _, depth in parts)
-            return (self.split(sql), 1) if depth > limit else (sql, depth)
+        def group(connective: Connective, parts: list[_Part]) -> _Part:
+            sql = join(connective, [text for text, _, _ in parts])
+            depth = 1 + max(depth for _, depth, _ in parts)
+            deep = len(parts) + max(t for _, _, t in parts)
+            if depth > limit or (tree and deep > tree):
+                return self.split(sql), 1, _LEAF_TREE
+            return sql, depth, deep
+
+        def joined(connective: Connective, parts: list[_Part]) -> _Part:
+            while width and len(parts) > width:  # a wide group as groups of groups (AND and OR are associative)
+                parts = [group(connective, parts[i : i + width]) for i in range(0, len(parts), width)]
+            return group(connective, parts)
 
         return polar_fold(rule, True, leaf, joined)[0]
 
@@ -244,7 +253,7 @@ class Compiler:
             values = sorted((constant(v) for v in value), key=_sort_key)
             if not values:
                 return FALSE
-            return f"{x} IN ({', '.join(p(v, cast) for v in values)})"
+            return d.in_list(p, x, values, cast)
         if symbol == "has":
             return d.has(x, p(value, cast))
         if symbol == "starts":
@@ -276,7 +285,7 @@ class Compiler:
         symbol, value = spec[0][0]
         if symbol == "==":
             values = [value]
-        elif symbol == "in":
+        elif symbol == "in" and len(value) <= self.dialect.max_list:
             values = sorted(value, key=_sort_key)
         else:
             return None
@@ -415,6 +424,10 @@ class Compiler:
                 field, value_kind = KIND_FIELD[kind], kind
             test = self.test(spec, self.event_value(shape, e, field, value_kind), value_kind)
         return self.semi(f"{base} AND {test}", negate=not holds)
+
+
+_Part: TypeAlias = tuple[str, int, int]  # SQL, groups nested, expression-tree depth (a flat AND/OR of n counts n)
+_LEAF_TREE = 12  # about how deep one condition's own SQL is (EXISTS, json_each, CASE ...)
 
 
 def run_staged(

@@ -72,6 +72,12 @@ class Dialect:
     typed_parameters: ClassVar[bool] = False
     max_nesting: ClassVar[int] = 64
     """How deep AND/OR groups nest in one expression before the compiler splits them out."""
+    max_width: ClassVar[int] = 0
+    """How many items one AND/OR joins before the compiler groups them (0: any number)."""
+    max_tree: ClassVar[int] = 0
+    """How deep the database's expression tree may grow, counting each item of a flat AND/OR (0: no limit)."""
+    max_list: ClassVar[int] = 500
+    """How many values an ``in`` list binds one by one; longer lists are bound as one parameter."""
     host_native_times: ClassVar[bool] = False
     """Whether host-table times are read as the database's own time values (else as microseconds)."""
     """Whether parameters are cast to their SQL type (PostgreSQL infers nothing from an untyped parameter)."""
@@ -133,6 +139,12 @@ class Dialect:
     def in_keys(self, bind: Binder, x: str, keys: object, sql_type: str) -> str:
         """SQL true when ``x`` (of ``sql_type``) is among ``keys``, bound as one parameter made by :meth:`key_list`."""
         raise NotImplementedError
+
+    def in_list(self, bind: Binder, x: str, values: Sequence[Any], cast: str) -> str:
+        """SQL true when ``x`` is one of ``values`` (sorted constants): one parameter each, or one for a long list."""
+        if len(values) <= self.max_list:
+            return f"{x} IN ({', '.join(bind(v, cast) for v in values)})"
+        return self.in_keys(bind, x, self.key_list(list(values)), cast)
 
     def key_list(self, keys: list[Any]) -> object:
         """Many keys as the value of one parameter."""
@@ -255,6 +267,8 @@ class SQLite(Dialect):
     param_style = "qmark"
     explain_prefix = "EXPLAIN QUERY PLAN "
     max_nesting = 10  # SQLite's parser stack (YYSTACKDEPTH) is 100 entries in common builds
+    max_width = 50
+    max_tree = 400  # SQLITE_MAX_EXPR_DEPTH is 1000, and a flat OR of n items is n deep
 
     def has(self, x: str, needle: str) -> str:
         return f"instr({x}, {needle}) > 0"
@@ -427,6 +441,14 @@ class PostgreSQL(Dialect):
 
     def in_keys(self, bind: Binder, x: str, keys: object, sql_type: str) -> str:
         return f"{x} = ANY({bind(keys, sql_type + '[]')})"
+
+    def in_list(self, bind: Binder, x: str, values: Sequence[Any], cast: str) -> str:
+        def number(v: Any) -> bool:
+            return isinstance(v, int | float) and not isinstance(v, bool)
+
+        if len(values) > self.max_list and len({type(v) for v in values if number(v)}) > 1:
+            values = [str(v) if number(v) else v for v in values]  # one array type: numerals cast to NUMERIC
+        return super().in_list(bind, x, values, cast)
 
     def json_at(self, bind: Binder, column: str, keys: Sequence[str]) -> str:
         return f"(CAST({column} AS JSONB) #> {bind(list(keys), 'TEXT[]')})"
