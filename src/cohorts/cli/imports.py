@@ -13,6 +13,8 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import CohortsError
@@ -168,22 +170,8 @@ def _report_data(report: ImportReport, rejects_file: str | None) -> dict[str, An
 def _run(args: argparse.Namespace) -> int:
     mapping = mapping_of(args)
     if args.preview:
-        try:
-            preview = preview_file(
-                args.file,
-                header=args.header,
-                delimiter=args.delimiter,
-                encoding=args.encoding,
-                sheet=args.sheet,
-                max_rows=args.max_rows,
-                max_cell_chars=args.max_cell_chars,
-                max_cell_lines=args.max_cell_lines,
-                max_xlsx_bytes=args.max_xlsx_bytes,
-            )
-        except ValueError as error:
-            if isinstance(error, CohortsError):
-                raise
-            raise CommandError(str(error), EXIT_USAGE) from None
+        with _usage_errors():
+            preview = preview_file(args.file, **_reading(args))
         if args.json:
             print_json(
                 {
@@ -205,32 +193,22 @@ def _run(args: argparse.Namespace) -> int:
     repository = open_repository(url, create=True)
     bar = TerminalBar.for_terminal(enabled=args.show_progress and not args.json)
     try:
-        report = import_file(
-            args.file,
-            repository,
-            group=args.group,
-            mapping=mapping,
-            new_attributes=args.new_attribute,
-            header=args.header,
-            match_on=args.match_on,
-            region=args.region,
-            day_first=args.day_first,
-            atomic=args.atomic,
-            progress=bar,
-            policy=args.policy,
-            delimiter=args.delimiter,
-            encoding=args.encoding,
-            sheet=args.sheet,
-            dry_run=args.dry_run,
-            max_rows=args.max_rows,
-            max_cell_chars=args.max_cell_chars,
-            max_cell_lines=args.max_cell_lines,
-            max_xlsx_bytes=args.max_xlsx_bytes,
-        )
-    except ValueError as error:
-        if isinstance(error, CohortsError):
-            raise
-        raise CommandError(str(error), EXIT_USAGE) from None
+        with _usage_errors():
+            report = import_file(
+                args.file,
+                repository,
+                group=args.group,
+                mapping=mapping,
+                new_attributes=args.new_attribute,
+                match_on=args.match_on,
+                region=args.region,
+                day_first=args.day_first,
+                atomic=args.atomic,
+                progress=bar,
+                policy=args.policy,
+                dry_run=args.dry_run,
+                **_reading(args),
+            )
     finally:
         if bar is not None:
             bar.done()
@@ -248,3 +226,27 @@ def _run(args: argparse.Namespace) -> int:
             print("(pass --rejects FILE to get the rejected rows as a CSV to fix and import again)")
     return EXIT_OK if report.ok else EXIT_ERROR
 
+
+def _reading(args: argparse.Namespace) -> dict[str, Any]:
+    """How the file is read, as ``preview_file`` and ``import_file`` both take it."""
+    return {
+        "header": args.header,
+        "delimiter": args.delimiter,
+        "encoding": args.encoding,
+        "sheet": args.sheet,
+        "max_rows": args.max_rows,
+        "max_cell_chars": args.max_cell_chars,
+        "max_cell_lines": args.max_cell_lines,
+        "max_xlsx_bytes": args.max_xlsx_bytes,
+    }
+
+
+@contextlib.contextmanager
+def _usage_errors() -> Iterator[None]:
+    """Plain ValueErrors (a bad option value) as usage errors; cohorts' own errors pass through."""
+    try:
+        yield
+    except ValueError as error:
+        if isinstance(error, CohortsError):
+            raise
+        raise CommandError(str(error), EXIT_USAGE) from None

@@ -40,14 +40,13 @@ from ..model import CustomerId
 from .compiler import Params
 from .dialects import dialect
 from .host import driver_params
-from .storage import EPOCH, decode_id, encode_id
+from .storage import EPOCH, decode_id, encode_id, micros
 
 if TYPE_CHECKING:
     from .repository import SQLRepository
 
 __all__ = ["SQLGroupStore"]
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _CHUNK = 500
 _DDL_LOCK = 7302018  # creating the group tables, where the dialect has a lock
 _STORE_LOCK = 7302019  # a catch-up in progress
@@ -57,9 +56,7 @@ T = TypeVar("T")
 
 @functools.lru_cache(maxsize=65536)
 def _micros(value: dt.datetime | None) -> int | None:
-    if value is None:
-        return None
-    return (value - _EPOCH) // dt.timedelta(microseconds=1)
+    return None if value is None else micros(value)  # the same few instants recur: cached
 
 
 def _insert(conn: Any, table: sa.Table, rows: Sequence[tuple[Any, ...]], *, or_ignore: bool = False) -> None:
@@ -70,11 +67,7 @@ def _insert(conn: Any, table: sa.Table, rows: Sequence[tuple[Any, ...]], *, or_i
 def _instant(value: int | None) -> dt.datetime | None:
     if value is None:
         return None
-    return _EPOCH + dt.timedelta(microseconds=value)
-
-
-
-
+    return EPOCH + dt.timedelta(microseconds=value)
 
 
 def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
