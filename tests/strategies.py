@@ -37,6 +37,7 @@ from cohorts.ast import (
     Weekday,
     Window,
     WindowKind,
+    bounds_reversed,
 )
 
 NOW = dt.datetime(2026, 11, 22, 15, 30, tzinfo=dt.UTC)
@@ -69,11 +70,16 @@ _any_times = st.one_of(
 )
 
 
+def _ordered(pair: tuple[Any, Any]) -> tuple[Any, Any]:
+    """A ``between``'s ends, lower first when their order is known (a reversed range is an error)."""
+    return (pair[1], pair[0]) if bounds_reversed(*pair) else pair
+
+
 def _windows(times: st.SearchStrategy[Any], spans: st.SearchStrategy[Duration]) -> st.SearchStrategy[Window]:
     return st.one_of(
         st.builds(Window, st.sampled_from([WindowKind.LAST, WindowKind.NEXT]), spans),
         st.builds(Window, st.just(WindowKind.SINCE), times),
-        st.builds(Window, st.just(WindowKind.BETWEEN), st.tuples(times, times)),
+        st.builds(Window, st.just(WindowKind.BETWEEN), st.tuples(times, times).map(_ordered)),
     )
 
 
@@ -118,7 +124,7 @@ def conditions(draw: st.DrawFn) -> Condition:
     elif op in (Op.IN, Op.NOT_IN):
         value = draw(value_lists)
     elif op is Op.BETWEEN:
-        value = (draw(scalars), draw(scalars))
+        value = _ordered((draw(scalars), draw(scalars)))
     elif op in (Op.WITHIN_LAST, Op.WITHIN_NEXT):
         value = draw(durations)
     else:
@@ -160,7 +166,7 @@ def _text_condition(draw: st.DrawFn) -> Condition:
     if op in (Op.IN, Op.NOT_IN):
         return Condition(path, op, tuple(draw(st.lists(_words, max_size=3))))
     if op is Op.BETWEEN:
-        return Condition(path, op, (draw(_words), draw(_words)))
+        return Condition(path, op, _ordered((draw(_words), draw(_words))))
     return Condition(path, op, draw(_words))
 
 
@@ -180,7 +186,7 @@ def _number_condition(draw: st.DrawFn) -> Condition:
     if op in (Op.IN, Op.NOT_IN):
         return Condition(path, op, tuple(draw(st.lists(numbers, max_size=3))))
     if op is Op.BETWEEN:
-        return Condition(path, op, (draw(numbers), draw(numbers)))
+        return Condition(path, op, _ordered((draw(numbers), draw(numbers))))
     return Condition(path, op, draw(numbers))
 
 
@@ -202,7 +208,7 @@ def _time_condition(draw: st.DrawFn) -> Condition:
     if op in (Op.WITHIN_LAST, Op.WITHIN_NEXT):
         return Condition(path, op, Duration(draw(st.integers(0, 40)), draw(units)))
     if op is Op.BETWEEN:
-        return Condition(path, op, (draw(_time_values), draw(_time_values)))
+        return Condition(path, op, _ordered((draw(_time_values), draw(_time_values))))
     if op is Op.IN:
         return Condition(path, op, tuple(draw(st.lists(_time_values, max_size=2))))
     return Condition(path, op, draw(_time_values))
@@ -220,7 +226,7 @@ def _window_condition(draw: st.DrawFn) -> Condition:
     if op is Op.IN:
         return Condition(path, op, tuple(draw(st.lists(numbers, max_size=3))))
     if op is Op.BETWEEN:
-        return Condition(path, op, (draw(numbers), draw(numbers)))
+        return Condition(path, op, _ordered((draw(numbers), draw(numbers))))
     if op is Op.IS_KNOWN:
         return Condition(path, op)
     return Condition(path, op, draw(numbers))

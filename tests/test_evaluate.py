@@ -691,3 +691,15 @@ def test_a_typo_near_a_window_suggests_the_path_with_its_window() -> None:
     with pytest.raises(UnknownAttributeError) as caught:
         validate("apointment.count(since 2026-01-01) = 0")
     assert caught.value.suggestion == "appointment.count(since 2026-01-01)"
+
+
+def test_explain_shows_the_stored_text_beside_the_folded_reading() -> None:
+    """issue 17: 'Ford Escape SE' as stored, next to what the condition compared."""
+    customer = _customer(vehicle_model="Ford Escape SE", phone="(514) 555-1234", city="laval")
+    shown = explain('customer.vehicle_model contains "escape" AND customer.phone starts with "+1514"', customer, NOW)
+    lines = str(shown).splitlines()
+    assert lines[1].endswith("(value: 'Ford Escape SE', read as 'ford escape se'; compared with 'escape')")
+    assert "(value: '(514) 555-1234', read as '+15145551234'" in lines[2]
+    assert shown.children[0].stored == "Ford Escape SE"
+    same = explain('customer.city = "Laval"', customer, NOW)
+    assert same.stored is None and "read as" not in str(same)

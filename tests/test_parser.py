@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+import cohorts
 from cohorts import RuleSyntaxError, parse
 from cohorts.ast import (
     Anchor,
@@ -357,3 +358,34 @@ def test_malformed_windows_point_at_the_fault(text: str, message: str) -> None:
     with pytest.raises(RuleSyntaxError) as caught:
         parse(text)
     assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("rule", "column"),
+    [
+        ("customer.age between 2 and 1", 28),
+        ("customer.age between 2.5 and -1", 30),
+        ("customer.created_at between 2024-01-01 and 2023-01-01", 44),
+        ("invoice.count(between 2024-01-01 and 2023-01-01) >= 1", 38),
+        ("customer.created_at between 7 days ago and 30 days ago", 1),
+        ("customer.renewal between in 10 days and 10 days ago", 1),
+    ],
+)
+def test_a_reversed_between_is_an_error_with_a_caret(rule: str, column: int) -> None:
+    with pytest.raises(RuleSyntaxError, match="Empty range") as caught:
+        parse(rule)
+    assert (caught.value.line, caught.value.column) == (1, column)
+
+
+def test_between_bounds_whose_order_needs_now_are_left_to_the_evaluation() -> None:
+    """Different units (a month against 30 days) are ordered only at a given now; equal ends are a point."""
+    assert parse("customer.renewal between 1 months ago and 30 days ago").value == (
+        Relative(1, Unit.MONTHS),
+        Relative(30, Unit.DAYS),
+    )
+    assert parse("customer.age between 3 and 3").value == (3, 3)
+
+
+def test_a_reversed_between_built_as_a_tree_is_refused_when_checked() -> None:
+    with pytest.raises(cohorts.RuleTypeError, match="is empty"):
+        cohorts.validate(Condition(Path("customer", "vehicle_year"), Op.BETWEEN, (2021, 2019)))

@@ -7,6 +7,7 @@ Every node compares by value and ignores where it came from in the source, so
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import enum
 import itertools
 import math
@@ -382,6 +383,29 @@ def _quote_string(text: str) -> str:
         else:
             out.append(char)
     return '"' + "".join(out) + '"'
+
+
+def bounds_reversed(low: object, high: object) -> bool:
+    """Whether ``between low and high`` is certainly empty because its bounds come in the wrong order.
+
+    Only bounds whose order is known from the rule alone count: two numbers, two dates, two
+    date-times of the same kind (naive or aware), or two relative times of the same unit.
+
+    >>> bounds_reversed(2, 1), bounds_reversed(1, 2), bounds_reversed(Relative(7, Unit.DAYS), Relative(30, Unit.DAYS))
+    (True, False, True)
+    """
+    if isinstance(low, Relative) and isinstance(high, Relative):
+        if low.unit is not high.unit:
+            return False
+        return (low.amount if not low.ago else -low.amount) > (high.amount if not high.ago else -high.amount)
+    numbers = (int, float, decimal.Decimal)
+    if isinstance(low, numbers) and isinstance(high, numbers):
+        return not isinstance(low, bool) and not isinstance(high, bool) and low > high
+    if isinstance(low, dt.datetime) and isinstance(high, dt.datetime):
+        return (low.tzinfo is None) == (high.tzinfo is None) and low > high
+    if type(low) is dt.date and type(high) is dt.date:
+        return low > high
+    return False
 
 
 def format_value(value: Value) -> str:

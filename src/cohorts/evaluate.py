@@ -539,6 +539,9 @@ class Explanation:
         window: for a count in a window (``appointment.count(last 90 days)``),
             the window resolved at ``now``, as an interval of instants
             (``[start, end]``; a parenthesis excludes its end).
+        stored: the customer's attribute as stored, where ``value`` is a reading of it
+            that differs (text folded to ``'ford escape se'``, a phone as E.164);
+            None otherwise.
     """
 
     rule: str
@@ -547,6 +550,7 @@ class Explanation:
     compared_to: Any = None
     children: tuple[Explanation, ...] = ()
     window: str | None = attrs.field(default=None, repr=False)  # shown by str(); reprs stay as before windows
+    stored: Any = attrs.field(default=None, repr=False)
 
     @property
     def matched(self) -> bool:
@@ -561,7 +565,10 @@ class Explanation:
             word = {True: "true", False: "false", None: "unknown"}[node.result]
             line = f"{'  ' * level}[{word}] {node.rule}"
             if not node.children:
-                line += f"  (value: {_show(node.value)}"
+                if node.stored is not None:
+                    line += f"  (value: {_show(node.stored)}, read as {_show(node.value)}"
+                else:
+                    line += f"  (value: {_show(node.value)}"
                 if node.window is not None:
                     line += f" counted in {node.window}"
                 if node.compared_to is not None:
@@ -581,7 +588,7 @@ class Explanation:
         return html_text(str(self))
 
     def _own(self) -> tuple[Any, ...]:
-        return (self.rule, self.result, self.value, self.compared_to, self.window)
+        return (self.rule, self.result, self.value, self.compared_to, self.window, self.stored)
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
@@ -630,6 +637,14 @@ def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+def _differs(stored: Any, read: Any) -> bool:
+    """Whether the text a condition read (folded, a phone as E.164) would not show the text stored;
+    times and numbers read from text show as what they were read as."""
+    if isinstance(stored, list | tuple) and isinstance(read, list | tuple):
+        return len(stored) != len(read) or any(_differs(a, b) for a, b in zip(stored, read, strict=True))
+    return isinstance(stored, str) and isinstance(read, str) and stored != read
+
+
 def _explain(root: Node, bound: Mapping[int, _Bound], customer: Customer, groups: GroupLookup) -> Explanation:
     """Explain every node, children before parents, without recursion (rules may nest deeply)."""
     texts = abbreviations(root, 100)
@@ -660,9 +675,14 @@ def _explain_node(
                 outcome = b.test(value)
             if b.shape.negated and outcome is not None:
                 outcome = not outcome
-            if b.shape.op is Op.IS_KNOWN and node.path.is_customer:
-                value = customer.attributes.get(node.path.attribute)  # show what was there
-            return Explanation(str(node), outcome, value=value, compared_to=b.shown, window=b.window)
+            stored = None
+            if node.path.is_customer and node.path.part is None:
+                raw = customer.attributes.get(node.path.attribute)
+                if b.shape.op is Op.IS_KNOWN:
+                    value = raw  # show what was there
+                elif raw is not None and _differs(raw, value):
+                    stored = raw
+            return Explanation(str(node), outcome, value=value, compared_to=b.shown, window=b.window, stored=stored)
     raise TypeError(f"not a rule node: {node!r}")
 
 

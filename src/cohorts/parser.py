@@ -28,9 +28,12 @@ from .ast import (
     Relative,
     Span,
     Unit,
+    Value,
     Weekday,
     Window,
     WindowKind,
+    bounds_reversed,
+    format_value,
 )
 from .errors import RuleSyntaxError
 
@@ -221,7 +224,24 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
         return self._condition(Op.NOT_IN, meta, path, value)
 
     def between(self, meta: Any, path: Path, low: object, high: object) -> Condition:
-        return self._condition(Op.BETWEEN, meta, path, (low, high))
+        condition = self._condition(Op.BETWEEN, meta, path, (low, high))
+        assert isinstance(condition.value, tuple)
+        self._check_order(condition.value, high, meta)
+        return condition
+
+    def _check_order(self, bounds: tuple[Value, ...], high: object, meta: Any) -> None:
+        """``between 2 and 1`` is a mistake to point at, not a range to turn round silently."""
+        low_value, high_value = bounds
+        if bounds_reversed(low_value, high_value):
+            where = high if isinstance(high, Token) else None
+            line, column = (where.line, where.column) if where is not None else (meta.line, meta.column)
+            raise RuleSyntaxError(
+                f"Empty range: {format_value(low_value)} is after {format_value(high_value)}"
+                " (write the lower bound first)",
+                line or 1,
+                column or 1,
+                self.text,
+            )
 
     def before(self, meta: Any, path: Path, value: object) -> Condition:
         return self._condition(Op.BEFORE, meta, path, value)
@@ -262,7 +282,9 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
         return Window(WindowKind.SINCE, self._time(time))
 
     def window_between(self, meta: Any, low: object, high: object) -> Window:
-        return Window(WindowKind.BETWEEN, (self._time(low), self._time(high)))
+        bounds = (self._time(low), self._time(high))
+        self._check_order(bounds, high, meta)
+        return Window(WindowKind.BETWEEN, bounds)
 
     def _time(self, value: object) -> Any:
         return _convert_token(value, self.text) if isinstance(value, Token) else value

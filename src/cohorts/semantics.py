@@ -47,6 +47,7 @@ from .ast import (
     Weekday,
     Window,
     WindowKind,
+    bounds_reversed,
     format_value,
 )
 from .errors import RuleTypeError
@@ -272,6 +273,8 @@ def _check_window(condition: Condition) -> None:
         raise RuleTypeError(str(condition), f"a window counts events, as in {example}; {bare} is not a count")
     if window.kind in (WindowKind.SINCE, WindowKind.BETWEEN):
         times = window.value if isinstance(window.value, tuple) else (window.value,)
+        if len(times) == 2 and bounds_reversed(*times):
+            raise RuleTypeError(str(condition), f"the window {window} is empty")
         for time in times:
             if isinstance(time, bool) or not isinstance(time, dt.date | Relative | Anchor):
                 raise RuleTypeError(str(condition), f"a window takes times, and {format_value(time)} is not a time")
@@ -342,6 +345,8 @@ def _prepare(condition: Condition, op: Op, kind: Kind, value: Any, part: object)
         return tuple(_prepare_scalar(condition, kind, v, part) for v in value)
     if op is Op.BETWEEN:
         low, high = value
+        if bounds_reversed(low, high):
+            raise RuleTypeError(str(condition), f"between {format_value(low)} and {format_value(high)} is empty")
         return (_prepare_scalar(condition, kind, low, part), _prepare_scalar(condition, kind, high, part))
     if op in (Op.WITHIN_LAST, Op.WITHIN_NEXT):
         return value

@@ -224,7 +224,7 @@ def print_json(data: Any) -> None:
 
 
 def explanation_data(explanation: Explanation) -> dict[str, Any]:
-    """An explanation as JSON-ready data: rule, result, value, compared_to, children (built bottom-up:
+    """An explanation as JSON-ready data: rule, result, value, compared_to, stored, children (built bottom-up:
     the explanations of deep rules nest deeply)."""
 
     def combine(node: Explanation, children: list[dict[str, Any]]) -> dict[str, Any]:
@@ -234,6 +234,8 @@ def explanation_data(explanation: Explanation) -> dict[str, Any]:
         else:
             data["value"] = plain(node.value)
             data["compared_to"] = plain(node.compared_to)
+            if node.stored is not None:
+                data["stored"] = plain(node.stored)
         return data
 
     return fold(explanation, combine, children=lambda node: node.children)
