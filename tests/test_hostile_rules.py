@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from cohorts import Customer, Event
 from cohorts.ast import Condition, Node, Op, Path
-from cohorts.errors import RuleError, RuleTypeError
+from cohorts.errors import RuleError, RuleLimitError, RuleSyntaxError, RuleTypeError
 from cohorts.evaluate import (
     compile,  # noqa: A004
     validate,
@@ -216,3 +217,89 @@ def test_long_in_lists_evaluate(make_repository: Callable[..., Any], backend: st
     assert groups.members("Scores", NOW).keys() == {1, 2}
     assert groups.members("Cities", NOW).keys() == {1, 3}
     assert groups.errors(NOW) == {}
+
+
+# -- length limits and parser memory (item 4) ------------------------------------
+
+
+def test_rule_over_max_rule_chars_is_refused_before_parsing_with_its_position() -> None:
+    text = 'customer.city = "Laval"\n  OR customer.city = "Québec"'
+    with pytest.raises(RuleLimitError) as caught:
+        parse(text, max_rule_chars=30)
+    error = caught.value
+    assert isinstance(error, RuleSyntaxError)
+    assert (error.line, error.column, error.limit) == (2, 7, 30)
+    assert "max_rule_chars (30)" in str(error)
+    assert str(error).splitlines()[1:3] == ['  OR customer.city = "Québec"', "      ^"]
+    assert parse(text, max_rule_chars=len(text)) == parse(text)
+    with pytest.raises(RuleLimitError):
+        validate(text, max_rule_chars=len(text) - 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column"),
+    [
+        ('customer.city = "12345678901"', 1, 17),
+        ("customer.city = '12345678901'", 1, 17),
+        ('customer.city in ["a",\n  "12345678901", "b"]', 2, 3),
+        ('customer.city starts with "a" or customer.city contains "12345678901"', 1, 57),
+        ('customer in group "12345678901"', 1, 19),
+    ],
+    ids=["double quotes", "single quotes", "in list", "second condition", "group name"],
+)
+def test_string_literal_over_max_literal_chars_is_refused_where_it_opens(text: str, line: int, column: int) -> None:
+    for check in (parse, validate):
+        with pytest.raises(RuleLimitError) as caught:
+            check(text, max_literal_chars=10)
+        assert (caught.value.line, caught.value.column, caught.value.limit) == (line, column, 10)
+        assert "max_literal_chars (10)" in str(caught.value)
+    parse(text, max_literal_chars=11)
+
+
+def test_literal_limit_counts_characters_as_written() -> None:
+    text = 'customer.city = "\\u00e9\\u00e9"'  # 12 characters between the quotes, 2 in the value
+    with pytest.raises(RuleLimitError):
+        parse(text, max_literal_chars=11)
+    assert parse(text, max_literal_chars=12) == parse('customer.city = "éé"')
+
+
+def test_default_limits() -> None:
+    with pytest.raises(RuleLimitError) as caught:
+        parse("customer.city = " + '"' + "x" * 100_001 + '"')
+    assert caught.value.limit == 100_000
+    parse("customer.city = " + '"' + "x" * 100_000 + '"')
+    with pytest.raises(RuleLimitError) as caught:
+        parse("customer.score = 1 " + " " * 1_000_000)
+    assert caught.value.limit == 1_000_000
+
+
+def _peak_bytes(action: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        action()
+    except RuleSyntaxError:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'customer.city = "' + "x" * 1_000_000 + '"',
+        'customer.city = "' + "x\\\"" * 333_333 + '"',
+        "customer.city = '" + "x" * 1_000_000 + "'",
+        'customer.city = "' + "x" * 1_000_000,
+        "customer.`" + "x" * 1_000_000 + "` = 1",
+        "customer.`" + "x" * 1_000_000,
+    ],
+    ids=["string", "escapes", "single quotes", "unterminated string", "quoted name", "unterminated name"],
+)
+def test_a_megabyte_literal_parses_in_linear_memory(text: str) -> None:
+    limits = {"max_rule_chars": 2_000_000, "max_literal_chars": 2_000_000}
+    parse('customer.city = "warm the parser"')
+    peak = _peak_bytes(lambda: parse(text, **limits))
+    # Was about 526 bytes per character (1,478 unterminated); the unrolled regexes take a few.
+    assert peak < 50_000_000, f"{peak:,} bytes"

@@ -11,6 +11,7 @@ __all__ = [
     "GroupNotEmptyError",
     "RuleError",
     "RuleJsonError",
+    "RuleLimitError",
     "RuleSyntaxError",
     "RuleTypeError",
     "UnknownAttributeError",
@@ -65,6 +66,25 @@ class RuleSyntaxError(RuleError):
         if self.expected:
             message += "\nExpected one of: " + ", ".join(self.expected)
         return message
+
+
+class RuleLimitError(RuleSyntaxError):
+    """The rule text, or a string literal in it, is longer than the parser's limit allows.
+
+    Raised by :func:`cohorts.parse` and :func:`cohorts.validate` before the text
+    is parsed when it has more than ``max_rule_chars`` characters (the caret is
+    at the first character over), and for a string literal with more than
+    ``max_literal_chars`` characters between its quotes (the caret is at its
+    opening quote). Pass larger limits to accept such rules. It has every
+    attribute of :class:`RuleSyntaxError`, and one more.
+
+    Attributes:
+        limit: the limit that was exceeded, in characters.
+    """
+
+    def __init__(self, label: str, line: int, column: int, text: str, *, limit: int) -> None:
+        self.limit = limit
+        super().__init__(label, line, column, text)
 
 
 class UnknownAttributeError(RuleError):

@@ -38,6 +38,7 @@ from .ast import (
 )
 from .errors import RuleError
 from .model import Customer, CustomerId
+from .parser import MAX_LITERAL_CHARS, MAX_RULE_CHARS
 from .schema import Schema, default_schema
 from .semantics import (
     Shape,
@@ -67,11 +68,20 @@ __all__ = ["Explanation", "Predicate", "compile", "explain", "matches", "validat
 RuleLike: TypeAlias = Node | str
 GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
 
-def validate(rule: RuleLike, schema: Schema | None = None) -> Node:
+def validate(
+    rule: RuleLike,
+    schema: Schema | None = None,
+    *,
+    max_rule_chars: int = MAX_RULE_CHARS,
+    max_literal_chars: int = MAX_LITERAL_CHARS,
+) -> Node:
     """Check a rule against a schema (the default one when None) and return its AST.
 
     Raises UnknownAttributeError for a name the schema lacks (with the nearest
     known one) and RuleTypeError when a condition cannot work on its types.
+    Rule text is parsed as :func:`cohorts.parse` does, with the same limits:
+    RuleLimitError when the text is over ``max_rule_chars`` characters or a
+    string literal over ``max_literal_chars``.
 
     Example:
         >>> validate('customer.vehicle_year contains 5')
@@ -79,7 +89,7 @@ def validate(rule: RuleLike, schema: Schema | None = None) -> Node:
         ...
         cohorts.errors.RuleTypeError: contains does not apply to a number: customer.vehicle_year contains 5
     """
-    node = as_rule(rule)
+    node = as_rule(rule, max_rule_chars=max_rule_chars, max_literal_chars=max_literal_chars)
     for condition in conditions(node):
         shape_of(condition, schema or default_schema())
     return node

@@ -35,9 +35,14 @@ from .ast import (
     bounds_reversed,
     format_value,
 )
-from .errors import RuleSyntaxError
+from .errors import RuleLimitError, RuleSyntaxError
 
-__all__ = ["parse"]
+__all__ = ["MAX_LITERAL_CHARS", "MAX_RULE_CHARS", "parse"]
+
+MAX_RULE_CHARS = 1_000_000
+"""Default for ``max_rule_chars``: the longest rule text :func:`parse` reads."""
+MAX_LITERAL_CHARS = 100_000
+"""Default for ``max_literal_chars``: the longest string literal, between its quotes as written."""
 
 # What the parser's terminals are called in error messages.
 _TERMINAL_WORDS = {
@@ -116,8 +121,16 @@ _STRING_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|x[0-9a-fA-F]{2}
 _SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", '"': '"', "'": "'", "/": "/"}
 
 
-def _unescape(token: Token, text: str) -> str:
+def _unescape(token: Token, text: str, max_literal_chars: int) -> str:
     body = token[1:-1]
+    if len(body) > max_literal_chars:
+        raise RuleLimitError(
+            f"String of {len(body):,} characters, over max_literal_chars ({max_literal_chars:,})",
+            token.line or 1,
+            token.column or 1,
+            text,
+            limit=max_literal_chars,
+        )
 
     def replace(match: re.Match[str]) -> str:
         code = match.group(1)
@@ -148,9 +161,10 @@ def _int(token: Token, text: str) -> int:
 
 @v_args(inline=True, meta=True)
 class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, max_literal_chars: int) -> None:
         super().__init__()
         self.text = text
+        self.max_literal_chars = max_literal_chars
 
     # -- structure
     def or_(self, meta: Any, *items: Node) -> Node:
@@ -171,14 +185,15 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
     def _group(self, who: Token, group: Token) -> str:
         if who.lower() != "customer":
             raise _token_error(who, self.text, 'Expected "customer in group"')
-        return _unescape(group, self.text)
+        return _unescape(group, self.text, self.max_literal_chars)
 
     # -- conditions
     def _condition(self, op: Op, meta: Any, path: Path, value: object = None) -> Condition:
         if isinstance(value, Token):
-            value = _convert_token(value, self.text)
+            value = _convert_token(value, self.text, self.max_literal_chars)
         elif isinstance(value, tuple):
-            value = tuple(_convert_token(v, self.text) if isinstance(v, Token) else v for v in value)
+            limit = self.max_literal_chars
+            value = tuple(_convert_token(v, self.text, limit) if isinstance(v, Token) else v for v in value)
         return Condition(path, op, value, span=_span(meta))
 
     def eq(self, meta: Any, path: Path, value: object) -> Condition:
@@ -287,7 +302,7 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
         return Window(WindowKind.BETWEEN, bounds)
 
     def _time(self, value: object) -> Any:
-        return _convert_token(value, self.text) if isinstance(value, Token) else value
+        return _convert_token(value, self.text, self.max_literal_chars) if isinstance(value, Token) else value
 
     # -- values
     def list(self, meta: Any, *items: object) -> tuple[object, ...]:
@@ -306,10 +321,10 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
         return Relative(_integer(amount, self.text), Unit.from_word(unit), ago=False)
 
 
-def _convert_token(token: Token, text: str) -> object:
+def _convert_token(token: Token, text: str, max_literal_chars: int) -> object:
     match token.type:
         case "STRING":
-            return _unescape(token, text)
+            return _unescape(token, text, max_literal_chars)
         case "NUMBER":
             if re.fullmatch(r"[+-]?\d+", token):
                 return _int(token, text)
@@ -408,11 +423,17 @@ def _syntax_error(error: UnexpectedInput, text: str) -> RuleSyntaxError:
     return RuleSyntaxError(label, line, column, text, words, _hint(word, expected))
 
 
-def parse(text: str) -> Node:
+def parse(text: str, *, max_rule_chars: int = MAX_RULE_CHARS, max_literal_chars: int = MAX_LITERAL_CHARS) -> Node:
     """Parse rule text into its AST.
 
     Raises :class:`~cohorts.RuleSyntaxError` (a :class:`~cohorts.RuleError`)
-    with the line, column and a caret when the text is not a rule.
+    with the line, column and a caret when the text is not a rule, and its
+    subclass :class:`~cohorts.RuleLimitError` when the text is longer than
+    ``max_rule_chars`` (checked before parsing) or a string literal, a value
+    of an ``in`` list included, holds more than ``max_literal_chars``
+    characters between its quotes as written. Memory grows linearly with the
+    text (a few bytes per character), so raise the limits as far as you trust
+    the source of the rules.
 
     Example:
         >>> rule = parse('customer.city = "Laval" and customer.vehicle_year >= 2019')
@@ -423,11 +444,20 @@ def parse(text: str) -> Node:
     """
     if not isinstance(text, str):
         raise TypeError(f"parse() takes rule text, not {type(text).__name__}")
-    return _parse_text(text)
+    if len(text) > max_rule_chars:
+        line, column = _position(text, max_rule_chars)
+        raise RuleLimitError(
+            f"Rule of {len(text):,} characters, over max_rule_chars ({max_rule_chars:,})",
+            line,
+            column,
+            text,
+            limit=max_rule_chars,
+        )
+    return _parse_text(text, max_literal_chars)
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse_text(text: str) -> Node:
+def _parse_text(text: str, max_literal_chars: int) -> Node:
     # ASTs are immutable, so rules kept as text in config parse once.
     if not _COMMENT.sub("", text).strip():
         raise RuleSyntaxError("Empty rule", 1, 1, text)
@@ -438,7 +468,7 @@ def _parse_text(text: str) -> Node:
     except RecursionError:
         raise RuleSyntaxError("Rule nested too deeply", 1, 1, text) from None
     try:
-        return _ToAst(text).transform(tree)  # type: ignore[no-any-return]
+        return _ToAst(text, max_literal_chars).transform(tree)  # type: ignore[no-any-return]
     except VisitError as error:
         if isinstance(error.orig_exc, RuleSyntaxError):
             raise error.orig_exc from None

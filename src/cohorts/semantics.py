@@ -51,7 +51,7 @@ from .ast import (
     format_value,
 )
 from .errors import RuleTypeError
-from .parser import parse
+from .parser import MAX_LITERAL_CHARS, MAX_RULE_CHARS, parse
 from .schema import AttributeType, Schema, default_schema
 from .values import Interval, Kind, fold_text, resolve_time, to_phone, window
 
@@ -110,10 +110,12 @@ _KIND_OPS = {
 }
 
 
-def as_rule(rule: RuleLike) -> Node:
-    """``rule`` as a tree: text is parsed, a node is returned as it is; anything else is a TypeError."""
+def as_rule(
+    rule: RuleLike, *, max_rule_chars: int = MAX_RULE_CHARS, max_literal_chars: int = MAX_LITERAL_CHARS
+) -> Node:
+    """``rule`` as a tree: text is parsed (within the limits), a node is returned as is; anything else a TypeError."""
     if isinstance(rule, str):
-        return parse(rule)
+        return parse(rule, max_rule_chars=max_rule_chars, max_literal_chars=max_literal_chars)
     if isinstance(rule, Node):
         return rule
     raise TypeError(f"a rule is text or a cohorts AST node, not {type(rule).__name__}")
