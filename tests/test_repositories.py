@@ -51,6 +51,22 @@ def test_upsert_get_and_select(repository: Any) -> None:
     assert {c.id for c in repository} == {"c1", "c2", 3, "3"}
 
 
+def test_count_and_limit(repository: Any) -> None:
+    """count is the size of select; limit keeps the first matches in the order they were stored."""
+    repository.upsert([Customer(i, {"city": "Laval" if i % 3 else "Lévis"}) for i in range(20, 0, -1)])
+    laval = 'customer.city = "laval"'
+    assert repository.count(laval, NOW) == len(repository.select(laval, NOW)) == 14
+    assert repository.select(laval, NOW, limit=3) == {20, 19, 17}
+    assert repository.select(laval, NOW, limit=0) == set()
+    assert repository.select(laval, NOW, limit=100) == repository.select(laval, NOW)
+    assert repository.count('customer.city = "nowhere"', NOW) == 0
+    deep = " or ".join(f'(customer.city = "x{i}" and not customer.city = "y")' for i in range(40)) + f" or {laval}"
+    assert repository.count(deep, NOW) == 14
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="limit"):
+            repository.select(laval, NOW, limit=bad)
+
+
 def test_ids_keep_their_type(repository: Any) -> None:
     """The integer 3 and the text "3" are two customers, and select returns each with its own type."""
     repository.upsert(_people())

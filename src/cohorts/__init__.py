@@ -6,7 +6,8 @@ Example:
     >>> cohorts.matches(rule, cohorts.Customer(1, {"vehicle_model": "Ford Escape"}))
     True
 
-The SQL names (``SQLRepository``, ``HostTable``, ``HostEvents``, ``JsonField``, ``to_sql``) need the ``sql`` extra
+The SQL names (``SQLRepository``, ``HostRepository``, ``HostWriter``, ``HostTable``, ``HostEvents``,
+``JsonField``, ``to_sql``) need the ``sql`` extra
 (SQLAlchemy); they are imported on first use so that the rest works without it.
 """
 
@@ -44,6 +45,7 @@ from .errors import (
     DatabaseError,
     GroupError,
     GroupNotEmptyError,
+    HostWriteError,
     RuleError,
     RuleJsonError,
     RuleLimitError,
@@ -72,7 +74,7 @@ from .repository import CustomerDataError, MemoryRepository, Repository, Unknown
 from .schema import AttributeType, Schema, default_schema
 
 if TYPE_CHECKING:
-    from .sql import HostEvents, HostTable, JsonField, SQLRepository, to_sql
+    from .sql import HostEvents, HostRepository, HostTable, HostWriter, JsonField, SQLRepository, to_sql
 
 __all__ = [
     "Action",
@@ -99,7 +101,10 @@ __all__ = [
     "Groups",
     "HistoryEntry",
     "HostEvents",
+    "HostRepository",
     "HostTable",
+    "HostWriteError",
+    "HostWriter",
     "Hours",
     "ImportFileError",
     "ImportPreview",
@@ -156,7 +161,9 @@ __all__ = [
     "validate",
 ]
 
-_SQL_NAMES = frozenset({"HostEvents", "HostTable", "JsonField", "SQLRepository", "to_sql"})
+_SQL_NAMES = frozenset(
+    {"HostEvents", "HostRepository", "HostTable", "HostWriter", "JsonField", "SQLRepository", "to_sql"}
+)
 
 
 def __getattr__(name: str) -> Any:

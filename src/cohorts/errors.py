@@ -9,6 +9,7 @@ __all__ = [
     "DatabaseError",
     "GroupError",
     "GroupNotEmptyError",
+    "HostWriteError",
     "RuleError",
     "RuleJsonError",
     "RuleLimitError",
@@ -145,6 +146,16 @@ class DatabaseError(CohortsError):
         self.url = url
         self.reason = reason
         super().__init__(f"cannot open the database {url}: {reason}")
+
+
+class HostWriteError(CohortsError):
+    """A write to customers that live in the host's own tables, with no host writer to make it.
+
+    Raised by a :class:`cohorts.HostRepository` without ``writer=`` for
+    ``upsert``, ``add_events``, ``delete`` and ``unsubscribe``, and before
+    anything runs by :func:`cohorts.import_file` and :func:`cohorts.run_campaigns`
+    when they would write (a writer raises it too, for what it does not support).
+    """
 
 
 class GroupError(CohortsError):

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import phonenumbers
 
+from .errors import HostWriteError
 from .groups import Groups
 from .imports.cells import (
     InvalidValue,
@@ -67,7 +68,7 @@ from .imports.records import Record, RowReader, settle_dates
 from .imports.report import ImportPreview, ImportReport, Note, Reject
 from .imports.writing import Rollback, Writer, resolve_match_on
 from .progress import Progress
-from .repository import Repository, require
+from .repository import Repository, read_only_reason, require
 from .schema import Schema, default_schema
 from .values import DEFAULT_REGION
 
@@ -274,6 +275,9 @@ def import_file(
     if on_bad_cell not in ("reject_row", "skip_cell"):
         raise ValueError(f"on_bad_cell is 'reject_row' or 'skip_cell', not {on_bad_cell!r}")
     require(repository, Repository, "import_file")
+    refused = read_only_reason(repository)
+    if refused is not None:
+        raise HostWriteError(f"import_file writes customers, and {refused}")
     region = (region or repository.region or DEFAULT_REGION).upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError(f"unknown region {region!r} (a two-letter country code such as 'US', 'CA', 'FR')")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import math
 from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping
 from decimal import Decimal
@@ -39,6 +40,8 @@ __all__ = [
     "Repository",
     "StateStore",
     "UnknownCustomerError",
+    "check_limit",
+    "read_only_reason",
     "require",
 ]
 
@@ -234,6 +237,23 @@ def require(value: object, protocol: type, use: str) -> None:
             f"{use} needs a cohorts.{protocol.__name__}, such as a MemoryRepository or SQLRepository;"
             f" {type(value).__name__} lacks {', '.join(missing)}"
         )
+
+
+def check_limit(limit: object) -> None:
+    """Raise ValueError unless ``limit`` is None or a whole number >= 0 (``select(..., limit=)``)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit is a whole number >= 0 or None, not {limit!r}")
+
+
+def read_only_reason(repository: object) -> str | None:
+    """Why ``repository`` refuses writes to customers (a ``HostRepository`` without a writer), or None.
+
+    Example:
+        >>> read_only_reason(MemoryRepository()) is None
+        True
+    """
+    reason = getattr(repository, "read_only_reason", None)
+    return reason if isinstance(reason, str) else None
 
 
 # -- checking what a customer holds ------------------------------------------
@@ -524,11 +544,27 @@ class MemoryRepository:
             self._log_start += drop
 
     def select(
-        self, rule: RuleLike, now: dt.datetime | None = None, *, groups: GroupLookup | None = None
+        self,
+        rule: RuleLike,
+        now: dt.datetime | None = None,
+        *,
+        groups: GroupLookup | None = None,
+        limit: int | None = None,
     ) -> set[CustomerId]:
-        """The ids of the customers for whom ``rule`` is true at ``now`` (default: the current time)."""
+        """The ids of the customers for whom ``rule`` is true at ``now`` (default: the current time).
+
+        ``limit`` keeps the first ``limit`` of them in the order they were first stored.
+        """
+        check_limit(limit)
         predicate = compile_rule(rule, schema=self._schema, tz=self._tz, region=self._region)
-        return set(predicate.select(self._customers.values(), now, groups=groups))
+        found = set(predicate.select(self._customers.values(), now, groups=groups))
+        if limit is None or len(found) <= limit:
+            return found
+        return set(itertools.islice((cid for cid in self._customers if cid in found), limit))
+
+    def count(self, rule: RuleLike, now: dt.datetime | None = None, *, groups: GroupLookup | None = None) -> int:
+        """How many customers ``rule`` is true for at ``now``."""
+        return len(self.select(rule, now, groups=groups))
 
     # -- other modules' state, and transactions
 

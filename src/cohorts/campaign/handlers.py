@@ -7,6 +7,7 @@ that carries the action's idempotency key, and must deliver once per key.
 from __future__ import annotations
 
 import datetime as dt
+import weakref
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -18,7 +19,22 @@ from ..values import fold_text, to_number
 from .context import Handler, RunContext, Suppressed, current_run, idempotency_key
 from .model import Action, Campaign, CampaignError
 
-__all__ = ["Message", "Sender", "standard_handlers"]
+__all__ = ["Message", "Sender", "standard_handlers", "writes_customers"]
+
+_WRITING: weakref.WeakSet[Handler] = weakref.WeakSet()  # the shipped handlers that write to the repository
+
+
+def writes_customers(handler: Handler) -> bool:
+    """Whether ``handler`` is a shipped handler that writes to customers (points, stage, track)."""
+    try:
+        return handler in _WRITING
+    except TypeError:  # not weakly referenceable: not one of ours
+        return False
+
+
+def _writing(handler: Handler) -> Handler:
+    _WRITING.add(handler)
+    return handler
 
 
 @attrs.frozen
@@ -91,7 +107,7 @@ def _points_handler(repository: Repository) -> Handler:
             customer.id, [Event("campaign.points", ctx.now, {"campaign": campaign.name, "points": amount})]
         )
 
-    return points
+    return _writing(points)
 
 
 def _stage_handler(repository: Repository) -> Handler:
@@ -105,7 +121,7 @@ def _stage_handler(repository: Repository) -> Handler:
         event = Event("campaign.stage", ctx.now, {"campaign": campaign.name, "stage": value})
         repository.add_events(customer.id, [event])
 
-    return stage
+    return _writing(stage)
 
 
 def _track_handler(repository: Repository) -> Handler:
@@ -115,7 +131,7 @@ def _track_handler(repository: Repository) -> Handler:
         fields = {k: v for k, v in action.settings.items() if k != "event"}
         repository.add_events(customer.id, [Event(name, ctx.now, {"campaign": campaign.name, **fields})])
 
-    return track
+    return _writing(track)
 
 
 def standard_handlers(repository: Repository, sender: Sender | None = None) -> dict[str, Handler]:

@@ -16,14 +16,15 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 
 import attrs
 
-from ..errors import CohortsError
+from ..errors import CohortsError, HostWriteError
 from ..ledger import ActionSpec, Ledger
 from ..model import Customer, CustomerId
 from ..progress import Progress, ProgressCallback
-from ..repository import Repository, require
+from ..repository import Repository, read_only_reason, require
 from .audience import GroupsLike, audience, sorted_ids
 from .context import Handler, RunContext, Suppressed, idempotency_key, running
 from .eligibility import eligibility, gate
+from .handlers import writes_customers
 from .model import Action, Campaign, CampaignError, Policy, aware_now
 from .report import MAX_FAILURES, CampaignReport, Failure, RunReport
 
@@ -47,7 +48,8 @@ class _Tally:
         self.reasons[head] = self.reasons.get(head, 0) + 1
 
 
-def _check(campaigns: Sequence[Campaign], handlers: Mapping[str, Handler]) -> None:
+def _check(campaigns: Sequence[Campaign], handlers: Mapping[str, Handler], repository: object) -> None:
+    refused = read_only_reason(repository)
     names: set[str] = set()
     for campaign in campaigns:
         if not isinstance(campaign, Campaign):
@@ -60,6 +62,10 @@ def _check(campaigns: Sequence[Campaign], handlers: Mapping[str, Handler]) -> No
                 raise CampaignError(
                     f"campaign {campaign.name!r} has a {action.kind!r} action but no handler for it"
                     f" (handlers: {', '.join(sorted(handlers)) or 'none'})"
+                )
+            if refused is not None and writes_customers(handlers[action.kind]):
+                raise HostWriteError(
+                    f"campaign {campaign.name!r} has a {action.kind!r} action, which writes to customers: {refused}"
                 )
 
 
@@ -254,7 +260,7 @@ def run_campaigns(
     started = time.perf_counter()
     moment = aware_now(now)
     chosen = list(campaigns)
-    _check(chosen, handlers)
+    _check(chosen, handlers, repository)
     rules = policy if policy is not None else Policy()
     require(repository, Repository, "run_campaigns")
     store = ledger if ledger is not None else repository.ledger()

@@ -5,6 +5,7 @@
 - :mod:`~cohorts.sql.compiler`: rules to SQL over those tables (:func:`to_sql`);
 - :mod:`~cohorts.sql.repository`: :class:`SQLRepository`;
 - :mod:`~cohorts.sql.host`: rules on a host's own tables (:class:`HostTable`, :class:`HostEvents`, :class:`JsonField`);
+- :mod:`~cohorts.sql.host_repository`: those tables as a repository (:class:`HostRepository`, :class:`HostWriter`);
 - :mod:`~cohorts.sql.groups` and :mod:`~cohorts.sql.ledger`: the stores of group state and of the campaign ledger.
 
 Rule values and JSON paths are always bound parameters: :func:`to_sql` returns
@@ -15,6 +16,7 @@ the SQL text and its parameters for users who run rules in their own warehouse.
 from .compiler import to_sql
 from .dialects import Dialect, PostgreSQL, SQLite, dialect
 from .host import HostEvents, HostTable, JsonField
+from .host_repository import HostRepository, HostWriter
 from .repository import SCHEMA_VERSION, SQLRepository
 from .storage import micros, shadow_key, shadow_of
 
@@ -22,7 +24,9 @@ __all__ = [
     "SCHEMA_VERSION",
     "Dialect",
     "HostEvents",
+    "HostRepository",
     "HostTable",
+    "HostWriter",
     "JsonField",
     "PostgreSQL",
     "SQLRepository",

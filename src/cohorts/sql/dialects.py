@@ -338,7 +338,12 @@ class SQLite(Dialect):
         def begin(connection: sa.Connection) -> None:
             connection.exec_driver_sql("BEGIN")
 
-        engine.dispose()  # connections made before the listeners would lack them
+        if engine.url.database in (None, "", ":memory:") or "mode=memory" in str(engine.url):
+            # Disposing of an in-memory database's connection would drop the database: set it up in place.
+            with engine.connect() as conn:
+                connect(conn.connection.dbapi_connection, None)
+        else:
+            engine.dispose()  # connections made before the listeners would lack them
 
     def placeholder(self, name: str, cast: str | None = None) -> str:
         return f":{name}"

@@ -1,4 +1,5 @@
-"""The group store of a ``SQLRepository``: tables beside the customers, written in its transactions.
+"""The group store of a ``SQLRepository`` or ``HostRepository``: tables beside the customers, written in
+its transactions.
 
 Tables (created on first use; every statement has bound parameters only):
 
@@ -27,11 +28,12 @@ integer and text ids stay distinct. Times are microseconds since the epoch.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
@@ -42,9 +44,6 @@ from .dialects import dialect
 from .host import driver_params
 from .storage import EPOCH, decode_id, encode_id, micros
 
-if TYPE_CHECKING:
-    from .repository import SQLRepository
-
 __all__ = ["SQLGroupStore"]
 
 _CHUNK = 500
@@ -52,6 +51,19 @@ _DDL_LOCK = 7302018  # creating the group tables, where the dialect has a lock
 _STORE_LOCK = 7302019  # a catch-up in progress
 _GENERATION = "definitions_generation"
 T = TypeVar("T")
+
+
+class Database(Protocol):
+    """Where a store keeps its tables: an engine, and the connection of the transaction in progress."""
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The database."""
+        ...
+
+    def connect(self) -> contextlib.AbstractContextManager[sa.Connection]:
+        """A connection in the current transaction, or in a new one committed at the block's end."""
+        ...
 
 
 @functools.lru_cache(maxsize=65536)
@@ -78,7 +90,7 @@ def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
 class SQLGroupStore:
     """A :class:`cohorts.group_store.GroupStore` in the repository's database."""
 
-    def __init__(self, repository: SQLRepository, prefix: str = "cohorts_") -> None:
+    def __init__(self, repository: Database, prefix: str = "cohorts_") -> None:
         self.repository = repository
         metadata = sa.MetaData()
         self.groups = sa.Table(

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from ..ast import Aggregate, Condition, DatePart, Node, Op
 from ..errors import RuleError
 from ..model import CustomerId
+from ..repository import check_limit
 from ..schema import Schema
 from ..semantics import Shape, Spec, as_rule, element_spec, moment
 from ..values import DEFAULT_REGION, Kind, resolve_tz
@@ -134,6 +135,9 @@ class HostEvents:
       bound parameters, never SQL text.
     - ``fields``: event attribute to column or :class:`JsonField`
       (``repair_order.closed.total`` reads ``fields["total"]``).
+    - ``updated_at``: a column the host sets on every insert and update of a
+      row (a watermark); a :class:`cohorts.HostRepository` reads it to see
+      which customers' events changed.
 
     Example:
         >>> closed = HostEvents("repair_orders", customer="client_no", at="closed_at", where={"status": "closed"},
@@ -149,11 +153,14 @@ class HostEvents:
     at: str
     where: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
     fields: Mapping[str, Mapped] = attrs.field(factory=dict, converter=dict)
+    updated_at: str | None = None
 
     def __attrs_post_init__(self) -> None:
         quoted(self.table)
         _column_name(self.customer, f"the customer column of {self.table}")
         _column_name(self.at, f"the time column of {self.table}")
+        if self.updated_at is not None:
+            _column_name(self.updated_at, f"the updated_at column of {self.table}")
         where = {}
         for column, value in self.where.items():
             what = f"the filter of {self.table} on {column!r}"
@@ -184,6 +191,10 @@ class HostTable:
     with :class:`HostEvents`. A rule naming an unmapped attribute or category
     is a RuleError naming it.
 
+    ``updated_at`` names a column the host sets on every insert and update of
+    a customer's row (a watermark): a :class:`cohorts.HostRepository` reads it
+    to see which customers changed, so groups follow the host's writes.
+
     On SQLite values are read by registered functions that call the functions
     of :mod:`cohorts.values`, so answers are exactly those of the in-memory
     evaluator. On PostgreSQL they are read with SQL: text is trimmed of
@@ -208,6 +219,8 @@ class HostTable:
     .. versionadded:: 0.1
     .. versionchanged:: 0.2
        JSON fields (:class:`JsonField`) and events in the host's tables (:class:`HostEvents`).
+    .. versionchanged:: 0.3
+       ``updated_at`` watermarks, :meth:`count` and ``limit``.
     """
 
     table: str
@@ -217,10 +230,13 @@ class HostTable:
     tz: str = "UTC"
     region: str = DEFAULT_REGION
     events: Mapping[str, HostEvents] = attrs.field(factory=dict, converter=dict)
+    updated_at: str | None = None
 
     def __attrs_post_init__(self) -> None:
         quoted(self.table)
         _column_name(self.id, f"the id column of {self.table}")
+        if self.updated_at is not None:
+            _column_name(self.updated_at, f"the updated_at column of {self.table}")
         for name, mapped in self.columns.items():
             if not isinstance(name, str) or not name:
                 raise ValueError(f"the columns of {self.table}: an attribute name is non-empty text, not {name!r}")
@@ -260,12 +276,16 @@ class HostTable:
                     raise ValueError(f"{what}: the table {table} has no column {column!r}")
 
             need(self.table, self.id, "the id column")
+            if self.updated_at is not None:
+                need(self.table, self.updated_at, "the updated_at column")
             for name, mapped in self.columns.items():
                 need(self.table, mapped if isinstance(mapped, str) else mapped.column, f"attribute {name!r}")
             for category, events in self.events.items():
                 what = f"events {category!r}"
                 need(events.table, events.customer, f"{what} (customer column)")
                 need(events.table, events.at, f"{what} (time column)")
+                if events.updated_at is not None:
+                    need(events.table, events.updated_at, f"{what} (updated_at column)")
                 for column in events.where:
                     need(events.table, column, f"{what} (filter)")
                 for name, mapped in events.fields.items():
@@ -296,10 +316,30 @@ class HostTable:
         now: dt.datetime | None = None,
         *,
         groups: GroupLookup | None = None,
+        limit: int | None = None,
     ) -> set[Any]:
-        """The ids of the rows of the host's table for which ``rule`` is true at ``now``."""
+        """The ids of the rows of the host's table for which ``rule`` is true at ``now``.
+
+        ``limit`` keeps the first ``limit`` ids in the id column's order.
+        """
+        check_limit(limit)
         with self._query(engine_or_connection, rule, now, groups) as (conn, sql, params):
-            return {row[0] for row in conn.exec_driver_sql(sql, params)}
+            if limit is not None:
+                sql = f"{sql} ORDER BY 1 LIMIT {limit:d}"
+            return {row[0] for row in conn.exec_driver_sql(sql, params) if row[0] is not None}
+
+    def count(
+        self,
+        engine_or_connection: sa.Engine | sa.Connection,
+        rule: RuleLike,
+        now: dt.datetime | None = None,
+        *,
+        groups: GroupLookup | None = None,
+    ) -> int:
+        """How many rows of the host's table ``rule`` is true for at ``now``, counted by the database."""
+        with self._query(engine_or_connection, rule, now, groups) as (conn, sql, params):
+            counted = f"SELECT count(*) FROM ({sql}) AS matched WHERE matched.{quoted(self.id)} IS NOT NULL"  # noqa: S608 - names are ours; values are bound
+            return int(conn.exec_driver_sql(counted, params).scalar_one())
 
     def explain(
         self,

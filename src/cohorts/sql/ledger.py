@@ -35,20 +35,20 @@ class SQLLedger:
     commit with the ledger row that records them.
     """
 
-    def __init__(self, engine: Any, connect: Connect | None = None) -> None:
+    def __init__(self, engine: Any, connect: Connect | None = None, prefix: str = "cohorts_") -> None:
 
         self.engine = engine
         self._connect: Connect = connect if connect is not None else engine.begin
         self.dialect = dialect(engine)
         meta = sa.MetaData()
         self.audience = sa.Table(
-            "cohorts_campaign_audience", meta,
+            f"{prefix}campaign_audience", meta,
             sa.Column("campaign", sa.String(200), primary_key=True),
             sa.Column("customer", sa.String(200), primary_key=True),
             sa.Column("added_at", sa.String(40), nullable=False),
         )
         self.actions = sa.Table(
-            "cohorts_campaign_actions", meta,
+            f"{prefix}campaign_actions", meta,
             sa.Column("campaign", sa.String(200), primary_key=True),
             sa.Column("customer", sa.String(200), primary_key=True),
             sa.Column("action", sa.String(200), primary_key=True),
@@ -59,11 +59,11 @@ class SQLLedger:
             sa.Column("error", sa.Text),
             sa.Column("updated_at", sa.String(40)),
             sa.Column("done_at", sa.String(40)),
-            sa.Index("ix_cohorts_campaign_actions_due", "campaign", "state"),
-            sa.Index("ix_cohorts_campaign_actions_sent", "customer", "kind", "done_at"),
+            sa.Index(f"ix_{prefix}campaign_actions_due", "campaign", "state"),
+            sa.Index(f"ix_{prefix}campaign_actions_sent", "customer", "kind", "done_at"),
         )
         self.keys = sa.Table(
-            "cohorts_campaign_keys", meta,
+            f"{prefix}campaign_keys", meta,
             sa.Column("campaign", sa.String(200), primary_key=True),
             sa.Column("actions", sa.Text, nullable=False),
         )

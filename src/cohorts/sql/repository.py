@@ -9,7 +9,6 @@ repository's :class:`~cohorts.sql.dialects.Dialect`.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import datetime as dt
 import json
 import re
@@ -21,22 +20,28 @@ from typing import Any, ClassVar, TypeAlias
 import sqlalchemy as sa
 
 from ..ast import Node
-from ..group_store import GroupStore
-from ..ledger import Ledger
 from ..model import Customer, CustomerId, Event
-from ..repository import CustomerDataError, UnknownCustomerError, check_customer, check_events, new_events
+from ..repository import (
+    CustomerDataError,
+    UnknownCustomerError,
+    check_customer,
+    check_events,
+    check_limit,
+    new_events,
+)
 from ..schema import AttributeType, Schema, default_schema
 from ..values import DEFAULT_REGION, resolve_tz
 from .compiler import Params, compile_rule, run_staged
 from .dialects import Dialect, dialect, names
 from .host import driver_params
+from .session import Session, Transactional
 from .storage import (
     decode_id,
     dump,
-    encode_id,
     event_at,
     event_from_row,
     load,
+    log_changes,
     shadow_of,
     shadow_text,
     shadow_text_of,
@@ -89,7 +94,7 @@ def _phones(schema: Schema | None, category: str) -> frozenset[str]:
     return frozenset(name for name, kind in attributes.items() if kind is AttributeType.PHONE)
 
 
-class SQLRepository:
+class SQLRepository(Transactional):
     """Customers in SQLite or PostgreSQL (SQLAlchemy 2 Core); rules run as one SQL query.
 
     ``url_or_engine`` is a database URL (``sqlite:///customers.db``,
@@ -122,15 +127,12 @@ class SQLRepository:
         self._schema = schema
         self._tz = resolve_tz(tz)
         self._region = region
-        self._current: contextvars.ContextVar[sa.Connection | None] = contextvars.ContextVar(
-            f"cohorts_connection_{id(self)}", default=None
-        )
+        self._session = Session(self.engine, f"cohorts_connection_{id(self)}")
         self._phone_cache: tuple[Schema | None, dict[str, frozenset[str]]] | None = None
         self._readings: dict[str, dict[str, Any]] = {}  # text values read for shadows, in self._tz
         self._texts: dict[str, str] = {}  # the same readings as JSON text
         self.metadata, self.customers, self.events, self.meta, self.changes = tables("cohorts_")
-        self._group_store: GroupStore | None = None
-        self._ledger: Ledger | None = None
+        self.state_prefix = "cohorts_"
         self._create()
 
     def __repr__(self) -> str:
@@ -178,29 +180,6 @@ class SQLRepository:
         with self.connect() as conn:
             self._check_shadow(conn)
 
-    # -- the state of groups and campaigns, in tables beside the customers'
-
-    def group_store(self) -> GroupStore:
-        """The groups' tables (see :mod:`cohorts.sql.groups`), written in this repository's transactions."""
-        if self._group_store is None:
-            from .groups import SQLGroupStore
-
-            self._group_store = SQLGroupStore(self)
-        return self._group_store
-
-    def ledger(self) -> Ledger:
-        """The campaign ledger's tables (see :mod:`cohorts.sql.ledger`): handlers' writes commit with its rows."""
-        if self._ledger is None:
-            from .ledger import SQLLedger
-
-            @contextlib.contextmanager
-            def inside() -> Iterator[sa.Connection]:
-                with self.transaction(), self.connect() as conn:
-                    yield conn
-
-            self._ledger = SQLLedger(self.engine, inside)
-        return self._ledger
-
     @property
     def tz(self) -> dt.tzinfo:
         """The time zone of naive datetimes, calendar words and date parts."""
@@ -212,41 +191,6 @@ class SQLRepository:
         return self._region
 
     # -- connections and transactions
-
-    @contextlib.contextmanager
-    def connect(self) -> Iterator[sa.Connection]:
-        """A connection in the current transaction, or in a new one committed at the block's end.
-
-        Other modules' stores write through it, so :meth:`transaction` covers them too.
-        """
-        current = self._current.get()
-        if current is not None:
-            yield current
-            return
-        with self.engine.begin() as conn:
-            token = self._current.set(conn)
-            try:
-                yield conn
-            finally:
-                self._current.reset(token)
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Writes inside the block (this repository's and other stores' through
-        :meth:`connect`) are committed at its end, or rolled back if it raises.
-        Nested blocks are savepoints."""
-        current = self._current.get()
-        schema = self._schema
-        try:
-            if current is not None:
-                with current.begin_nested():
-                    yield
-                return
-            with self.connect():
-                yield
-        except BaseException:
-            self._schema = schema  # a schema declared inside goes with the rolled-back writes
-            raise
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sa.Connection]:
@@ -588,10 +532,7 @@ class SQLRepository:
             return customer_id in self._lookup(conn, [customer_id])
 
     def _log(self, conn: sa.Connection, customer_ids: Iterable[CustomerId]) -> None:
-        """Record in the change log that these customers were written (in the writing transaction)."""
-        rows = [(encode_id(cid),) for cid in customer_ids]
-        if rows:
-            self.dialect.insert_many(conn, self.changes.name, ["customer"], rows)
+        log_changes(conn, self.changes, customer_ids)
 
     def change_position(self) -> str:
         """The position after every write committed so far."""
@@ -651,19 +592,39 @@ class SQLRepository:
         return compiler.param.render(sql)
 
     def select(
-        self, rule: RuleLike, now: dt.datetime | None = None, *, groups: GroupLookup | None = None
+        self,
+        rule: RuleLike,
+        now: dt.datetime | None = None,
+        *,
+        groups: GroupLookup | None = None,
+        limit: int | None = None,
     ) -> set[CustomerId]:
         """The ids of the customers for whom ``rule`` is true at ``now``, computed by the database.
 
         A rule deeper than one statement can hold runs as several, in one transaction.
+        ``limit`` keeps the first ``limit`` of them in the order they were first stored.
         """
+        check_limit(limit)
+        limited = (lambda sql: sql) if limit is None else (lambda sql: f"{sql} ORDER BY c.pk LIMIT {limit:d}")
+        rows = self._run(rule, now, groups, limited)
+        return {self._id(key, is_int) for key, is_int in rows}
+
+    def count(self, rule: RuleLike, now: dt.datetime | None = None, *, groups: GroupLookup | None = None) -> int:
+        """How many customers ``rule`` is true for at ``now``, counted by the database."""
+        rows = self._run(rule, now, groups, lambda sql: f"SELECT count(*) FROM ({sql}) AS matched")  # noqa: S608 - ours
+        return int(rows[0][0])
+
+    def _run(
+        self, rule: RuleLike, now: dt.datetime | None, groups: GroupLookup | None, final: Callable[[str], str]
+    ) -> list[Sequence[Any]]:
+        """The rows of the rule's query, ``final`` wrapping its last statement."""
         sql, compiler = compile_rule(rule, self.dialect, self._schema, self._tz, now, groups, staged=True)
         with self.connect() as conn:
 
             def execute(text: str, params: dict[str, Any] | list[Any]) -> Iterable[Sequence[Any]]:
                 return conn.exec_driver_sql(text, driver_params(params)).all()
 
-            return {self._id(key, is_int) for key, is_int in run_staged(compiler, sql, execute)}
+            return run_staged(compiler, final(sql), execute)
 
     def explain(self, rule: RuleLike, now: dt.datetime | None = None, *, groups: GroupLookup | None = None) -> str:
         """The database's query plan for ``rule`` (EXPLAIN QUERY PLAN / EXPLAIN), as text."""

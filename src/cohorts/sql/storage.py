@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import math
 import re
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -433,13 +433,27 @@ def tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table, sa.T
         sa.Column("key", sa.Text, primary_key=True),
         sa.Column("value", sa.Text, nullable=False),
     )
-    changes = sa.Table(  # the change log: one row per customer written, in the writing transaction
+    return metadata, customers, events, meta, change_log(metadata, prefix)
+
+
+def change_log(metadata: sa.MetaData, prefix: str) -> sa.Table:
+    """The change log: one row per customer written, in the writing transaction (``customer`` as
+    :func:`encode_id` writes it)."""
+    return sa.Table(
         f"{prefix}changes",
         metadata,
         sa.Column("seq", _BIGINT, sa.Identity(), primary_key=True),
         sa.Column("customer", sa.Text, nullable=False),
         sqlite_autoincrement=True,  # never reuse a seq, even after the log is trimmed
     )
-    return metadata, customers, events, meta, changes
 
 
+
+
+def log_changes(conn: Any, table: sa.Table, customer_ids: Iterable[Any]) -> None:
+    """Record in the change log ``table`` that these customers were written (in the writing transaction)."""
+    from .dialects import dialect
+
+    rows = [(encode_id(cid),) for cid in customer_ids]
+    if rows:
+        dialect(conn).insert_many(conn, table.name, ["customer"], rows)

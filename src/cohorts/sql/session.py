@@ -1,0 +1,124 @@
+"""Connections and transactions shared by a repository and the stores that write beside it.
+
+A :class:`Session` hands out the connection of the transaction in progress
+(in this thread or task), so the group store and the campaign ledger write in
+the same transaction as the repository; blocks nest as savepoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from ..group_store import GroupStore
+    from ..ledger import Ledger
+    from ..schema import Schema
+
+__all__ = ["Session", "Transactional"]
+
+
+class Session:
+    """The transaction in progress on ``engine``, per thread and task.
+
+    ``rolled_back`` is called when a :meth:`transaction` block raises, so that
+    settings changed inside (a declared schema) go with the rolled-back writes.
+    """
+
+    def __init__(self, engine: sa.Engine, name: str) -> None:
+        self.engine = engine
+        self._current: contextvars.ContextVar[sa.Connection | None] = contextvars.ContextVar(name, default=None)
+
+    @property
+    def active(self) -> bool:
+        """Whether a transaction is in progress here."""
+        return self._current.get() is not None
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sa.Connection]:
+        """A connection in the current transaction, or in a new one committed at the block's end."""
+        current = self._current.get()
+        if current is not None:
+            yield current
+            return
+        with self.engine.begin() as conn:
+            token = self._current.set(conn)
+            try:
+                yield conn
+            finally:
+                self._current.reset(token)
+
+    @contextlib.contextmanager
+    def transaction(self, rolled_back: Callable[[], None] | None = None) -> Iterator[None]:
+        """Writes inside the block are committed at its end, or rolled back if it raises; nested blocks
+        are savepoints."""
+        current = self._current.get()
+        try:
+            if current is not None:
+                with current.begin_nested():
+                    yield
+                return
+            with self.connect():
+                yield
+        except BaseException:
+            if rolled_back is not None:
+                rolled_back()
+            raise
+
+
+class Transactional:
+    """What a SQL repository shares: its transactions, and the stores of group and campaign state
+    in tables named with ``state_prefix``, written in those transactions.
+
+    A subclass sets ``engine``, ``_session``, ``_schema`` (restored when a transaction rolls back)
+    and ``state_prefix``.
+    """
+
+    engine: sa.Engine
+    state_prefix: str
+    _session: Session
+    _schema: Schema | None
+    _group_store: GroupStore | None = None
+    _ledger: Ledger | None = None
+
+    def connect(self) -> contextlib.AbstractContextManager[sa.Connection]:
+        """A connection in the current transaction, or in a new one committed at the block's end.
+
+        Other modules' stores write through it, so :meth:`transaction` covers them too.
+        """
+        return self._session.connect()
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """Writes inside the block (this repository's and other stores' through :meth:`connect`) are
+        committed at its end, or rolled back if it raises. Nested blocks are savepoints."""
+        schema = self._schema
+
+        def rolled_back() -> None:
+            self._schema = schema  # a schema declared inside goes with the rolled-back writes
+
+        return self._session.transaction(rolled_back)
+
+    def group_store(self) -> GroupStore:
+        """The groups' tables (see :mod:`cohorts.sql.groups`), written in this repository's transactions."""
+        if self._group_store is None:
+            from .groups import SQLGroupStore
+
+            self._group_store = SQLGroupStore(self, self.state_prefix)
+        return self._group_store
+
+    def ledger(self) -> Ledger:
+        """The campaign ledger's tables (see :mod:`cohorts.sql.ledger`): handlers' writes commit with its rows."""
+        if self._ledger is None:
+            from .ledger import SQLLedger
+
+            @contextlib.contextmanager
+            def inside() -> Iterator[sa.Connection]:
+                with self.transaction(), self.connect() as conn:
+                    yield conn
+
+            self._ledger = SQLLedger(self.engine, inside, self.state_prefix)
+        return self._ledger

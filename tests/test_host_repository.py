@@ -1,0 +1,445 @@
+"""HostRepository: the host's own tables as a full repository (groups, campaigns, reports), read in place.
+
+- The customers it reads are the host's rows as the in-memory reference reads them (random rows
+  of host-shaped tables on SQLite and PostgreSQL), and its ``select`` agrees with theirs.
+- Groups over it follow the host's own writes: a state machine writes the host's tables directly
+  (watermarked with ``updated_at``, deletes told with ``changed``), as a web app would, and checks
+  every read against a from-scratch evaluation.
+- Writes to customers go through the host's writer, or are refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import run_state_machine_as_test
+
+from cohorts import (
+    Action,
+    Campaign,
+    Customer,
+    Event,
+    Groups,
+    HostEvents,
+    HostRepository,
+    HostTable,
+    HostWriteError,
+    HostWriter,
+    JsonField,
+    MemoryRepository,
+    SQLRepository,
+    audience,
+    import_file,
+    report,
+    run_campaigns,
+    standard_handlers,
+)
+
+from . import test_host_table as shapes
+from .strategies import NOW, groups
+from .test_live_groups import LiveGroups
+
+sa = pytest.importorskip("sqlalchemy")
+
+
+def _events_key(customer: Customer) -> list[str]:
+    return sorted(repr((e.name, e.at, sorted(e.attributes.items()))) for e in customer.events)
+
+
+# -- the customers it reads are the host's rows ---------------------------------------------
+
+
+@shapes.DIFFERENTIAL
+@given(data=st.data())
+def test_customers_are_the_host_rows(host_engine: Any, data: st.DataObject) -> None:
+    """get, get_many, iteration and select give what the reference reads from the same rows."""
+    pg = host_engine.dialect.name == "postgresql"
+    ids = data.draw(st.lists(st.integers(1, 6), min_size=1, max_size=6, unique=True), label="ids")
+    clients = {i: data.draw(shapes.client_rows(pg), label=f"client {i}") for i in ids}
+    events = data.draw(shapes.event_rows(pg, ids), label="events")
+    drawn = data.draw(st.lists(shapes.host_rules, min_size=1, max_size=3), label="rules")
+    rules = [r for r in drawn if shapes._valid(r, pg)]
+    assume(rules)
+    table = shapes.host("UTC")
+    with host_engine.begin() as conn:
+        shapes._fill(conn, pg, clients, events)
+        expected = shapes.reference(conn, table)
+    repository = HostRepository(host_engine, table, state_prefix="cohorts_state_")
+    assert len(repository) == len(ids)
+    assert repository.ids() == set(ids)
+    assert repository.existing([*ids, 99, "1"]) == set(ids)
+    got = {c.id: c for c in repository}
+    assert set(got) == set(ids)
+    many = repository.get_many([*ids, 99])
+    for cid in ids:
+        want = expected.get(cid)
+        assert want is not None
+        for found in (got[cid], many[cid], repository.get(cid)):
+            assert found is not None
+            assert dict(found.attributes) == dict(want.attributes), cid
+            assert _events_key(found) == _events_key(want), cid
+    for rule in rules:
+        want_ids = expected.select(rule, NOW, groups=groups)
+        assert repository.select(rule, NOW, groups=groups) == want_ids, str(rule)
+        assert repository.count(rule, NOW, groups=groups) == len(want_ids), str(rule)
+        assert MemoryRepository(list(got.values()), tz="UTC").select(rule, NOW, groups=groups) == want_ids
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def host_engine(request: pytest.FixtureRequest) -> Any:
+    """The host-shaped tables of test_host_table, empty, on SQLite or PostgreSQL."""
+    if request.param == "sqlite":
+        engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+        ddl = shapes.SQLITE_DDL
+    else:
+        engine = request.getfixturevalue("postgres_engine")
+        ddl = shapes.PG_DDL
+    with engine.begin() as conn:
+        for statement in ddl:
+            conn.exec_driver_sql(statement)
+    return engine
+
+
+# -- a host app: its own tables, its own writes --------------------------------------------
+
+PEOPLE_DDL = {
+    "sqlite": [
+        "CREATE TABLE people (pid PRIMARY KEY, doc TEXT NOT NULL, modified INTEGER NOT NULL)",
+        "CREATE TABLE visits (id INTEGER PRIMARY KEY, pid, at TEXT NOT NULL, note TEXT, modified INTEGER NOT NULL)",
+    ],
+    "postgresql": [
+        "CREATE TABLE people (pid TEXT PRIMARY KEY, doc JSONB NOT NULL, modified BIGINT NOT NULL)",
+        "CREATE TABLE visits (id SERIAL PRIMARY KEY, pid TEXT, at TIMESTAMPTZ NOT NULL, note TEXT,"
+        " modified BIGINT NOT NULL)",
+    ],
+}
+PEOPLE = HostTable(
+    "people",
+    id="pid",
+    columns={
+        "city": JsonField("doc", "city"),
+        "tags": JsonField("doc", "tags"),
+        "subscribed": JsonField("doc", "subscribed"),
+        "points": JsonField("doc", "points"),
+        "stage": JsonField("doc", "stage"),
+    },
+    events={
+        "visit": HostEvents("visits", customer="pid", at="at", where={"note": None}, updated_at="modified"),
+        "campaign.points": HostEvents("visits", customer="pid", at="at", where={"note": "points"}),
+    },
+    updated_at="modified",
+)
+
+
+def _people(engine: Any) -> None:
+    with engine.begin() as conn:
+        for statement in PEOPLE_DDL[engine.dialect.name]:
+            conn.exec_driver_sql(statement)
+
+
+class DocWriter:
+    """The host's writer: attributes in the JSON document ``doc``, events as rows of ``visits``."""
+
+    def __init__(self) -> None:
+        self.tick = 0
+        self.calls: list[str] = []
+
+    def _next(self) -> int:
+        self.tick += 1
+        return self.tick
+
+    def _doc(self, conn: sa.Connection, customer_id: Any) -> dict[str, Any] | None:
+        raw = conn.execute(sa.text("SELECT doc FROM people WHERE pid = :p"), {"p": customer_id}).scalar()
+        return None if raw is None else json.loads(raw) if isinstance(raw, str) else dict(raw)
+
+    def put(self, conn: sa.Connection, customer: Customer) -> None:
+        doc = json.dumps(dict(customer.attributes))
+        params = {"p": customer.id, "d": doc, "m": self._next()}
+        if self._doc(conn, customer.id) is None:
+            conn.execute(sa.text("INSERT INTO people (pid, doc, modified) VALUES (:p, :d, :m)"), params)
+        else:
+            conn.execute(sa.text("UPDATE people SET doc = :d, modified = :m WHERE pid = :p"), params)
+
+    def insert(self, conn: sa.Connection, customer: Customer) -> None:
+        self.calls.append(f"insert {customer.id}")
+        self.put(conn, customer)
+        self.add_events(conn, customer.id, customer.events)
+
+    def update(self, conn: sa.Connection, customer_id: Any, values: Mapping[str, Any]) -> None:
+        self.calls.append(f"update {customer_id} {sorted(values)}")
+        doc = self._doc(conn, customer_id) or {}
+        doc.update(values)
+        self.put(conn, Customer(customer_id, {k: v for k, v in doc.items() if v is not None}))
+
+    def add_events(self, conn: sa.Connection, customer_id: Any, events: Sequence[Event]) -> None:
+        rows = []
+        for event in events:
+            self.calls.append(f"event {customer_id} {event.name}")
+            note = None if event.name == "visit" else event.name.removeprefix("campaign.")
+            rows.append({"p": customer_id, "a": event.at.isoformat(), "n": note, "m": self._next()})
+        if rows:
+            conn.execute(sa.text("INSERT INTO visits (pid, at, note, modified) VALUES (:p, :a, :n, :m)"), rows)
+
+    def delete(self, conn: sa.Connection, customer_ids: Sequence[Any]) -> None:
+        for customer_id in customer_ids:
+            conn.execute(sa.text("DELETE FROM visits WHERE pid = :p"), {"p": customer_id})
+            conn.execute(sa.text("DELETE FROM people WHERE pid = :p"), {"p": customer_id})
+
+
+class HostApp:
+    """The host's code writing its own tables, not through cohorts (only a delete is told with ``changed``);
+    everything else is the HostRepository's."""
+
+    def __init__(self, repository: HostRepository, writer: DocWriter) -> None:
+        self.repository = repository
+        self.writer = writer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.repository, name)
+
+    def __iter__(self) -> Iterator[Customer]:
+        return iter(self.repository)
+
+    def __len__(self) -> int:
+        return len(self.repository)
+
+    def upsert(self, customers: Sequence[Customer]) -> None:
+        with self.repository.connect() as conn:
+            for customer in customers:
+                self.writer.put(conn, customer)
+
+    def add_events(self, customer_id: Any, events: Sequence[Event]) -> None:
+        with self.repository.connect() as conn:
+            self.writer.add_events(conn, customer_id, events)
+
+    def delete(self, *customer_ids: Any) -> int:
+        with self.repository.connect() as conn:
+            found = [c for c in customer_ids if self.writer._doc(conn, c) is not None]
+            self.writer.delete(conn, found)
+            self.repository.changed(*found, connection=conn)  # a watermark cannot see a deleted row
+        return len(found)
+
+    def unsubscribe(self, customer_id: Any) -> None:
+        with self.repository.connect() as conn:
+            self.writer.update(conn, customer_id, {"subscribed": False})
+
+
+def test_groups_follow_the_host_writes(tmp_path: Path) -> None:
+    """The live-groups state machine on a host's tables: the host writes them itself; no refresh anywhere."""
+
+    def make() -> Any:
+        engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+        _people(engine)
+        writer = DocWriter()
+        return HostApp(HostRepository(engine, PEOPLE, writer=writer), writer)
+
+    machine = type("HostMachine", (LiveGroups,), {"make": staticmethod(make), "tmp": tmp_path})
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=20,
+            stateful_step_count=12,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        ),
+    )
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def people(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """An engine with the host's ``people`` and ``visits`` tables, on SQLite or PostgreSQL."""
+    if request.param == "sqlite":
+        engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+    else:
+        engine = request.getfixturevalue("postgres_engine")
+    _people(engine)
+    yield engine
+
+
+def _host_write(engine: Any, sql: str, **params: Any) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(sql), params)
+
+
+def test_watermarks_and_changed_are_seen_by_a_new_groups_object(people: Any) -> None:
+    """The issue's cases on host tables: a new row, an edit, a new event, a delete; each seen at the next read."""
+    repository = HostRepository(people, PEOPLE)
+    doc = json.dumps({"city": "Laval"})
+    _host_write(people, "INSERT INTO people VALUES ('a', :d, 1), ('b', :d, 1)", d=doc)
+    Groups(repository).create("Laval", 'customer.city = "laval"')
+    Groups(repository).create("Visited", "visit.count >= 1")
+    assert set(Groups(repository).members("Laval", NOW)) == {"a", "b"}
+    _host_write(people, "INSERT INTO people VALUES ('c', :d, 2)", d=doc)
+    assert set(Groups(repository).members("Laval", NOW)) == {"a", "b", "c"}
+    _host_write(people, "UPDATE people SET doc = :d, modified = 3 WHERE pid = 'a'", d=json.dumps({"city": "Lévis"}))
+    assert set(Groups(repository).members("Laval", NOW)) == {"b", "c"}
+    _host_write(people, "INSERT INTO visits (pid, at, modified) VALUES ('b', :at, 4)", at=NOW.isoformat())
+    assert set(Groups(repository).members("Visited", NOW)) == {"b"}
+    with people.begin() as conn:
+        conn.execute(sa.text("DELETE FROM visits WHERE pid = 'b'"))
+        conn.execute(sa.text("DELETE FROM people WHERE pid = 'b'"))
+        repository.changed("b", connection=conn)
+    assert set(Groups(repository).members("Laval", NOW)) == {"c"}
+    assert Groups(repository).count("Visited", NOW) == 0
+    causes = [(e.customer_id, e.joined, e.cause) for e in Groups(repository).history("Laval")]
+    assert causes[-1] == ("b", False, "deleted")
+    assert ("a", False, "data") in causes and ("c", True, "data") in causes
+
+
+def test_select_count_and_limit(people: Any) -> None:
+    rows = ", ".join(f"('p{i}', :d{i % 2}, 1)" for i in range(10))
+    docs = {"d0": json.dumps({"city": "Laval"}), "d1": json.dumps({"city": "Québec"})}
+    _host_write(people, f"INSERT INTO people VALUES {rows}", **docs)
+    repository = HostRepository(people, PEOPLE)
+    assert repository.count('customer.city = "laval"') == 5
+    assert repository.select('customer.city = "laval"', limit=2) == {"p0", "p2"}
+    assert repository.select('customer.city = "laval"', limit=0) == set()
+    with pytest.raises(ValueError, match="limit"):
+        repository.select('customer.city = "laval"', limit=-1)
+    groups = Groups(repository)
+    groups.create("Laval", 'customer.city = "laval"')
+    groups.create("Picked")
+    groups.add("Picked", "p1", "p2", now=NOW)
+    rows = report(groups, now=NOW)
+    assert [(row["group"], row["customers"]) for row in rows] == [("Laval", 5), ("Picked", 2)]
+
+
+# -- writes stay the host's ---------------------------------------------------------------
+
+
+def _campaign() -> Campaign:
+    return Campaign(
+        "Loyalty",
+        group="Laval",
+        start=NOW - dt.timedelta(days=1),
+        end=NOW + dt.timedelta(days=1),
+        actions=[Action("points", id="bonus", settings={"points": 10})],
+    )
+
+
+def test_a_writing_action_without_a_writer_is_refused_before_anything_runs(people: Any) -> None:
+    _host_write(people, "INSERT INTO people VALUES ('a', :d, 1)", d=json.dumps({"city": "Laval", "points": 5}))
+    repository = HostRepository(people, PEOPLE)
+    groups = Groups(repository)
+    groups.create("Laval", 'customer.city = "laval"')
+    with pytest.raises(HostWriteError, match=r"campaign 'Loyalty' has a 'points' action.*no writer.*writer="):
+        run_campaigns([_campaign()], repository, groups, standard_handlers(repository), NOW)
+    assert repository.ledger().entries("Loyalty") == []
+    with pytest.raises(HostWriteError, match="no writer"):
+        repository.upsert([Customer("a", {"city": "Laval"})])
+    with pytest.raises(HostWriteError, match="no writer"):
+        repository.unsubscribe("a")
+    assert repository.get("a") == Customer("a", {"city": "Laval", "points": 5})
+    # a message-only campaign needs no writer
+    seen: list[Any] = []
+    message = Campaign("Hello", group="Laval", start=NOW - dt.timedelta(days=1), end=NOW + dt.timedelta(days=1),
+                       actions=[Action("email", id="hi")])
+    run_campaigns([message], repository, groups, {"email": lambda c, a, k: seen.append(c.id)}, NOW)
+    assert seen == ["a"]
+
+
+def test_import_without_a_writer_is_refused_and_writes_nothing(people: Any, tmp_path: Path) -> None:
+    repository = HostRepository(people, PEOPLE)
+    path = tmp_path / "people.csv"
+    path.write_text("id,city\nz1,Laval\n", encoding="utf-8")
+    with pytest.raises(HostWriteError, match=r"import_file writes customers.*no writer"):
+        import_file(path, repository, group="Imported")
+    assert len(repository) == 0
+    assert Groups(repository).names() == []
+
+
+def test_a_campaign_cycle_writes_through_the_host_writer(people: Any) -> None:
+    """points through the writer: the host's row changes, the event is recorded, and the group follows."""
+    _host_write(people, "INSERT INTO people VALUES ('a', :d, 1)", d=json.dumps({"city": "Laval", "points": 5}))
+    writer = DocWriter()
+    writer.tick = 100
+    repository = HostRepository(people, PEOPLE, writer=writer)
+    assert isinstance(writer, HostWriter)
+    groups = Groups(repository)
+    groups.create("Laval", 'customer.city = "laval"')
+    groups.create("Rich", "customer.points >= 15")
+    run = run_campaigns([_campaign()], repository, groups, standard_handlers(repository), NOW)
+    assert run["Loyalty"].done == 1
+    customer = repository.get("a")
+    assert customer is not None and customer.attributes["points"] == 15
+    assert [e.name for e in customer.events] == ["campaign.points"]
+    assert writer.calls == ["update a ['points']", "event a campaign.points"]
+    assert set(groups.members("Rich", NOW)) == {"a"}
+    assert run_campaigns([_campaign()], repository, groups, standard_handlers(repository), NOW)["Loyalty"].done == 0
+    assert audience(_campaign(), repository, groups, NOW).ids == {"a"}
+
+
+def test_import_through_the_host_writer(people: Any, tmp_path: Path) -> None:
+    writer = DocWriter()
+    repository = HostRepository(people, PEOPLE, writer=writer)
+    path = tmp_path / "people.csv"
+    path.write_text("id,city\nz1,Laval\nz2,Québec\n", encoding="utf-8")
+    result = import_file(path, repository, group="Imported", new_attributes=["city"], now=NOW)
+    assert result.rejected == 0 and result.created == 2
+    assert repository.ids() == {"z1", "z2"}
+    assert set(Groups(repository).members("Imported", NOW)) == {"z1", "z2"}
+
+
+# -- bindings and refusals --------------------------------------------------------------
+
+
+def test_an_async_engine_is_refused_with_what_to_pass() -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine("postgresql+psycopg://nobody@localhost/nothing")
+    with pytest.raises(TypeError, match=r"sync_engine.*asyncio.to_thread"):
+        HostRepository(engine, PEOPLE)  # type: ignore[arg-type]
+
+
+def test_state_prefix_of_a_sql_repository_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    SQLRepository(url).close()
+    engine = sa.create_engine(url)
+    _people(engine)
+    with pytest.raises(ValueError, match="state_prefix='cohorts_host_'"):
+        HostRepository(engine, PEOPLE)
+    own = HostRepository(engine, PEOPLE, state_prefix="cohorts_host_")
+    own.changed("x")
+    assert sa.inspect(engine).has_table("cohorts_host_changes")
+
+
+def test_bad_bindings_name_what_is_wrong(people: Any) -> None:
+    with pytest.raises(ValueError, match="the table nowhere does not exist"):
+        HostRepository(people, HostTable("nowhere", id="id", columns={}))
+    with pytest.raises(ValueError, match=r"updated_at column.*no column 'changed'"):
+        HostRepository(people, HostTable("people", id="pid", columns={}, updated_at="changed"))
+    with pytest.raises(TypeError, match="lacks insert, update, add_events, delete"):
+        HostRepository(people, PEOPLE, writer=object())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="state_prefix"):
+        HostRepository(people, PEOPLE, state_prefix="x; DROP")
+
+
+def test_audiences_read_only_the_mapped_attributes(people: Any) -> None:
+    """Without a mapped status, a status filter is that campaign's error; without subscribed, nobody is out."""
+    _host_write(people, "INSERT INTO people VALUES ('a', :d, 1)", d=json.dumps({"city": "Laval"}))
+    bare = HostTable("people", id="pid", columns={"city": JsonField("doc", "city")})
+    repository = HostRepository(people, bare)
+    groups = Groups(repository)
+    groups.create("Laval", 'customer.city = "laval"')
+    window = {"start": NOW - dt.timedelta(days=1), "end": NOW + dt.timedelta(days=1)}
+    assert audience(Campaign("All", group="Laval", **window), repository, groups, NOW).unsubscribed == frozenset()
+    active = Campaign("Active", group="Laval", status="active", actions=[Action("email", id="e")], **window)
+    seen: list[Any] = []
+    run = run_campaigns([active, Campaign("Hello", group="Laval", actions=[Action("email", id="e")], **window)],
+                        repository, groups, {"email": lambda c, a, k: seen.append(c.id)}, NOW)
+    assert run["Active"].error is not None and "maps no 'status' attribute" in run["Active"].error
+    assert run["Hello"].done == 1 and seen == ["a"]
+    # the same people, with subscribed mapped: the opt-out is honoured
+    opted_out = json.dumps({"city": "Laval", "subscribed": False})
+    _host_write(people, "UPDATE people SET doc = :d, modified = 2", d=opted_out)
+    mapped = HostRepository(people, PEOPLE, state_prefix="cohorts_mapped_")
+    mapped_groups = Groups(mapped)
+    mapped_groups.create("Laval", 'customer.city = "laval"')
+    assert audience(Campaign("All", group="Laval", **window), mapped, mapped_groups, NOW).unsubscribed == {"a"}
