@@ -7,7 +7,7 @@ Example:
     True
 
 The SQL names (``SQLRepository``, ``HostRepository``, ``HostWriter``, ``HostTable``, ``HostEvents``,
-``JsonField``, ``to_sql``) need the ``sql`` extra
+``JsonField``, ``to_sql``, ``where``, ``select_ids``) need the ``sql`` extra
 (SQLAlchemy); they are imported on first use so that the rest works without it.
 """
 
@@ -74,7 +74,17 @@ from .repository import CustomerDataError, MemoryRepository, Repository, Unknown
 from .schema import AttributeType, Schema, default_schema
 
 if TYPE_CHECKING:
-    from .sql import HostEvents, HostRepository, HostTable, HostWriter, JsonField, SQLRepository, to_sql
+    from .sql import (
+        HostEvents,
+        HostRepository,
+        HostTable,
+        HostWriter,
+        JsonField,
+        SQLRepository,
+        select_ids,
+        to_sql,
+        where,
+    )
 
 __all__ = [
     "Action",
@@ -155,14 +165,26 @@ __all__ = [
     "preview_file",
     "report",
     "run_campaigns",
+    "select_ids",
     "standard_handlers",
     "to_json",
     "to_sql",
     "validate",
+    "where",
 ]
 
 _SQL_NAMES = frozenset(
-    {"HostEvents", "HostRepository", "HostTable", "HostWriter", "JsonField", "SQLRepository", "to_sql"}
+    {
+        "HostEvents",
+        "HostRepository",
+        "HostTable",
+        "HostWriter",
+        "JsonField",
+        "SQLRepository",
+        "select_ids",
+        "to_sql",
+        "where",
+    }
 )
 
 

@@ -5,6 +5,7 @@
 - :mod:`~cohorts.sql.compiler`: rules to SQL over those tables (:func:`to_sql`);
 - :mod:`~cohorts.sql.repository`: :class:`SQLRepository`;
 - :mod:`~cohorts.sql.host`: rules on a host's own tables (:class:`HostTable`, :class:`HostEvents`, :class:`JsonField`);
+- :mod:`~cohorts.sql.compose`: rules as SQLAlchemy expressions to compose into the host's queries (:func:`where`);
 - :mod:`~cohorts.sql.host_repository`: those tables as a repository (:class:`HostRepository`, :class:`HostWriter`);
 - :mod:`~cohorts.sql.groups` and :mod:`~cohorts.sql.ledger`: the stores of group state and of the campaign ledger.
 
@@ -14,6 +15,7 @@ the SQL text and its parameters for users who run rules in their own warehouse.
 """
 
 from .compiler import to_sql
+from .compose import install_functions, select_ids, where
 from .dialects import Dialect, PostgreSQL, SQLite, dialect
 from .host import HostEvents, HostTable, JsonField
 from .host_repository import HostRepository, HostWriter
@@ -32,8 +34,11 @@ __all__ = [
     "SQLRepository",
     "SQLite",
     "dialect",
+    "install_functions",
     "micros",
+    "select_ids",
     "shadow_key",
     "shadow_of",
     "to_sql",
+    "where",
 ]

@@ -98,6 +98,10 @@ def join(connective: Connective, parts: list[str]) -> str:
     return "(" + f" {connective.upper()} ".join(parts) + ")"
 
 
+MAX_NESTED = 3
+"""Subqueries nested in one composed expression at most (SQLite's parser stack holds about four)."""
+
+
 @attrs.frozen
 class Layout:
     """Where the compiled SQL reads customers and events."""
@@ -111,6 +115,11 @@ class Compiler:
 
     customer_key = "c.pk"
     """The customer's key in the outer query, which event queries return as ``customer_pk``."""
+
+    inline = False
+    """Whether :meth:`split` writes subqueries in place (for an expression without its own statement)."""
+    nested = 0
+    """How many subqueries :meth:`split` wrote in place."""
     key_type = "BIGINT"
     """The SQL type of the key."""
 
@@ -188,6 +197,14 @@ class Compiler:
         as one parameter of the next, so no statement is too deep.
         """
         table, key = self.rows()
+        if self.inline:  # one expression, no statement around it: the set is a subquery of its own
+            self.nested += 1
+            if self.nested > MAX_NESTED:
+                raise RuleError(
+                    "the rule is too deep to compose into one SQL expression; select it with a HostRepository"
+                    " or HostTable.select, which run it in stages"
+                )
+            return f"{key} IN (SELECT {key} FROM {table} WHERE {condition})"  # noqa: S608 - names are ours; values are bound
         query = f"SELECT {key} FROM {table} AS c WHERE {condition}"  # noqa: S608 - names are ours; values are bound
         if self.staged:
             index = len(self.param.values)

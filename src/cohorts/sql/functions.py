@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from ..values import fold_text, is_known, resolve_tz, to_bool, to_number, to_phone, to_time
 from .storage import EPOCH, micros
 
-__all__ = ["register"]
+__all__ = ["register", "register_driver"]
 
 
 def read(value: Any, reading: str, tz_name: str, region: str) -> Any:
@@ -83,7 +83,11 @@ def part(at: Any, reading: str, tz_name: str) -> int | None:
 
 def register(conn: sa.Connection) -> None:
     """Register the functions on the connection's SQLite driver connection."""
-    driver: Any = conn.connection.driver_connection
+    register_driver(conn.connection.driver_connection)
+
+
+def register_driver(driver: Any) -> None:
+    """Register the functions on a sqlite3 connection."""
     driver.create_function("cohorts_read", 4, read, deterministic=True)
     driver.create_function("cohorts_json", 4, read_json, deterministic=True)
     driver.create_function("cohorts_json_list", 4, read_elements, deterministic=True)

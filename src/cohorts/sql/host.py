@@ -57,6 +57,43 @@ def _column_name(name: object, what: str) -> str:
     return name
 
 
+def table_name(value: object) -> str:
+    """A table's name (``schema.table``) from text, an SQLAlchemy ``Table`` or an ORM mapped class."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, sa.Table):
+        return value.fullname
+    mapper = sa.inspect(value, raiseerr=False) if isinstance(value, type) else None
+    local = getattr(mapper, "local_table", None)
+    if isinstance(local, sa.Table):
+        return local.fullname
+    raise TypeError(f"a table is a name, an SQLAlchemy Table or an ORM mapped class, not {value!r}")
+
+
+def column_name(value: object) -> Any:
+    """A column's name from text, an SQLAlchemy ``Column`` or an ORM attribute (``Client.town``);
+    anything else is left for the checks to refuse."""
+    if isinstance(value, str):
+        return value
+    clause = getattr(value, "__clause_element__", None)
+    element = clause() if callable(clause) else value
+    if isinstance(element, sa.Column):
+        return element.name
+    return value
+
+
+def _column_names(mapping: object) -> dict[Any, Any]:
+    return {name: column_name(mapped) for name, mapped in dict(mapping).items()}  # type: ignore[call-overload]
+
+
+def _keyed_by_columns(mapping: object) -> dict[Any, Any]:
+    return {column_name(column): value for column, value in dict(mapping).items()}  # type: ignore[call-overload]
+
+
+def _optional_column(value: object) -> Any:
+    return None if value is None else column_name(value)
+
+
 @attrs.frozen(init=False)
 class JsonField:
     """A key of a JSON column (or a path of nested keys), mapped to an attribute of :class:`HostTable`.
@@ -78,8 +115,8 @@ class JsonField:
     column: str
     keys: tuple[str, ...]
 
-    def __init__(self, column: str, *keys: str) -> None:
-        self.__attrs_init__(column, keys)
+    def __init__(self, column: str | sa.ColumnElement[Any] | Any, *keys: str) -> None:
+        self.__attrs_init__(column_name(column), keys)
 
     def __attrs_post_init__(self) -> None:
         _column_name(self.column, "JsonField")
@@ -148,12 +185,12 @@ class HostEvents:
     .. versionadded:: 0.2
     """
 
-    table: str
-    customer: str
-    at: str
-    where: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
-    fields: Mapping[str, Mapped] = attrs.field(factory=dict, converter=dict)
-    updated_at: str | None = None
+    table: str = attrs.field(converter=table_name)
+    customer: str = attrs.field(converter=column_name)
+    at: str = attrs.field(converter=column_name)
+    where: Mapping[str, Any] = attrs.field(factory=dict, converter=_keyed_by_columns)
+    fields: Mapping[str, Mapped] = attrs.field(factory=dict, converter=_column_names)
+    updated_at: str | None = attrs.field(default=None, converter=_optional_column)
 
     def __attrs_post_init__(self) -> None:
         quoted(self.table)
@@ -223,14 +260,14 @@ class HostTable:
        ``updated_at`` watermarks, :meth:`count` and ``limit``.
     """
 
-    table: str
-    id: str
-    columns: Mapping[str, Mapped] = attrs.field(converter=dict)
+    table: str = attrs.field(converter=table_name)
+    id: str = attrs.field(converter=column_name)
+    columns: Mapping[str, Mapped] = attrs.field(converter=_column_names)
     schema: Schema | None = None
     tz: str = "UTC"
     region: str = DEFAULT_REGION
     events: Mapping[str, HostEvents] = attrs.field(factory=dict, converter=dict)
-    updated_at: str | None = None
+    updated_at: str | None = attrs.field(default=None, converter=_optional_column)
 
     def __attrs_post_init__(self) -> None:
         quoted(self.table)
@@ -384,12 +421,22 @@ class HostCompiler(Compiler):
     """
 
     def __init__(
-        self, host: HostTable, dialect: Dialect, tz: dt.tzinfo, now: dt.datetime, groups: GroupLookup | None
+        self,
+        host: HostTable,
+        dialect: Dialect,
+        tz: dt.tzinfo,
+        now: dt.datetime,
+        groups: GroupLookup | None,
+        *,
+        inline: bool = False,
     ) -> None:
         super().__init__(dialect, host.schema, tz, now, groups)
         self.host = host
         self.region = host.region
-        self.customer_key = f"c.{quoted(host.id)}"
+        # Inline, the expression goes in the host's own query, which names the table itself.
+        self.inline = inline
+        self.row = quoted(host.table) if inline else "c"
+        self.customer_key = f"{self.row}.{quoted(host.id)}"
 
     @property
     def tz_name(self) -> str:
@@ -451,7 +498,7 @@ class HostCompiler(Compiler):
             raise RuleError(
                 f"{shape.condition}: {path} is not mapped to a column of {self.host.table} (mapped: {known})"
             )
-        source, is_json = self.source("c", mapped)
+        source, is_json = self.source(self.row, mapped)
         if path.part is not None:
             reading, value_kind = PART_FIELD[path.part.value], Kind.NUMBER
         elif kind is None:

@@ -38,6 +38,7 @@ from ..model import Customer, CustomerId, Event
 from ..repository import UnknownCustomerError, check_customer, check_events, new_events
 from ..schema import Schema, default_schema
 from ..values import resolve_tz
+from .compose import install_functions
 from .dialects import Dialect, dialect
 from .host import HostEvents, HostTable, JsonField, Mapped
 from .session import Session, Transactional
@@ -282,6 +283,7 @@ class HostRepository(Transactional):
         }
         self._watched = self._watermarks()
         self._id_type = self._create()
+        install_functions(self.engine)  # where() expressions run on the host's own sessions too
 
     def __repr__(self) -> str:
         url = self.engine.url.render_as_string(hide_password=True)
