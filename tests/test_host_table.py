@@ -492,7 +492,7 @@ def test_unmapped_event_category_names_it(crm: Any) -> None:
         (lambda: HostTable("clients", id="id", columns={"city": "town; drop"}), ValueError, "attribute 'city'"),
         (lambda: HostTable("clients", id="id", columns={"city": 3}), TypeError, "attribute 'city' of clients"),
         (lambda: JsonField("extra"), ValueError, "names no key"),
-        (lambda: JsonField("extra", 'a"b'), ValueError, "a key is non-empty text"),
+        (lambda: JsonField("extra", "a\x00b"), ValueError, "a key is non-empty text"),
         (lambda: JsonField("ex tra", "a"), ValueError, "JsonField"),
         (
             lambda: HostTable("c", id="id", columns={}, events={"customer.x": HostEvents("e", "c", "at")}),

@@ -15,7 +15,7 @@ from cohorts import Customer
 from cohorts.groups import Groups, Origin
 from cohorts.importers import import_file
 from cohorts.sql.storage import _DIGIT, _phone_reading, _read_scalar, micros, shadow_of
-from cohorts.values import fold_text, to_bool, to_number, to_phone, to_time
+from cohorts.values import exact_number, fold_text, local_time, to_bool, to_number, to_phone, to_time
 
 TORONTO = zoneinfo.ZoneInfo("America/Toronto")
 
@@ -29,15 +29,16 @@ def _readings_by_definition(raw: Any, tz: dt.tzinfo) -> dict[str, Any]:
     maybe = not isinstance(raw, str) or _DIGIT.search(raw) is not None
     number = to_number(raw) if maybe else None
     if number is not None:
-        out["n"] = number
+        out["n"] = exact_number(number)  # a float of 2**53 and more: the integer it is
     flag = to_bool(raw)
     if flag is not None:
         out["b"] = flag
     time = to_time(raw, tz) if maybe else None
     if time is not None:
-        local = time.astimezone(tz)
         out["m"] = micros(time)
-        out["y"], out["mo"], out["d"], out["w"] = local.year, local.month, local.day, local.isoweekday()
+        local = local_time(time, tz)  # None: the date parts are unknown
+        if local is not None:
+            out["y"], out["mo"], out["d"], out["w"] = local.year, local.month, local.day, local.isoweekday()
     return out
 
 

@@ -19,6 +19,7 @@ import contextlib
 import datetime as dt
 import itertools
 import math
+import re
 from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any, Protocol, TypeAlias, TypeVar, runtime_checkable
@@ -30,7 +31,7 @@ from .group_store import GroupStore, MemoryGroupStore
 from .ledger import Ledger, MemoryLedger, MemoryLedgerState
 from .model import Customer, CustomerId, Event
 from .schema import Schema, default_schema
-from .values import DEFAULT_REGION, resolve_tz
+from .values import DEFAULT_REGION, event_time, resolve_tz
 
 __all__ = [
     "CustomerDataError",
@@ -262,15 +263,35 @@ _SCALARS = (str, int, float, bool, dt.date, Decimal)
 _PLAIN = frozenset({str, int, float, bool, dt.date, dt.datetime, Decimal, type(None)})  # exactly these classes
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_text(text: str, where: str) -> None:
+    """Raise ValueError (with ``where``) when ``text`` holds a lone surrogate, which UTF-8 cannot encode.
+
+    Every repository refuses such text, so memory and the databases hold the same.
+    """
+    if not text.isascii() and _SURROGATE.search(text) is not None:
+        raise ValueError(f"{where} holds a lone surrogate, which no database stores: {text!r}")
+
+
 def check_id(customer_id: object) -> CustomerId:
     """A customer id: text or an integer (not a boolean)."""
     if isinstance(customer_id, bool) or not isinstance(customer_id, str | int):
         raise CustomerDataError(customer_id, f"an id is text or an integer, not {type(customer_id).__name__}")
+    if isinstance(customer_id, str):
+        try:
+            check_text(customer_id, "the id")
+        except ValueError as error:
+            raise CustomerDataError(customer_id, str(error)) from None
     return customer_id
 
 
 def check_value(value: object, where: str) -> None:
     """Raise ValueError (with ``where``) unless a repository can store ``value``."""
+    if isinstance(value, str):
+        check_text(value, where)
+        return
     if value is None or isinstance(value, _SCALARS):
         return
     if isinstance(value, list | tuple | set | frozenset):
@@ -281,6 +302,7 @@ def check_value(value: object, where: str) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValueError(f"{where} has a key that is not text: {key!r}")
+            check_text(key, f"a key of {where}")
             check_value(item, where)
         return
     raise ValueError(f"{where} holds a {type(value).__name__}, which a repository cannot store")
@@ -293,10 +315,12 @@ def check_customer(customer: object) -> Customer:
     check_id(customer.id)
     try:
         for name, value in customer.attributes.items():
-            if value.__class__ in _PLAIN and name.__class__ is str:
-                continue  # plain text (by far the most common), a number, a date: nothing more to check
+            cls = value.__class__
+            if cls in _PLAIN and name.__class__ is str and name.isascii() and (cls is not str or value.isascii()):
+                continue  # plain ASCII text (by far the most common), a number, a date: nothing more to check
             if not isinstance(name, str):
                 raise ValueError(f"attribute name {name!r} is not text")
+            check_text(name, f"attribute name {name!r}")
             check_value(value, f"attribute {name!r}")
         check_events(customer.events)
     except ValueError as error:
@@ -312,11 +336,14 @@ def check_events(events: Iterable[object]) -> tuple[Event, ...]:
             raise ValueError(f"not an Event: {type(event).__name__}")
         if not isinstance(event.name, str) or not event.name:
             raise ValueError(f"an event's name is non-empty text, not {event.name!r}")
+        check_text(event.name, "an event's name")
         for name, value in event.attributes.items():
-            if value.__class__ in _PLAIN and name.__class__ is str:
-                continue  # plain text, a number, a date: nothing more to check
+            cls = value.__class__
+            if cls in _PLAIN and name.__class__ is str and name.isascii() and (cls is not str or value.isascii()):
+                continue  # plain ASCII text, a number, a date: nothing more to check
             if not isinstance(name, str):
                 raise ValueError(f"event {event.name!r} has a field name that is not text: {name!r}")
+            check_text(name, f"a field name of event {event.name!r}")
             check_value(value, f"field {name!r} of event {event.name!r}")
         checked.append(event)
     return tuple(checked)
@@ -346,6 +373,8 @@ def _same(a: Any, b: Any) -> bool:
         return False
     if isinstance(a, float) and math.isnan(a):
         return math.isnan(b)
+    if isinstance(a, Decimal) and (a.is_nan() or b.is_nan()):  # == beside a signalling NaN raises
+        return a.is_nan() and b.is_nan() and a.is_snan() == b.is_snan()
     if isinstance(a, Mapping):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list | tuple):
@@ -443,7 +472,7 @@ class MemoryRepository:
         Every customer is checked before anything is written, so a bad one
         leaves the repository unchanged and the CustomerDataError names it.
         """
-        batch = [check_customer(c) for c in customers]
+        batch = [self._check_times(check_customer(c)) for c in customers]
         staged: dict[CustomerId, Customer] = {}
         for customer in batch:
             old = staged.get(customer.id) or self._customers.get(customer.id)
@@ -455,6 +484,15 @@ class MemoryRepository:
         self._customers.update(staged)
         self._log.extend(staged)
 
+    def _check_times(self, customer: Customer) -> Customer:
+        """The customer, once each event's time is known to be in range here (as SQL repositories check)."""
+        try:
+            for event in customer.events:
+                event_time(event.at, self._tz)
+        except ValueError as error:
+            raise CustomerDataError(customer.id, str(error)) from None
+        return customer
+
     def add_events(self, customer_id: CustomerId, events: Iterable[Event]) -> None:
         """Append events to a stored customer (UnknownCustomerError when absent)."""
         customer = self._customers.get(customer_id)
@@ -462,6 +500,8 @@ class MemoryRepository:
             raise UnknownCustomerError(customer_id)
         try:
             checked = check_events(events)
+            for event in checked:
+                event_time(event.at, self._tz)
         except ValueError as error:
             raise CustomerDataError(customer_id, str(error)) from None
         if checked:

@@ -53,7 +53,7 @@ from .ast import (
 from .errors import RuleTypeError
 from .parser import MAX_LITERAL_CHARS, MAX_RULE_CHARS, parse
 from .schema import AttributeType, Schema, default_schema
-from .values import Interval, Kind, fold_text, resolve_time, to_phone, window
+from .values import Interval, Kind, fold_text, resolve_time, to_phone, wide_int, window
 
 __all__ = [
     "NEGATIONS",
@@ -386,7 +386,9 @@ def _prepare_scalar(condition: Condition, kind: Kind, value: Any, part: object) 
                 raise RuleTypeError(str(condition), "day names compare with .weekday")
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise _mismatch(condition, kind, value)
-            return int(value) if isinstance(value, Month | Weekday) else value
+            if isinstance(value, Month | Weekday):
+                return int(value)
+            return _rule_number(condition, value)
         case Kind.BOOLEAN:
             if not isinstance(value, bool):
                 raise _mismatch(condition, kind, value)
@@ -401,6 +403,16 @@ def _prepare_scalar(condition: Condition, kind: Kind, value: Any, part: object) 
                 raise _mismatch(condition, kind, value)
             return phone
     raise AssertionError(kind)
+
+
+def _rule_number(condition: Condition, value: int | float) -> int | float:
+    """A rule's number as stored numbers are read: an integer beyond 64 bits is the nearest float."""
+    if isinstance(value, float):
+        return value
+    number = wide_int(value)
+    if number is None:
+        raise RuleTypeError(str(condition), f"{format_value(value)} is too large to be a number")
+    return number
 
 
 def conditions(node: Node) -> Iterator[Condition]:

@@ -29,13 +29,17 @@ __all__ = [
     "FALSE_WORDS",
     "TRUE_WORDS",
     "Kind",
+    "event_time",
+    "exact_number",
     "fold_text",
     "is_known",
+    "local_time",
     "resolve_tz",
     "to_bool",
     "to_number",
     "to_phone",
     "to_time",
+    "wide_int",
 ]
 
 DEFAULT_REGION = "US"
@@ -107,21 +111,73 @@ def _as_text(value: Any) -> str | None:
     return str(value)
 
 
+MIN_INT = -(2**63)  # the integers SQL databases hold (64-bit): MIN_INT <= n <= MAX_INT
+MAX_INT = 2**63 - 1
+
+
+def wide_int(number: int) -> int | float | None:
+    """An integer as a number is read: itself within 64 bits, the nearest float beyond.
+
+    SQL databases hold 64-bit integers, so every backend reads a larger one
+    (stored or in a rule) as the float nearest to it: 2**63 and 2**63 + 1 are
+    then the same number. None when even a float cannot hold it (unknown).
+
+    Example:
+        >>> wide_int(42), wide_int(2**63), wide_int(10**400)
+        (42, 9.223372036854776e+18, None)
+    """
+    if MIN_INT <= number <= MAX_INT:
+        return number
+    try:
+        return float(number)
+    except OverflowError:
+        return None
+
+
+_FLOAT_INTEGERS = 2.0**53  # every float at least this large in magnitude is an integer
+
+
+def exact_number(number: int | float) -> int | float:
+    """A number with every digit of its value: a float of 2**53 or more in magnitude as the integer it is.
+
+    ``repr`` writes such a float rounded (``9.223372036854776e+18`` for 2**63),
+    which a database's exact decimal would read as another number; its
+    integer reads back as the same float where floats are kept (SQLite) and
+    compares exactly where decimals are (PostgreSQL).
+
+    Example:
+        >>> exact_number(2.0**63), exact_number(0.1), exact_number(7)
+        (9223372036854775808, 0.1, 7)
+    """
+    if number.__class__ is float and abs(number) >= _FLOAT_INTEGERS and math.isfinite(number):
+        return int(number)
+    return number
+
+
 def to_number(value: Any) -> int | float | None:
-    """A number, from a number or numeric text; None otherwise (booleans are not numbers)."""
-    if value.__class__ is int or (value.__class__ is float and math.isfinite(value)):
+    """A number, from a number or numeric text; None otherwise (booleans are not numbers).
+
+    Integers beyond 64 bits read as the nearest float (:func:`wide_int`);
+    infinities and NaNs (``Decimal("NaN")``, ``Decimal("sNaN")``, ``"nan"``)
+    are not numbers: None.
+    """
+    if value.__class__ is int:
+        return value if MIN_INT <= value <= MAX_INT else wide_int(value)
+    if value.__class__ is float and math.isfinite(value):
         return value
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
+        return wide_int(int(value))
+    if isinstance(value, Decimal) and not value.is_finite():  # float() refuses a signalling NaN
+        return None
     if isinstance(value, float | Decimal):
         number = float(value)
         return number if math.isfinite(number) else None
     if isinstance(value, str):
         text = value.strip()
         try:
-            return int(text)
+            return wide_int(int(text))
         except ValueError:
             pass
         try:
@@ -154,18 +210,63 @@ def to_bool(value: Any) -> bool | None:
 
 
 def to_time(value: Any, tz: dt.tzinfo) -> dt.datetime | None:
-    """An aware datetime, from a datetime, a date or ISO text; naive ones are read in ``tz``."""
+    """An aware datetime, from a datetime, a date or ISO text; naive ones are read in ``tz``.
+
+    None for an instant outside datetime's range in UTC (``0001-01-01T00:00+14:00``,
+    ``datetime.max`` read west of Greenwich): databases store times as UTC, so no
+    backend can place it.
+    """
     if isinstance(value, dt.datetime):
-        return value if value.tzinfo is not None else value.replace(tzinfo=tz)
-    if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day, tzinfo=tz)
-    if isinstance(value, str):
+        time = value if value.tzinfo is not None else value.replace(tzinfo=tz)
+    elif isinstance(value, dt.date):
+        time = dt.datetime(value.year, value.month, value.day, tzinfo=tz)
+    elif isinstance(value, str):
         try:
             parsed = dt.datetime.fromisoformat(value.strip())
         except ValueError:
             return None
-        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=tz)
-    return None
+        time = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=tz)
+    else:
+        return None
+    return time if _in_utc_range(time) else None
+
+
+_NEAR_EDGE = (dt.date(1, 1, 2), dt.date(9999, 12, 30))  # within a day of these, an offset may overflow
+
+
+def _in_utc_range(time: dt.datetime) -> bool:
+    """Whether an aware datetime can be shown in UTC (checked only near datetime's limits)."""
+    day = time.date()
+    if _NEAR_EDGE[0] < day < _NEAR_EDGE[1]:
+        return True
+    try:
+        time.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+def local_time(time: dt.datetime, tz: dt.tzinfo) -> dt.datetime | None:
+    """An aware datetime shown in ``tz``; None when that is outside datetime's range."""
+    try:
+        return time.astimezone(tz)
+    except (OverflowError, ValueError):
+        return None
+
+
+def event_time(at: Any, tz: dt.tzinfo) -> tuple[dt.datetime, dt.datetime]:
+    """An event's time, aware, and the same shown in ``tz``: ValueError when either is out of range.
+
+    Every repository refuses such an event when it is written, so none holds
+    an event whose time or date parts some backend could not place.
+    """
+    if not isinstance(at, dt.date):
+        raise ValueError(f"an event's time is a date or datetime, not {at!r}")
+    time = to_time(at, tz)
+    local = None if time is None else local_time(time, tz)
+    if time is None or local is None:
+        raise ValueError(f"an event's time {at.isoformat()} is out of range in UTC or in the time zone {tz}")
+    return time, local
 
 
 @functools.lru_cache(maxsize=65536)
@@ -200,9 +301,8 @@ def date_part(value: dt.datetime, part: DatePart, tz: dt.tzinfo) -> int | None:
 
     None when the instant cannot be shown in ``tz`` (out of datetime's range).
     """
-    try:
-        local = value.astimezone(tz)
-    except (OverflowError, ValueError):
+    local = local_time(value, tz)
+    if local is None:
         return None
     match part:
         case DatePart.YEAR:

@@ -58,7 +58,7 @@ class Params:
         self.values: list[Any] = []
 
     def __call__(self, value: Any, cast: str | None = None) -> str:
-        self.values.append(value)
+        self.values.append(self.dialect.parameter(value))
         return self.dialect.typed(f"\x00{len(self.values) - 1}\x00", cast)
 
     def render(self, sql: str, style: ParamStyle | None = None) -> tuple[str, dict[str, Any] | list[Any]]:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal, Protocol, TypeAlias
 import sqlalchemy as sa
 
 from ..errors import RuleError
-from ..values import FALSE_WORDS, TRUE_WORDS, Kind
+from ..values import FALSE_WORDS, TRUE_WORDS, Kind, exact_number
 
 __all__ = ["Dialect", "PostgreSQL", "SQLite", "dialect", "register"]
 
@@ -86,6 +86,10 @@ class Dialect:
         return f"<Dialect {self.name}>"
 
     # -- parameters
+
+    def parameter(self, value: Any) -> Any:
+        """A value as bound: as it is, where the database compares numbers as Python does."""
+        return value
 
     def typed(self, mark: str, cast: str | None) -> str:
         """A parameter marker with its type, where the database needs one."""
@@ -259,6 +263,10 @@ class Dialect:
         raise NotImplementedError
 
 
+def _plain_json_key(key: str) -> bool:
+    """Whether a JSON1 path can name ``key`` as ``."key"``: printable ASCII without ``"`` or ``\\``."""
+    return key.isascii() and key.isprintable() and '"' not in key and "\\" not in key
+
 
 class SQLite(Dialect):
     """SQLite 3.35+ with JSON1: the embedded default. Shadows are JSON text read with ``json_extract``."""
@@ -302,8 +310,30 @@ class SQLite(Dialect):
         return json.dumps(keys)
 
     def json_at(self, bind: Binder, column: str, keys: Sequence[str]) -> str:
+        """The JSON at ``keys``: a JSON1 path (``-> '$."a"."b"'``) for plain keys, a key lookup otherwise.
+
+        A path cannot quote ``"`` and SQLite compares a path's label with the key
+        as the JSON text spells it (escapes and all), so a key with a quote, a
+        backslash or a character other than printable ASCII is found by
+        ``json_each``, whose ``key`` is the decoded text.
+        """
+        source, plain = column, []
+        for key in keys:
+            if _plain_json_key(key):
+                plain.append(key)
+                continue
+            source = self._json_path(bind, source, plain)
+            plain = []
+            found = f"(SELECT json_quote(value) FROM json_each({source}) WHERE key = {bind(key)})"  # noqa: S608 - bound
+            source = f"({found})"
+        return self._json_path(bind, source, plain)
+
+    @staticmethod
+    def _json_path(bind: Binder, source: str, keys: Sequence[str]) -> str:
+        if not keys:
+            return source
         path = "$" + "".join(f'."{key}"' for key in keys)
-        return f"({column} -> {bind(path)})"
+        return f"({source} -> {bind(path)})"
 
     def host_read(self, q: HostQuery, source: str, is_json: bool, reading: str) -> str:
         function = "cohorts_json" if is_json else "cohorts_read"
@@ -392,6 +422,17 @@ _PG_AWARE_RE = rf"^{_PG_DATE}{_PG_CLOCK}(?:Z|[+-](?:0[0-9]|1[0-5]):[0-5][0-9])$"
 _PG_NUMBER_RE = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,2})?$"
 
 
+def _exact(document: Any) -> Any:
+    """A JSON document with its floats as :func:`cohorts.values.exact_number` writes them in shadows."""
+    if document.__class__ is float:
+        return exact_number(document)
+    if isinstance(document, dict):
+        return {key: _exact(value) for key, value in document.items()}
+    if isinstance(document, list):
+        return [_exact(value) for value in document]
+    return document
+
+
 class PostgreSQL(Dialect):
     """PostgreSQL 13+ through psycopg 3: shadows are JSONB with a GIN index, bulk loads use COPY."""
 
@@ -400,6 +441,14 @@ class PostgreSQL(Dialect):
     explain_prefix = "EXPLAIN "
     typed_parameters = True
     host_native_times = True
+
+    def parameter(self, value: Any) -> Any:
+        """Floats of 2**53 and more bound as the integers they are, as the shadow writes them (exact numerics)."""
+        if value.__class__ is float:
+            return exact_number(value)
+        if value.__class__ is list:
+            return [exact_number(v) if v.__class__ is float else v for v in value]
+        return value
 
     def compare(self, x: str, symbol: str, value: str, sql_type: str) -> str:
         collate = ' COLLATE "C"' if sql_type == "TEXT" and symbol != "==" else ""  # code-point order, as Python
@@ -436,7 +485,7 @@ class PostgreSQL(Dialect):
     def shadow_contains(self, bind: Binder, column: str, documents: Sequence[object]) -> str | None:
         if not documents:
             return "(1 = 0)"
-        return "(" + " OR ".join(f"{column} @> {bind(json.dumps(d), 'JSONB')}" for d in documents) + ")"
+        return "(" + " OR ".join(f"{column} @> {bind(json.dumps(_exact(d)), 'JSONB')}" for d in documents) + ")"
 
     def semi(self, key: str, select: str, alias: str, negate: bool) -> str:
         return (

@@ -94,6 +94,9 @@ def _optional_column(value: object) -> Any:
     return None if value is None else column_name(value)
 
 
+_UNBINDABLE = re.compile("[\x00\ud800-\udfff]")  # no database takes these in a parameter
+
+
 @attrs.frozen(init=False)
 class JsonField:
     """A key of a JSON column (or a path of nested keys), mapped to an attribute of :class:`HostTable`.
@@ -103,7 +106,10 @@ class JsonField:
     (``contains`` and ``in`` test its elements, as the in-memory evaluator does).
     On SQLite the value is taken with JSON1 (``extra -> '$."prefs"."channel"'``),
     on PostgreSQL with ``CAST(extra AS JSONB) #> '{prefs,channel}'`` (``json``
-    and ``jsonb`` columns); the keys are bound parameters.
+    and ``jsonb`` columns); the keys are bound parameters. A key may hold
+    quotes, backslashes and any character but NUL and lone surrogates: it
+    matches the JSON key as decoded (on SQLite, such a key is looked up with
+    ``json_each``, as a JSON1 path cannot spell it).
 
     Example:
         >>> JsonField("extra", "prefs", "channel")
@@ -123,8 +129,10 @@ class JsonField:
         if not self.keys:
             raise ValueError(f"JsonField({self.column!r}) names no key: JsonField({self.column!r}, 'key', ...)")
         for key in self.keys:
-            if not isinstance(key, str) or not key or '"' in key:
-                raise ValueError(f"JsonField({self.column!r}): a key is non-empty text without '\"', not {key!r}")
+            if not isinstance(key, str) or not key or _UNBINDABLE.search(key) is not None:
+                raise ValueError(
+                    f"JsonField({self.column!r}): a key is non-empty text without NUL or lone surrogate, not {key!r}"
+                )
 
 
 Mapped: TypeAlias = str | JsonField

@@ -23,7 +23,18 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from ..model import CustomerId, Event
-from ..values import Kind, fold_text, is_known, to_bool, to_number, to_phone, to_time
+from ..values import (
+    Kind,
+    event_time,
+    exact_number,
+    fold_text,
+    is_known,
+    local_time,
+    to_bool,
+    to_number,
+    to_phone,
+    to_time,
+)
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -186,7 +197,7 @@ def _read_ascii(raw: str, tz: dt.tzinfo, out: dict[str, Any]) -> None:
     if _NOT_NUMERIC.search(text) is None:
         number = to_number(raw)
         if number is not None:
-            out["n"] = number
+            out["n"] = exact_number(number)
     if len(text) <= _LONGEST_BOOL_WORD:
         flag = to_bool(raw)
         if flag is not None:
@@ -194,9 +205,15 @@ def _read_ascii(raw: str, tz: dt.tzinfo, out: dict[str, Any]) -> None:
     if text[:4].isdigit():  # ISO text starts with the year's four digits
         time = to_time(raw, tz)
         if time is not None:
-            out["m"] = micros(time)
-            local = time.astimezone(tz)
-            out["y"], out["mo"], out["d"], out["w"] = local.year, local.month, local.day, local.isoweekday()
+            _read_time(time, tz, out)
+
+
+def _read_time(time: dt.datetime, tz: dt.tzinfo, out: dict[str, Any]) -> None:
+    """The readings of a time: epoch microseconds, and its date parts when ``tz`` can show it."""
+    out["m"] = micros(time)
+    local = local_time(time, tz)
+    if local is not None:
+        out["y"], out["mo"], out["d"], out["w"] = local.year, local.month, local.day, local.isoweekday()
 
 
 def _read_scalar(raw: Any, tz: dt.tzinfo, out: dict[str, Any]) -> None:
@@ -211,16 +228,14 @@ def _read_scalar(raw: Any, tz: dt.tzinfo, out: dict[str, Any]) -> None:
     if maybe:
         number = to_number(raw)
         if number is not None:
-            out["n"] = number
+            out["n"] = exact_number(number)
     flag = to_bool(raw)
     if flag is not None:
         out["b"] = flag
     if maybe:
         time = to_time(raw, tz)
         if time is not None:
-            out["m"] = micros(time)
-            local = time.astimezone(tz)
-            out["y"], out["mo"], out["d"], out["w"] = local.year, local.month, local.day, local.isoweekday()
+            _read_time(time, tz, out)
 
 
 def _phone_reading(raw: Any, region: str) -> str | None:
@@ -372,10 +387,8 @@ def shadow_text_of(
 
 
 def event_at(at: dt.datetime | dt.date, tz: dt.tzinfo) -> tuple[int, int, int, int, int, str]:
-    time = to_time(at, tz)
-    if time is None:
-        raise ValueError(f"an event's time is a date or datetime, not {at!r}")
-    local = time.astimezone(tz)
+    """An event's time columns: epoch µs, local year, month, day, weekday, and the time as written."""
+    time, local = event_time(at, tz)
     return micros(time), local.year, local.month, local.day, local.isoweekday(), at.isoformat()
 
 
