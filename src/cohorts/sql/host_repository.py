@@ -41,8 +41,8 @@ from ..values import resolve_tz
 from .compose import install_functions
 from .dialects import Dialect, dialect
 from .host import HostEvents, HostTable, JsonField, Mapped
-from .session import Session, Transactional
-from .storage import change_log, decode_id, log_changes
+from .session import Session, Transactional, log_changes
+from .storage import change_log, decode_id
 
 __all__ = ["HostRepository", "HostWriter"]
 

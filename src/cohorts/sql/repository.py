@@ -34,14 +34,13 @@ from ..values import DEFAULT_REGION, resolve_tz
 from .compiler import Params, compile_rule, run_staged
 from .dialects import Dialect, dialect, names
 from .host import driver_params
-from .session import Session, Transactional
+from .session import Session, Transactional, log_changes
 from .storage import (
     decode_id,
     dump,
     event_at,
     event_from_row,
     load,
-    log_changes,
     shadow_of,
     shadow_text,
     shadow_text_of,

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+
+from .dialects import dialect
+from .storage import encode_id
 
 if TYPE_CHECKING:
     from ..group_store import GroupStore
     from ..ledger import Ledger
     from ..schema import Schema
 
-__all__ = ["Session", "Transactional"]
+__all__ = ["Session", "Transactional", "log_changes"]
 
 
 class Session:
@@ -122,3 +125,10 @@ class Transactional:
 
             self._ledger = SQLLedger(self.engine, inside, self.state_prefix)
         return self._ledger
+
+
+def log_changes(conn: sa.Connection, table: sa.Table, customer_ids: Iterable[object]) -> None:
+    """Record in the change log ``table`` that these customers were written (in the writing transaction)."""
+    rows = [(encode_id(cid),) for cid in customer_ids]  # type: ignore[arg-type]
+    if rows:
+        dialect(conn).insert_many(conn, table.name, ["customer"], rows)

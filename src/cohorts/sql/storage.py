@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import math
 import re
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Container, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -462,11 +462,3 @@ def change_log(metadata: sa.MetaData, prefix: str) -> sa.Table:
 
 
 
-
-def log_changes(conn: Any, table: sa.Table, customer_ids: Iterable[Any]) -> None:
-    """Record in the change log ``table`` that these customers were written (in the writing transaction)."""
-    from .dialects import dialect
-
-    rows = [(encode_id(cid),) for cid in customer_ids]
-    if rows:
-        dialect(conn).insert_many(conn, table.name, ["customer"], rows)
