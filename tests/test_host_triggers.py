@@ -1,0 +1,244 @@
+"""Triggers on the host's tables feed the change log (PostgreSQL): groups follow every host write, deletes
+and TRUNCATE included, with no watermark and no ``changed`` call.
+
+Every write here is plain SQL on the host's tables, outside cohorts; every read is a new
+:class:`cohorts.Groups`, which catches up through the change log only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from cohorts import Groups, HostEvents, HostRepository, HostTable
+from cohorts.sql.host import _trigger_name
+
+from .strategies import NOW
+
+sa = pytest.importorskip("sqlalchemy")
+
+DDL = [
+    "CREATE TABLE clients (client_no INTEGER PRIMARY KEY, town TEXT)",
+    "CREATE TABLE orders (id SERIAL PRIMARY KEY, client_no INTEGER, at TIMESTAMPTZ NOT NULL)",
+    "CREATE TABLE people (pid TEXT PRIMARY KEY, town TEXT)",
+    "CREATE TABLE visits (id SERIAL PRIMARY KEY, pid TEXT, at TIMESTAMPTZ NOT NULL)",
+]
+CLIENTS = HostTable(
+    "clients",
+    id="client_no",
+    columns={"city": "town"},
+    events={"order": HostEvents("orders", customer="client_no", at="at")},
+)
+PEOPLE = HostTable(
+    "people", id="pid", columns={"city": "town"}, events={"visit": HostEvents("visits", customer="pid", at="at")}
+)
+TWO_CLIENTS = "INSERT INTO clients VALUES (1, 'Laval'), (2, 'Laval')"
+AT = (NOW - dt.timedelta(days=1)).isoformat()
+
+
+@pytest.fixture
+def host(postgres_engine: Any) -> Any:
+    with postgres_engine.begin() as conn:
+        for statement in DDL:
+            conn.exec_driver_sql(statement)
+    return postgres_engine
+
+
+def _write(engine: Any, *statements: str) -> None:
+    """The host's own write, in one transaction, not through cohorts."""
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement), {"at": AT})
+
+
+def _members(repository: HostRepository, group: str) -> set[Any]:
+    return set(Groups(repository).members(group, NOW))
+
+
+def _repository(engine: Any, table: HostTable = CLIENTS) -> HostRepository:
+    repository = HostRepository(engine, table)
+    repository.install_triggers()
+    groups = Groups(repository)
+    groups.create("Laval", 'customer.city = "laval"')
+    groups.create("Buyers", "order.count >= 1" if table is CLIENTS else "visit.count >= 1")
+    return repository
+
+
+def _log(engine: Any) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.exec_driver_sql("SELECT customer FROM cohorts_changes ORDER BY seq").scalars())
+
+
+@pytest.mark.postgres
+def test_groups_follow_every_host_write(host: Any) -> None:
+    """Inserts, updates and deletes of customers, inserts and deletes of events: each seen at the next read."""
+    _write(host, "INSERT INTO clients VALUES (1, 'Laval'), (2, 'Québec')")
+    repository = _repository(host)
+    assert _members(repository, "Laval") == {1}
+    _write(host, "INSERT INTO clients VALUES (3, 'laval')")
+    assert _members(repository, "Laval") == {1, 3}
+    _write(host, "UPDATE clients SET town = 'Laval' WHERE client_no = 2")
+    assert _members(repository, "Laval") == {1, 2, 3}
+    _write(host, "UPDATE clients SET town = 'Lévis' WHERE client_no = 1")
+    assert _members(repository, "Laval") == {2, 3}
+    _write(host, "INSERT INTO orders (client_no, at) VALUES (2, :at), (3, :at), (NULL, :at)")
+    assert _members(repository, "Buyers") == {2, 3}
+    _write(host, "DELETE FROM orders WHERE client_no = 3")
+    assert _members(repository, "Buyers") == {2}
+    _write(host, "DELETE FROM orders WHERE client_no = 2", "DELETE FROM clients WHERE client_no = 2")
+    assert _members(repository, "Laval") == {3}
+    assert _members(repository, "Buyers") == set()
+    history = Groups(repository).history("Laval")
+    assert (history[-1].customer_id, history[-1].joined, history[-1].cause) == (2, False, "deleted")
+    assert [(e.customer_id, e.joined) for e in Groups(repository).history("Buyers")][-1] == (2, False)
+
+
+@pytest.mark.postgres
+def test_the_log_holds_ids_as_encode_id_writes_them(host: Any) -> None:
+    """Integer columns log ``i:``, text columns ``s:``; NULL customers are skipped; an unchanged id once."""
+    HostRepository(host, CLIENTS).install_triggers()
+    HostRepository(host, PEOPLE).install_triggers()
+    _write(
+        host,
+        "INSERT INTO clients VALUES (7, 'Laval')",
+        "INSERT INTO people VALUES ('7', 'Laval'), ('p-1', NULL)",
+        "INSERT INTO visits (pid, at) VALUES (NULL, :at), ('p-1', :at)",
+        "UPDATE clients SET town = 'Lévis'",
+    )
+    assert _log(host) == ["i:7", "s:7", "s:p-1", "s:p-1", "i:7"]
+
+
+@pytest.mark.postgres
+def test_text_ids_follow_too(host: Any) -> None:
+    _write(host, "INSERT INTO people VALUES ('a', 'Laval'), ('b', 'Québec')")
+    repository = _repository(host, PEOPLE)
+    assert _members(repository, "Laval") == {"a"}
+    _write(host, "UPDATE people SET town = 'Laval' WHERE pid = 'b'", "INSERT INTO visits (pid, at) VALUES ('b', :at)")
+    assert _members(repository, "Laval") == {"a", "b"}
+    assert _members(repository, "Buyers") == {"b"}
+    _write(host, "DELETE FROM people WHERE pid = 'a'")
+    assert _members(repository, "Laval") == {"b"}
+    assert Groups(repository).history("Laval")[-1].cause == "deleted"
+
+
+@pytest.mark.postgres
+def test_moving_an_event_to_another_customer_marks_both(host: Any) -> None:
+    _write(host, TWO_CLIENTS, "INSERT INTO orders (client_no, at) VALUES (1, :at)")
+    repository = _repository(host)
+    assert _members(repository, "Buyers") == {1}
+    _write(host, "UPDATE orders SET client_no = 2 WHERE client_no = 1")
+    assert _members(repository, "Buyers") == {2}
+    _write(host, "UPDATE orders SET client_no = NULL")
+    assert _members(repository, "Buyers") == set()
+
+
+@pytest.mark.postgres
+def test_changing_a_customer_id_marks_both(host: Any) -> None:
+    _write(host, "INSERT INTO clients VALUES (1, 'Laval')")
+    repository = _repository(host)
+    assert _members(repository, "Laval") == {1}
+    _write(host, "UPDATE clients SET client_no = 5 WHERE client_no = 1")
+    assert _members(repository, "Laval") == {5}
+    changes = [(e.customer_id, e.joined, e.cause) for e in Groups(repository).history("Laval")]
+    assert sorted(changes[-2:]) == [(1, False, "deleted"), (5, True, "data")]
+
+
+@pytest.mark.postgres
+def test_truncate_is_seen(host: Any) -> None:
+    _write(host, TWO_CLIENTS, "INSERT INTO orders (client_no, at) VALUES (1, :at)")
+    repository = _repository(host)
+    assert _members(repository, "Buyers") == {1}
+    _write(host, "TRUNCATE orders")
+    assert _members(repository, "Buyers") == set()
+    _write(host, "TRUNCATE orders, clients")
+    assert _members(repository, "Laval") == set()
+
+
+@pytest.mark.postgres
+def test_removed_triggers_see_nothing_until_changed(host: Any) -> None:
+    _write(host, "INSERT INTO clients VALUES (1, 'Laval')")
+    repository = _repository(host)
+    _write(host, "INSERT INTO clients VALUES (2, 'Laval')")
+    assert _members(repository, "Laval") == {1, 2}
+    repository.remove_triggers()
+    repository.remove_triggers()  # removing again is fine
+    _write(host, "INSERT INTO clients VALUES (3, 'Laval')", "DELETE FROM clients WHERE client_no = 1")
+    assert _members(repository, "Laval") == {1, 2}
+    repository.changed(1, 3)
+    assert _members(repository, "Laval") == {2, 3}
+    with host.connect() as conn:
+        left = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_trigger WHERE starts_with(tgname, 'cohorts_log')"
+            " AND tgrelid::regclass::text IN ('clients', 'orders')"
+            " UNION ALL SELECT count(*) FROM pg_proc WHERE starts_with(proname, 'cohorts_log')"
+            " AND pronamespace = CAST(current_schema() AS regnamespace)"
+        ).scalars().all()
+    assert left == [0, 0]
+
+
+@pytest.mark.postgres
+def test_installing_twice_logs_each_write_once(host: Any) -> None:
+    repository = _repository(host)
+    repository.install_triggers()
+    CLIENTS.install_triggers(host)
+    with host.connect() as conn:
+        triggers = conn.exec_driver_sql(
+            "SELECT tgrelid::regclass::text, count(*) FROM pg_trigger WHERE starts_with(tgname, 'cohorts_log')"
+            " AND tgrelid::regclass::text IN ('clients', 'orders') GROUP BY 1 ORDER BY 1"
+        ).all()
+    assert [tuple(t) for t in triggers] == [("clients", 2), ("orders", 2)]
+    before = len(_log(host))
+    _write(host, "INSERT INTO clients VALUES (1, 'Laval')", "INSERT INTO orders (client_no, at) VALUES (1, :at)")
+    assert _log(host)[before:] == ["i:1", "i:1"]
+    assert _members(repository, "Buyers") == {1}
+
+
+@pytest.mark.postgres
+def test_install_creates_a_missing_change_log(host: Any) -> None:
+    """HostTable.install_triggers on its own: the change log is created, with the same columns HostRepository uses."""
+    CLIENTS.install_triggers(host, state_prefix="app_")
+    _write(host, "INSERT INTO clients VALUES (4, 'Laval')")
+    with host.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT customer, xid IS NOT NULL FROM app_changes").all()
+    assert [tuple(r) for r in rows] == [("i:4", True)]
+    repository = HostRepository(host, CLIENTS, state_prefix="app_")
+    Groups(repository).create("Laval", 'customer.city = "laval"')
+    _write(host, "INSERT INTO clients VALUES (5, 'Laval')")
+    assert _members(repository, "Laval") == {4, 5}
+    CLIENTS.remove_triggers(host, state_prefix="app_")
+
+
+@pytest.mark.postgres
+def test_triggers_log_into_their_own_schema_whatever_the_writer_search_path(host: Any, postgres_url: str) -> None:
+    repository = _repository(host)
+    with host.connect() as conn:
+        own = conn.exec_driver_sql("SELECT current_schema()").scalar_one()
+    other = sa.create_engine(postgres_url)
+    try:
+        with other.begin() as conn:
+            conn.exec_driver_sql(f"INSERT INTO {own}.clients VALUES (9, 'Laval')")
+    finally:
+        other.dispose()
+    assert _members(repository, "Laval") == {9}
+
+
+def test_on_sqlite_triggers_are_refused_with_what_to_use() -> None:
+    engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE clients (client_no INTEGER PRIMARY KEY, town TEXT)")
+    repository = HostRepository(engine, HostTable("clients", id="client_no", columns={"city": "town"}))
+    with pytest.raises(NotImplementedError, match=r"PostgreSQL only.*updated_at.*changed"):
+        repository.install_triggers()
+    with pytest.raises(NotImplementedError, match="PostgreSQL only"):
+        HostTable("clients", id="client_no", columns={}).remove_triggers(engine)
+    with pytest.raises(ValueError, match="state_prefix"):
+        HostTable("clients", id="client_no", columns={}).install_triggers(engine, state_prefix="x; DROP")
+
+
+def test_trigger_names_fit_postgresql() -> None:
+    long = _trigger_name("cohorts_" + "p" * 32, "schema_" + "s" * 20 + ".table_" + "t" * 30, "customer_number")
+    assert len(long) + 2 <= 63
+    assert long != _trigger_name("cohorts_" + "p" * 32, "schema_" + "s" * 20 + ".table_" + "t" * 30, "customer_numbe2")
+    assert _trigger_name("cohorts_", "crm.clients", "client_no") == "cohorts_log_crm_clients_client_no"
