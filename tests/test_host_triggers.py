@@ -218,10 +218,46 @@ def test_triggers_log_into_their_own_schema_whatever_the_writer_search_path(host
     other = sa.create_engine(postgres_url)
     try:
         with other.begin() as conn:
-            conn.exec_driver_sql(f"INSERT INTO {own}.clients VALUES (9, 'Laval')")
+            conn.exec_driver_sql(f"INSERT INTO {own}.clients VALUES (9, 'Laval'), (8, 'Laval')")
+            conn.exec_driver_sql(f"INSERT INTO {own}.orders (client_no, at) VALUES (9, now())")
+        assert _members(repository, "Laval") == {8, 9}
+        assert _members(repository, "Buyers") == {9}
+        with other.begin() as conn:
+            conn.exec_driver_sql(f"TRUNCATE {own}.orders")
     finally:
         other.dispose()
-    assert _members(repository, "Laval") == {9}
+    assert _members(repository, "Buyers") == set()
+
+
+@pytest.mark.postgres
+def test_a_writer_without_rights_on_the_change_log_is_logged(host: Any) -> None:
+    """The trigger functions run with their owner's rights: the host's role needs none on cohorts' tables."""
+    repository = _repository(host)
+    role = f"host_app_{id(repository)}"
+    with host.begin() as conn:
+        schema = conn.exec_driver_sql("SELECT current_schema()").scalar()
+        conn.exec_driver_sql(f"CREATE ROLE {role}")
+        conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        conn.exec_driver_sql(f"GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON clients, orders TO {role}")
+        conn.exec_driver_sql(f"GRANT USAGE ON SEQUENCE orders_id_seq TO {role}")
+    try:
+        with host.begin() as conn:
+            conn.exec_driver_sql(f"SET LOCAL ROLE {role}")
+            with pytest.raises(sa.exc.ProgrammingError, match="permission denied"), conn.begin_nested():
+                conn.exec_driver_sql("SELECT count(*) FROM cohorts_changes")
+            conn.exec_driver_sql("INSERT INTO clients VALUES (1, 'Laval'), (2, 'Laval')")
+            conn.exec_driver_sql("INSERT INTO orders (client_no, at) VALUES (1, now())")
+            conn.exec_driver_sql("DELETE FROM clients WHERE client_no = 2")
+        assert _members(repository, "Laval") == {1}
+        assert _members(repository, "Buyers") == {1}
+        with host.begin() as conn:
+            conn.exec_driver_sql(f"SET LOCAL ROLE {role}")
+            conn.exec_driver_sql("TRUNCATE orders")
+        assert _members(repository, "Buyers") == set()
+    finally:
+        with host.begin() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
 
 
 def test_on_sqlite_triggers_are_refused_with_what_to_use() -> None:

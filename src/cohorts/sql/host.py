@@ -160,18 +160,28 @@ def _id_prefix(conn: sa.Connection, table: str, column: str) -> str:
     raise ValueError(f"install_triggers: the table {table} has no column {column!r}")
 
 
-def _trigger_function(function: str, log: str, table: str, column: str, prefix: str) -> str:
-    """The PL/pgSQL function that logs the customers of the rows written (the whole table before a TRUNCATE)."""
+def _trigger_function(function: str, log: str, column: str, prefix: str) -> str:
+    """The PL/pgSQL function that logs the customers of the rows written (the whole table before a TRUNCATE).
+
+    It runs with its owner's rights (``SECURITY DEFINER``), so the roles that write the host's tables
+    need no rights on the change log, and with a fixed search path: every name in it is qualified
+    (the log by the schema it was installed in, the truncated table by the trigger's own).
+    """
     c = quoted(column)
 
     def log_row(row: str) -> str:
         return f"INSERT INTO {log} (customer) VALUES ('{prefix}' || CAST({row}.{c} AS TEXT));"  # noqa: S608 - ours
 
-    return f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $cohorts$
+    # no format(): its %I would be taken for a driver placeholder
+    truncate = (
+        f"'INSERT INTO {log} (customer) SELECT DISTINCT ''{prefix}'' || CAST({c} AS TEXT) FROM '"  # noqa: S608 - ours
+        f" || quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME) || ' WHERE {c} IS NOT NULL'"
+    )
+    return f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $cohorts$
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
-        INSERT INTO {log} (customer)
-            SELECT DISTINCT '{prefix}' || CAST({c} AS TEXT) FROM {quoted(table)} WHERE {c} IS NOT NULL;
+        EXECUTE {truncate};
     ELSIF TG_OP = 'INSERT' THEN
         IF NEW.{c} IS NOT NULL THEN {log_row("NEW")} END IF;
     ELSIF TG_OP = 'DELETE' THEN
@@ -182,7 +192,7 @@ BEGIN
     END IF;
     RETURN NULL;
 END
-$cohorts$"""  # noqa: S608 - names are checked plain identifiers; no values
+$cohorts$"""
 
 
 @attrs.frozen(init=False)
@@ -447,7 +457,11 @@ class HostTable:
         table), and a row trigger sees both ids of an update that moves a row
         to another customer without joining the old and new rows. The cost is
         one insert into the change log per written row, inside the host's
-        transaction. The change log table is created when missing.
+        transaction. The functions run with the installer's rights (``SECURITY
+        DEFINER``, with a fixed search path and every name qualified), so the
+        roles that write the host's tables need no rights on cohorts' tables,
+        and a write is logged whatever the writer's search path. The change
+        log table is created when missing.
 
         Installing again replaces the functions and triggers (idempotent).
         On SQLite, NotImplementedError: use ``updated_at`` watermarks or
@@ -468,7 +482,7 @@ class HostTable:
                 encoded = _id_prefix(conn, host_table, column)
                 function = _trigger_name(state_prefix, host_table, column)
                 qualified = f"{schema}.{quoted(function)}"
-                conn.exec_driver_sql(_trigger_function(qualified, log, host_table, column, encoded))
+                conn.exec_driver_sql(_trigger_function(qualified, log, column, encoded))
                 for trigger, timing in ((function, "AFTER INSERT OR UPDATE OR DELETE ON {t} FOR EACH ROW"),
                                         (f"{function}_t", "BEFORE TRUNCATE ON {t} FOR EACH STATEMENT")):
                     conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {quoted(trigger)} ON {quoted(host_table)}")

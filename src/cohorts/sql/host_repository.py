@@ -225,7 +225,8 @@ class HostRepository(Transactional):
     Groups see the host's writes through ``updated_at`` watermark columns of
     the :class:`HostTable` and :class:`HostEvents`, and through :meth:`changed`,
     which the host calls for the customers it wrote (its deletes, and every
-    write to a table without a watermark).
+    write to a table without a watermark). On PostgreSQL, :meth:`install_triggers`
+    logs every write to the mapped tables instead, deletes included.
 
     Example:
         >>> import sqlalchemy as sa
