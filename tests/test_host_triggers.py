@@ -260,6 +260,30 @@ def test_a_writer_without_rights_on_the_change_log_is_logged(host: Any) -> None:
             conn.exec_driver_sql(f"DROP ROLE {role}")
 
 
+@pytest.mark.postgres
+def test_tables_in_another_schema(host: Any) -> None:
+    """A schema-qualified HostTable: triggers go on its tables, the log stays in the state's schema."""
+    crm = f"crm_{id(host)}"
+    with host.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {crm}")
+        conn.exec_driver_sql(f"CREATE TABLE {crm}.clients (client_no BIGINT PRIMARY KEY, town TEXT)")
+        conn.exec_driver_sql(f"CREATE TABLE {crm}.orders (client_no BIGINT, at TIMESTAMPTZ NOT NULL)")
+    try:
+        table = HostTable(f"{crm}.clients", id="client_no", columns={"city": "town"},
+                          events={"order": HostEvents(f"{crm}.orders", customer="client_no", at="at")})
+        repository = HostRepository(host, table)
+        repository.install_triggers()
+        Groups(repository).create("Buyers", "order.count >= 1")
+        _write(host, f"INSERT INTO {crm}.clients VALUES (1, 'Laval')", f"INSERT INTO {crm}.orders VALUES (1, :at)")
+        assert _members(repository, "Buyers") == {1}
+        _write(host, f"TRUNCATE {crm}.orders")
+        assert _members(repository, "Buyers") == set()
+        repository.remove_triggers()
+    finally:
+        with host.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {crm} CASCADE")
+
+
 def test_on_sqlite_triggers_are_refused_with_what_to_use() -> None:
     engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
     with engine.begin() as conn:

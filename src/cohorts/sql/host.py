@@ -102,6 +102,7 @@ _UNBINDABLE = re.compile("[\x00\ud800-\udfff]")  # no database takes these in a 
 
 _STATE_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}\Z")
 _NAME_LIMIT = 63  # PostgreSQL's longest identifier
+_DDL_LOCK = 7302021  # the HostRepository's lock for its state tables: installs and its creation take turns
 
 
 @contextlib.contextmanager
@@ -471,10 +472,11 @@ class HostTable:
         """
         with _transaction(engine) as conn:
             _check_triggers(conn, state_prefix, "install_triggers")
+            dialect = find_dialect(conn)
+            dialect.lock(conn, _DDL_LOCK)
             metadata = sa.MetaData()
             table = change_log(metadata, state_prefix)
             metadata.create_all(conn)
-            dialect = find_dialect(conn)
             dialect.prepare_change_log(conn, table.name)
             schema = _current_schema(conn)
             log = f"{schema}.{quoted(table.name)}"
@@ -501,6 +503,7 @@ class HostTable:
         """
         with _transaction(engine) as conn:
             _check_triggers(conn, state_prefix, "remove_triggers")
+            find_dialect(conn).lock(conn, _DDL_LOCK)
             schema = _current_schema(conn)
             for host_table, column in self._watched_columns():
                 function = _trigger_name(state_prefix, host_table, column)
