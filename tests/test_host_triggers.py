@@ -261,6 +261,15 @@ def test_a_writer_without_rights_on_the_change_log_is_logged(host: Any) -> None:
 
 
 @pytest.mark.postgres
+def test_a_missing_table_is_named(host: Any) -> None:
+    table = HostTable("clients", id="client_no", columns={}, events={"x": HostEvents("nowhere", "c", "at")})
+    with pytest.raises(ValueError, match="the table nowhere does not exist"):
+        table.install_triggers(host)
+    with host.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'clients'::regclass").scalar() == 0
+
+
+@pytest.mark.postgres
 def test_tables_in_another_schema(host: Any) -> None:
     """A schema-qualified HostTable: triggers go on its tables, the log stays in the state's schema."""
     crm = f"crm_{id(host)}"

@@ -464,14 +464,16 @@ class HostTable:
         and a write is logged whatever the writer's search path. The change
         log table is created when missing.
 
-        Installing again replaces the functions and triggers (idempotent).
-        On SQLite, NotImplementedError: use ``updated_at`` watermarks or
+        Installing again replaces the functions and triggers (idempotent). A
+        table or column of the mapping that does not exist is a ValueError
+        naming it (see :meth:`check`). On SQLite, NotImplementedError: use ``updated_at`` watermarks or
         :meth:`cohorts.HostRepository.changed` there.
 
         .. versionadded:: 0.3
         """
         with _transaction(engine) as conn:
             _check_triggers(conn, state_prefix, "install_triggers")
+            self.check(conn)
             dialect = find_dialect(conn)
             dialect.lock(conn, _DDL_LOCK)
             metadata = sa.MetaData()
