@@ -38,12 +38,44 @@ TWO_CLIENTS = "INSERT INTO clients VALUES (1, 'Laval'), (2, 'Laval')"
 AT = (NOW - dt.timedelta(days=1)).isoformat()
 
 
+SQLITE_DDL = [statement.replace("SERIAL", "INTEGER") for statement in DDL]
+
+
 @pytest.fixture
 def host(postgres_engine: Any) -> Any:
+    """The host's tables on PostgreSQL."""
     with postgres_engine.begin() as conn:
         for statement in DDL:
             conn.exec_driver_sql(statement)
     return postgres_engine
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_host(request: pytest.FixtureRequest) -> Any:
+    """The host's tables on SQLite or PostgreSQL."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("host")
+    engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+    with engine.begin() as conn:
+        for statement in SQLITE_DDL:
+            conn.exec_driver_sql(statement)
+    return engine
+
+
+def _triggers(engine: Any) -> list[tuple[str, int]]:
+    """How many of cohorts' triggers each host table has."""
+    if engine.dialect.name == "sqlite":
+        query = (
+            "SELECT tbl_name, count(*) FROM sqlite_master WHERE type = 'trigger'"
+            " AND substr(name, 1, 11) = 'cohorts_log' GROUP BY 1 ORDER BY 1"
+        )
+    else:
+        query = (
+            "SELECT tgrelid::regclass::text, count(*) FROM pg_trigger WHERE starts_with(tgname, 'cohorts_log')"
+            " AND tgrelid::regclass::text IN ('clients', 'orders', 'people', 'visits') GROUP BY 1 ORDER BY 1"
+        )
+    with engine.connect() as conn:
+        return [(str(name), int(count)) for name, count in conn.exec_driver_sql(query)]
 
 
 def _write(engine: Any, *statements: str) -> None:
@@ -71,23 +103,22 @@ def _log(engine: Any) -> list[str]:
         return list(conn.exec_driver_sql("SELECT customer FROM cohorts_changes ORDER BY seq").scalars())
 
 
-@pytest.mark.postgres
-def test_groups_follow_every_host_write(host: Any) -> None:
+def test_groups_follow_every_host_write(any_host: Any) -> None:
     """Inserts, updates and deletes of customers, inserts and deletes of events: each seen at the next read."""
-    _write(host, "INSERT INTO clients VALUES (1, 'Laval'), (2, 'Québec')")
-    repository = _repository(host)
+    _write(any_host, "INSERT INTO clients VALUES (1, 'Laval'), (2, 'Québec')")
+    repository = _repository(any_host)
     assert _members(repository, "Laval") == {1}
-    _write(host, "INSERT INTO clients VALUES (3, 'laval')")
+    _write(any_host, "INSERT INTO clients VALUES (3, 'laval')")
     assert _members(repository, "Laval") == {1, 3}
-    _write(host, "UPDATE clients SET town = 'Laval' WHERE client_no = 2")
+    _write(any_host, "UPDATE clients SET town = 'Laval' WHERE client_no = 2")
     assert _members(repository, "Laval") == {1, 2, 3}
-    _write(host, "UPDATE clients SET town = 'Lévis' WHERE client_no = 1")
+    _write(any_host, "UPDATE clients SET town = 'Lévis' WHERE client_no = 1")
     assert _members(repository, "Laval") == {2, 3}
-    _write(host, "INSERT INTO orders (client_no, at) VALUES (2, :at), (3, :at), (NULL, :at)")
+    _write(any_host, "INSERT INTO orders (client_no, at) VALUES (2, :at), (3, :at), (NULL, :at)")
     assert _members(repository, "Buyers") == {2, 3}
-    _write(host, "DELETE FROM orders WHERE client_no = 3")
+    _write(any_host, "DELETE FROM orders WHERE client_no = 3")
     assert _members(repository, "Buyers") == {2}
-    _write(host, "DELETE FROM orders WHERE client_no = 2", "DELETE FROM clients WHERE client_no = 2")
+    _write(any_host, "DELETE FROM orders WHERE client_no = 2", "DELETE FROM clients WHERE client_no = 2")
     assert _members(repository, "Laval") == {3}
     assert _members(repository, "Buyers") == set()
     history = Groups(repository).history("Laval")
@@ -95,51 +126,49 @@ def test_groups_follow_every_host_write(host: Any) -> None:
     assert [(e.customer_id, e.joined) for e in Groups(repository).history("Buyers")][-1] == (2, False)
 
 
-@pytest.mark.postgres
-def test_the_log_holds_ids_as_encode_id_writes_them(host: Any) -> None:
+def test_the_log_holds_ids_as_encode_id_writes_them(any_host: Any) -> None:
     """Integer columns log ``i:``, text columns ``s:``; NULL customers are skipped; an unchanged id once."""
-    HostRepository(host, CLIENTS).install_triggers()
-    HostRepository(host, PEOPLE).install_triggers()
+    HostRepository(any_host, CLIENTS).install_triggers()
+    HostRepository(any_host, PEOPLE).install_triggers()
     _write(
-        host,
+        any_host,
         "INSERT INTO clients VALUES (7, 'Laval')",
         "INSERT INTO people VALUES ('7', 'Laval'), ('p-1', NULL)",
         "INSERT INTO visits (pid, at) VALUES (NULL, :at), ('p-1', :at)",
         "UPDATE clients SET town = 'Lévis'",
     )
-    assert _log(host) == ["i:7", "s:7", "s:p-1", "s:p-1", "i:7"]
+    assert _log(any_host) == ["i:7", "s:7", "s:p-1", "s:p-1", "i:7"]
 
 
-@pytest.mark.postgres
-def test_text_ids_follow_too(host: Any) -> None:
-    _write(host, "INSERT INTO people VALUES ('a', 'Laval'), ('b', 'Québec')")
-    repository = _repository(host, PEOPLE)
+def test_text_ids_follow_too(any_host: Any) -> None:
+    _write(any_host, "INSERT INTO people VALUES ('a', 'Laval'), ('b', 'Québec')")
+    repository = _repository(any_host, PEOPLE)
     assert _members(repository, "Laval") == {"a"}
-    _write(host, "UPDATE people SET town = 'Laval' WHERE pid = 'b'", "INSERT INTO visits (pid, at) VALUES ('b', :at)")
+    _write(
+        any_host, "UPDATE people SET town = 'Laval' WHERE pid = 'b'", "INSERT INTO visits (pid, at) VALUES ('b', :at)"
+    )
     assert _members(repository, "Laval") == {"a", "b"}
     assert _members(repository, "Buyers") == {"b"}
-    _write(host, "DELETE FROM people WHERE pid = 'a'")
+    _write(any_host, "DELETE FROM people WHERE pid = 'a'")
     assert _members(repository, "Laval") == {"b"}
     assert Groups(repository).history("Laval")[-1].cause == "deleted"
 
 
-@pytest.mark.postgres
-def test_moving_an_event_to_another_customer_marks_both(host: Any) -> None:
-    _write(host, TWO_CLIENTS, "INSERT INTO orders (client_no, at) VALUES (1, :at)")
-    repository = _repository(host)
+def test_moving_an_event_to_another_customer_marks_both(any_host: Any) -> None:
+    _write(any_host, TWO_CLIENTS, "INSERT INTO orders (client_no, at) VALUES (1, :at)")
+    repository = _repository(any_host)
     assert _members(repository, "Buyers") == {1}
-    _write(host, "UPDATE orders SET client_no = 2 WHERE client_no = 1")
+    _write(any_host, "UPDATE orders SET client_no = 2 WHERE client_no = 1")
     assert _members(repository, "Buyers") == {2}
-    _write(host, "UPDATE orders SET client_no = NULL")
+    _write(any_host, "UPDATE orders SET client_no = NULL")
     assert _members(repository, "Buyers") == set()
 
 
-@pytest.mark.postgres
-def test_changing_a_customer_id_marks_both(host: Any) -> None:
-    _write(host, "INSERT INTO clients VALUES (1, 'Laval')")
-    repository = _repository(host)
+def test_changing_a_customer_id_marks_both(any_host: Any) -> None:
+    _write(any_host, "INSERT INTO clients VALUES (1, 'Laval')")
+    repository = _repository(any_host)
     assert _members(repository, "Laval") == {1}
-    _write(host, "UPDATE clients SET client_no = 5 WHERE client_no = 1")
+    _write(any_host, "UPDATE clients SET client_no = 5 WHERE client_no = 1")
     assert _members(repository, "Laval") == {5}
     changes = [(e.customer_id, e.joined, e.cause) for e in Groups(repository).history("Laval")]
     assert sorted(changes[-2:]) == [(1, False, "deleted"), (5, True, "data")]
@@ -156,58 +185,44 @@ def test_truncate_is_seen(host: Any) -> None:
     assert _members(repository, "Laval") == set()
 
 
-@pytest.mark.postgres
-def test_removed_triggers_see_nothing_until_changed(host: Any) -> None:
-    _write(host, "INSERT INTO clients VALUES (1, 'Laval')")
-    repository = _repository(host)
-    _write(host, "INSERT INTO clients VALUES (2, 'Laval')")
+def test_removed_triggers_see_nothing_until_changed(any_host: Any) -> None:
+    _write(any_host, "INSERT INTO clients VALUES (1, 'Laval')")
+    repository = _repository(any_host)
+    _write(any_host, "INSERT INTO clients VALUES (2, 'Laval')")
     assert _members(repository, "Laval") == {1, 2}
     repository.remove_triggers()
     repository.remove_triggers()  # removing again is fine
-    _write(host, "INSERT INTO clients VALUES (3, 'Laval')", "DELETE FROM clients WHERE client_no = 1")
+    _write(any_host, "INSERT INTO clients VALUES (3, 'Laval')", "DELETE FROM clients WHERE client_no = 1")
     assert _members(repository, "Laval") == {1, 2}
     repository.changed(1, 3)
     assert _members(repository, "Laval") == {2, 3}
-    with host.connect() as conn:
-        left = conn.exec_driver_sql(
-            "SELECT count(*) FROM pg_trigger WHERE starts_with(tgname, 'cohorts_log')"
-            " AND tgrelid::regclass::text IN ('clients', 'orders')"
-            " UNION ALL SELECT count(*) FROM pg_proc WHERE starts_with(proname, 'cohorts_log')"
-            " AND pronamespace = CAST(current_schema() AS regnamespace)"
-        ).scalars().all()
-    assert left == [0, 0]
+    assert _triggers(any_host) == []
 
 
-@pytest.mark.postgres
-def test_installing_twice_logs_each_write_once(host: Any) -> None:
-    repository = _repository(host)
+def test_installing_twice_logs_each_write_once(any_host: Any) -> None:
+    repository = _repository(any_host)
     repository.install_triggers()
-    CLIENTS.install_triggers(host)
-    with host.connect() as conn:
-        triggers = conn.exec_driver_sql(
-            "SELECT tgrelid::regclass::text, count(*) FROM pg_trigger WHERE starts_with(tgname, 'cohorts_log')"
-            " AND tgrelid::regclass::text IN ('clients', 'orders') GROUP BY 1 ORDER BY 1"
-        ).all()
-    assert [tuple(t) for t in triggers] == [("clients", 2), ("orders", 2)]
-    before = len(_log(host))
-    _write(host, "INSERT INTO clients VALUES (1, 'Laval')", "INSERT INTO orders (client_no, at) VALUES (1, :at)")
-    assert _log(host)[before:] == ["i:1", "i:1"]
+    CLIENTS.install_triggers(any_host)
+    per_table = 3 if any_host.dialect.name == "sqlite" else 2
+    assert _triggers(any_host) == [("clients", per_table), ("orders", per_table)]
+    before = len(_log(any_host))
+    _write(any_host, "INSERT INTO clients VALUES (1, 'Laval')", "INSERT INTO orders (client_no, at) VALUES (1, :at)")
+    assert _log(any_host)[before:] == ["i:1", "i:1"]
     assert _members(repository, "Buyers") == {1}
 
 
-@pytest.mark.postgres
-def test_install_creates_a_missing_change_log(host: Any) -> None:
+def test_install_creates_a_missing_change_log(any_host: Any) -> None:
     """HostTable.install_triggers on its own: the change log is created, with the same columns HostRepository uses."""
-    CLIENTS.install_triggers(host, state_prefix="app_")
-    _write(host, "INSERT INTO clients VALUES (4, 'Laval')")
-    with host.connect() as conn:
-        rows = conn.exec_driver_sql("SELECT customer, xid IS NOT NULL FROM app_changes").all()
-    assert [tuple(r) for r in rows] == [("i:4", True)]
-    repository = HostRepository(host, CLIENTS, state_prefix="app_")
+    CLIENTS.install_triggers(any_host, state_prefix="app_")
+    _write(any_host, "INSERT INTO clients VALUES (4, 'Laval')")
+    with any_host.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT customer FROM app_changes").scalars().all()
+    assert rows == ["i:4"]
+    repository = HostRepository(any_host, CLIENTS, state_prefix="app_")
     Groups(repository).create("Laval", 'customer.city = "laval"')
-    _write(host, "INSERT INTO clients VALUES (5, 'Laval')")
+    _write(any_host, "INSERT INTO clients VALUES (5, 'Laval')")
     assert _members(repository, "Laval") == {4, 5}
-    CLIENTS.remove_triggers(host, state_prefix="app_")
+    CLIENTS.remove_triggers(any_host, state_prefix="app_")
 
 
 @pytest.mark.postgres
@@ -260,13 +275,11 @@ def test_a_writer_without_rights_on_the_change_log_is_logged(host: Any) -> None:
             conn.exec_driver_sql(f"DROP ROLE {role}")
 
 
-@pytest.mark.postgres
-def test_a_missing_table_is_named(host: Any) -> None:
+def test_a_missing_table_is_named(any_host: Any) -> None:
     table = HostTable("clients", id="client_no", columns={}, events={"x": HostEvents("nowhere", "c", "at")})
     with pytest.raises(ValueError, match="the table nowhere does not exist"):
-        table.install_triggers(host)
-    with host.connect() as conn:
-        assert conn.exec_driver_sql("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'clients'::regclass").scalar() == 0
+        table.install_triggers(any_host)
+    assert _triggers(any_host) == []
 
 
 @pytest.mark.postgres
@@ -293,15 +306,18 @@ def test_tables_in_another_schema(host: Any) -> None:
             conn.exec_driver_sql(f"DROP SCHEMA {crm} CASCADE")
 
 
-def test_on_sqlite_triggers_are_refused_with_what_to_use() -> None:
+def test_on_sqlite_an_attached_database_is_refused_with_what_to_use(tmp_path: Any) -> None:
+    """An SQLite trigger writes only tables of its own database: tables of an attached one are refused."""
     engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
     with engine.begin() as conn:
+        conn.exec_driver_sql(f"ATTACH DATABASE '{tmp_path / 'crm.db'}' AS crm")
+        conn.exec_driver_sql("CREATE TABLE crm.clients (client_no INTEGER PRIMARY KEY, town TEXT)")
         conn.exec_driver_sql("CREATE TABLE clients (client_no INTEGER PRIMARY KEY, town TEXT)")
-    repository = HostRepository(engine, HostTable("clients", id="client_no", columns={"city": "town"}))
-    with pytest.raises(NotImplementedError, match=r"PostgreSQL only.*updated_at.*changed"):
-        repository.install_triggers()
-    with pytest.raises(NotImplementedError, match="PostgreSQL only"):
-        HostTable("clients", id="client_no", columns={}).remove_triggers(engine)
+    attached = HostEvents("crm.clients", customer="client_no", at="town")
+    table = HostTable("clients", id="client_no", columns={}, events={"x": attached})
+    with pytest.raises(NotImplementedError, match=r"main database.*updated_at.*changed"):
+        table.install_triggers(engine)
+    assert _triggers(engine) == []
     with pytest.raises(ValueError, match="state_prefix"):
         HostTable("clients", id="client_no", columns={}).install_triggers(engine, state_prefix="x; DROP")
 

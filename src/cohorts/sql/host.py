@@ -124,12 +124,49 @@ def _transaction(engine: sa.Engine | sa.Connection) -> Iterator[sa.Connection]:
 def _check_triggers(conn: sa.Connection, state_prefix: str, what: str) -> None:
     if not isinstance(state_prefix, str) or not _STATE_PREFIX.match(state_prefix):
         raise ValueError(f"state_prefix starts plain table names, such as 'cohorts_', not {state_prefix!r}")
-    if conn.dialect.name != "postgresql":
+    if conn.dialect.name not in ("postgresql", "sqlite"):
         raise NotImplementedError(
-            f"{what}: change-log triggers are offered on PostgreSQL only; on {conn.dialect.name}, give the tables"
-            " updated_at watermarks (HostTable(..., updated_at=...), HostEvents(..., updated_at=...)) and call"
-            " HostRepository.changed(*ids, connection=conn) for deletes and unwatermarked writes"
+            f"{what}: change-log triggers are offered on PostgreSQL and SQLite; on {conn.dialect.name}, give the"
+            " tables updated_at watermarks (HostTable(..., updated_at=...), HostEvents(..., updated_at=...)) and"
+            " call HostRepository.changed(*ids, connection=conn) for deletes and unwatermarked writes"
         )
+
+
+_SQLITE_EVENTS = ("i", "u", "d")  # the suffixes of the three SQLite triggers of a (table, column)
+
+
+def _sqlite_table(table: str, what: str) -> str:
+    """The table's name in the main database: an SQLite trigger reads only its own database's tables."""
+    schema, _, name = table.rpartition(".")
+    if schema not in ("", "main"):
+        raise NotImplementedError(
+            f"{what}: on SQLite, triggers are offered on tables of the main database, not {table}"
+            " (an attached database's triggers cannot write the change log): use updated_at watermarks or"
+            " HostRepository.changed there"
+        )
+    return name
+
+
+def _sqlite_triggers(name: str, log: str, table: str, column: str) -> list[str]:
+    """The SQLite triggers logging the customers of the rows written to ``table``.
+
+    SQLite cannot call cohorts' encoder; each value is logged with the prefix of its storage class,
+    ``i:`` for an integer and ``s:`` for anything else, as Python reads it (integer or text ids).
+    """
+    c = quoted(column)
+    t = quoted(table)
+
+    def log_row(row: str, when: str) -> str:
+        key = f"(CASE typeof({row}.{c}) WHEN 'integer' THEN 'i:' ELSE 's:' END || {row}.{c})"
+        return f"INSERT INTO {log} (customer) SELECT {key} WHERE {when};"
+
+    bodies = {
+        "i": f"AFTER INSERT ON {t} BEGIN {log_row('NEW', f'NEW.{c} IS NOT NULL')} END",
+        "u": f"AFTER UPDATE ON {t} BEGIN {log_row('OLD', f'OLD.{c} IS NOT NULL')}"
+        f" {log_row('NEW', f'NEW.{c} IS NOT NULL AND NEW.{c} IS NOT OLD.{c}')} END",
+        "d": f"AFTER DELETE ON {t} BEGIN {log_row('OLD', f'OLD.{c} IS NOT NULL')} END",
+    }
+    return [f"CREATE TRIGGER {quoted(f'{name}_{event}')} {bodies[event]}" for event in _SQLITE_EVENTS]
 
 
 def _current_schema(conn: sa.Connection) -> str:
@@ -437,7 +474,7 @@ class HostTable:
                     need(events.table, column, f"{what}, field {name!r}")
 
     def install_triggers(self, engine: sa.Engine | sa.Connection, state_prefix: str = "cohorts_") -> None:
-        """Install PostgreSQL triggers that log every write to the mapped tables in the change log of ``state_prefix``.
+        """Install triggers that log every write to the mapped tables in the change log of ``state_prefix``.
 
         On the customers table (its ``id`` column) and on every
         :class:`HostEvents` table (its ``customer`` column), one PL/pgSQL
@@ -464,10 +501,18 @@ class HostTable:
         and a write is logged whatever the writer's search path. The change
         log table is created when missing.
 
+        On SQLite, three triggers per (table, column), ``AFTER INSERT``,
+        ``AFTER UPDATE`` and ``AFTER DELETE``, named ``{name}_i``, ``_u``,
+        ``_d``, log the same in SQL: SQLite cannot call the encoder, so a value
+        is logged as ``'i:' || id`` when it is stored as an integer and ``'s:'
+        || id`` otherwise (integer or text ids; SQLite has no TRUNCATE, and a
+        ``DELETE`` without ``WHERE`` fires the row triggers). Tables of an
+        attached database are refused with NotImplementedError: an SQLite
+        trigger writes only its own database's tables.
+
         Installing again replaces the functions and triggers (idempotent). A
         table or column of the mapping that does not exist is a ValueError
-        naming it (see :meth:`check`). On SQLite, NotImplementedError: use ``updated_at`` watermarks or
-        :meth:`cohorts.HostRepository.changed` there.
+        naming it (see :meth:`check`).
 
         .. versionadded:: 0.3
         """
@@ -480,6 +525,15 @@ class HostTable:
             table = change_log(metadata, state_prefix)
             metadata.create_all(conn)
             dialect.prepare_change_log(conn, table.name)
+            if conn.dialect.name == "sqlite":
+                plain = {t: _sqlite_table(t, "install_triggers") for t, _ in self._watched_columns()}
+                for host_table, column in self._watched_columns():
+                    name = _trigger_name(state_prefix, host_table, column)
+                    for event in _SQLITE_EVENTS:
+                        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {quoted(f'{name}_{event}')}")
+                    for statement in _sqlite_triggers(name, quoted(table.name), plain[host_table], column):
+                        conn.exec_driver_sql(statement)
+                return
             schema = _current_schema(conn)
             log = f"{schema}.{quoted(table.name)}"
             for host_table, column in self._watched_columns():
@@ -506,6 +560,12 @@ class HostTable:
         with _transaction(engine) as conn:
             _check_triggers(conn, state_prefix, "remove_triggers")
             find_dialect(conn).lock(conn, _DDL_LOCK)
+            if conn.dialect.name == "sqlite":
+                for host_table, column in self._watched_columns():
+                    name = _trigger_name(state_prefix, host_table, column)
+                    for event in _SQLITE_EVENTS:
+                        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {quoted(f'{name}_{event}')}")
+                return
             schema = _current_schema(conn)
             for host_table, column in self._watched_columns():
                 function = _trigger_name(state_prefix, host_table, column)

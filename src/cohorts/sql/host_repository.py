@@ -16,8 +16,8 @@ Groups follow the host's data through the change log, which is fed by
 - :meth:`HostRepository.changed`, which the host calls after its own writes
   (deletes included), in the transaction that writes, when its tables have no
   watermark;
-- on PostgreSQL, triggers on the host's tables (:meth:`HostRepository.install_triggers`),
-  which log every row written, deletes included.
+- triggers on the host's tables (:meth:`HostRepository.install_triggers`, PostgreSQL
+  and SQLite), which log every row written, deletes included.
 """
 
 from __future__ import annotations
@@ -225,8 +225,8 @@ class HostRepository(Transactional):
     Groups see the host's writes through ``updated_at`` watermark columns of
     the :class:`HostTable` and :class:`HostEvents`, and through :meth:`changed`,
     which the host calls for the customers it wrote (its deletes, and every
-    write to a table without a watermark). On PostgreSQL, :meth:`install_triggers`
-    logs every write to the mapped tables instead, deletes included.
+    write to a table without a watermark). Or :meth:`install_triggers` installs
+    triggers that log every write to the mapped tables, deletes included.
 
     Example:
         >>> import sqlalchemy as sa
@@ -384,10 +384,9 @@ class HostRepository(Transactional):
             self._log(conn, ids)
 
     def install_triggers(self) -> None:
-        """On PostgreSQL, install triggers that log every write to the host's mapped tables (deletes and
-        TRUNCATE included) in this repository's change log: groups follow the host's writes without
-        watermarks or :meth:`changed`. See :meth:`cohorts.HostTable.install_triggers`; NotImplementedError
-        on SQLite.
+        """Install triggers that log every write to the host's mapped tables (deletes, and TRUNCATE on
+        PostgreSQL, included) in this repository's change log: groups follow the host's writes without
+        watermarks or :meth:`changed`. See :meth:`cohorts.HostTable.install_triggers`.
 
         .. versionadded:: 0.3
         """
