@@ -1,5 +1,5 @@
-"""Triggers on the host's tables feed the change log (PostgreSQL): groups follow every host write, deletes
-and TRUNCATE included, with no watermark and no ``changed`` call.
+"""Triggers on the host's tables feed the change log (PostgreSQL and SQLite): groups follow every host write,
+deletes (and TRUNCATE on PostgreSQL) included, with no watermark and no ``changed`` call.
 
 Every write here is plain SQL on the host's tables, outside cohorts; every read is a new
 :class:`cohorts.Groups`, which catches up through the change log only.
@@ -182,6 +182,17 @@ def test_truncate_is_seen(host: Any) -> None:
     _write(host, "TRUNCATE orders")
     assert _members(repository, "Buyers") == set()
     _write(host, "TRUNCATE orders, clients")
+    assert _members(repository, "Laval") == set()
+
+
+def test_emptying_a_table_is_seen(any_host: Any) -> None:
+    """A DELETE without WHERE (SQLite may truncate such a table in one step, but not with triggers on it)."""
+    _write(any_host, TWO_CLIENTS, "INSERT INTO orders (client_no, at) VALUES (1, :at), (2, :at)")
+    repository = _repository(any_host)
+    assert _members(repository, "Buyers") == {1, 2}
+    _write(any_host, "DELETE FROM orders")
+    assert _members(repository, "Buyers") == set()
+    _write(any_host, "DELETE FROM clients")
     assert _members(repository, "Laval") == set()
 
 
