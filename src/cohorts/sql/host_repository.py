@@ -15,7 +15,9 @@ Groups follow the host's data through the change log, which is fed by
 - ``updated_at`` watermark columns of the host's tables, read at every catch-up;
 - :meth:`HostRepository.changed`, which the host calls after its own writes
   (deletes included), in the transaction that writes, when its tables have no
-  watermark.
+  watermark;
+- triggers on the host's tables (:meth:`HostRepository.install_triggers`, PostgreSQL
+  and SQLite), which log every row written, deletes included.
 """
 
 from __future__ import annotations
@@ -223,7 +225,8 @@ class HostRepository(Transactional):
     Groups see the host's writes through ``updated_at`` watermark columns of
     the :class:`HostTable` and :class:`HostEvents`, and through :meth:`changed`,
     which the host calls for the customers it wrote (its deletes, and every
-    write to a table without a watermark).
+    write to a table without a watermark). Or :meth:`install_triggers` installs
+    triggers that log every write to the mapped tables, deletes included.
 
     Example:
         >>> import sqlalchemy as sa
@@ -379,6 +382,22 @@ class HostRepository(Transactional):
             return
         with self.connect() as conn:
             self._log(conn, ids)
+
+    def install_triggers(self) -> None:
+        """Install triggers that log every write to the host's mapped tables (deletes, and TRUNCATE on
+        PostgreSQL, included) in this repository's change log: groups follow the host's writes without
+        watermarks or :meth:`changed`. See :meth:`cohorts.HostTable.install_triggers`.
+
+        .. versionadded:: 0.3
+        """
+        self.host_table.install_triggers(self.engine, self.state_prefix)
+
+    def remove_triggers(self) -> None:
+        """Remove the triggers :meth:`install_triggers` installed (see :meth:`cohorts.HostTable.remove_triggers`).
+
+        .. versionadded:: 0.3
+        """
+        self.host_table.remove_triggers(self.engine, self.state_prefix)
 
     def _log(self, conn: sa.Connection, customer_ids: Iterable[CustomerId]) -> None:
         log_changes(conn, self._changes, customer_ids)
