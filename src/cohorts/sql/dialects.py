@@ -27,6 +27,8 @@ __all__ = ["Dialect", "PostgreSQL", "SQLite", "dialect", "register"]
 ParamStyle: TypeAlias = Literal["qmark", "pyformat", "named"]
 Test: TypeAlias = Callable[[str], str]
 """A test of a value: given the SQL of the value, SQL true when it passes."""
+Watched: TypeAlias = tuple[str, str, str]
+"""A table whose writes triggers log: the triggers' name, the table, the column of the customer id."""
 
 
 class Binder(Protocol):
@@ -44,6 +46,11 @@ SQL_TYPES = {
     Kind.TIME: "BIGINT",
 }
 COMPARISONS = {"==": "=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+
+
+def quote(name: str) -> str:
+    """``name`` (optionally ``schema.table``) as quoted SQL identifiers."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))
 
 
 def sql_type(kind: Kind | None, default: str = "NUMERIC") -> str:
@@ -212,6 +219,25 @@ class Dialect:
     def forget_changes(self, conn: sa.Connection, table: str, position: str) -> None:
         """Delete the changes before ``position``."""
         conn.exec_driver_sql(f"DELETE FROM {table} WHERE seq <= {self.placeholder('p')}", {"p": int(position)})  # noqa: S608 - ours
+
+    # -- triggers that log the host's writes in a HostRepository's change log
+
+    def install_change_triggers(self, conn: sa.Connection, log: str, watched: Sequence[Watched]) -> None:
+        """Install (or replace) triggers that log, in the change log ``log``, the customer id of every row
+        written to each watched table (deletes included), as :func:`cohorts.sql.storage.encode_id` writes it.
+
+        Each of ``watched`` is (name, table, column): the triggers' names start with ``name``, and ``column``
+        of ``table`` holds the customer id. Nothing is installed when one of them cannot be watched.
+        """
+        raise NotImplementedError(
+            f"change-log triggers are offered on {' and '.join(names_with_triggers())}; on {self.name}, give the"
+            " tables updated_at watermarks (HostTable(..., updated_at=...), HostEvents(..., updated_at=...)) and"
+            " call HostRepository.changed(*ids, connection=conn) for deletes and unwatermarked writes"
+        )
+
+    def remove_change_triggers(self, conn: sa.Connection, watched: Sequence[Watched]) -> None:
+        """Remove what :meth:`install_change_triggers` installed for ``watched``; missing ones are skipped."""
+        self.install_change_triggers(conn, "", watched)  # the same refusal
 
     def lock(self, conn: sa.Connection, key: int) -> None:
         """Hold a lock on ``key`` until the transaction ends (nothing where writes are serial anyway)."""
@@ -394,6 +420,42 @@ class SQLite(Dialect):
         conn.exec_driver_sql(f"UPDATE {meta} SET value = value WHERE key = 'schema_version'")  # noqa: S608 - ours
         top = conn.exec_driver_sql(f"SELECT coalesce(max(pk), 0) FROM {table}").scalar_one()  # noqa: S608 - ours
         return list(range(top + 1, top + 1 + count))
+
+    _TRIGGER_EVENTS = ("i", "u", "d")  # the suffixes of the three triggers of a (table, column)
+
+    def install_change_triggers(self, conn: sa.Connection, log: str, watched: Sequence[Watched]) -> None:
+        # SQLite cannot call cohorts' encoder: each value is logged with the prefix of its storage class,
+        # ``i:`` for an integer and ``s:`` for anything else, as Python reads it (integer or text ids).
+        # It has no TRUNCATE; a DELETE without WHERE fires the row triggers.
+        for _, table, _ in watched:
+            if table.rpartition(".")[0] not in ("", "main"):
+                raise NotImplementedError(
+                    f"on SQLite, triggers are offered on tables of the main database, not {table}"
+                    " (an attached database's triggers cannot write the change log): use updated_at watermarks"
+                    " or HostRepository.changed there"
+                )
+        self.remove_change_triggers(conn, watched)
+        target = quote(log)
+        for name, table, column in watched:
+            c, t = quote(column), quote(table.rpartition(".")[2])
+
+            def log_row(row: str, when: str, c: str = c) -> str:
+                key = f"(CASE typeof({row}.{c}) WHEN 'integer' THEN 'i:' ELSE 's:' END || {row}.{c})"
+                return f"INSERT INTO {target} (customer) SELECT {key} WHERE {when};"
+
+            bodies = {
+                "i": f"AFTER INSERT ON {t} BEGIN {log_row('NEW', f'NEW.{c} IS NOT NULL')} END",
+                "u": f"AFTER UPDATE ON {t} BEGIN {log_row('OLD', f'OLD.{c} IS NOT NULL')}"
+                f" {log_row('NEW', f'NEW.{c} IS NOT NULL AND NEW.{c} IS NOT OLD.{c}')} END",
+                "d": f"AFTER DELETE ON {t} BEGIN {log_row('OLD', f'OLD.{c} IS NOT NULL')} END",
+            }
+            for event in self._TRIGGER_EVENTS:
+                conn.exec_driver_sql(f"CREATE TRIGGER {quote(f'{name}_{event}')} {bodies[event]}")
+
+    def remove_change_triggers(self, conn: sa.Connection, watched: Sequence[Watched]) -> None:
+        for name, _, _ in watched:
+            for event in self._TRIGGER_EVENTS:
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {quote(f'{name}_{event}')}")
 
     def busy(self, error: Exception) -> bool:
         return "locked" in str(error)
@@ -616,6 +678,86 @@ class PostgreSQL(Dialect):
     def forget_changes(self, conn: sa.Connection, table: str, position: str) -> None:
         conn.exec_driver_sql(f"DELETE FROM {table} WHERE xid < CAST(%(p)s AS xid8)", {"p": position})  # noqa: S608 - ours
 
+    # One PL/pgSQL function per (table, column), called by an AFTER INSERT OR UPDATE OR DELETE row
+    # trigger and a BEFORE TRUNCATE statement trigger (named ``{name}_t``). Row triggers rather than
+    # statement triggers with transition tables: a transition table serves a trigger of one event only,
+    # and a row trigger sees both ids of an update that moves a row to another customer.
+
+    def install_change_triggers(self, conn: sa.Connection, log: str, watched: Sequence[Watched]) -> None:
+        schema = self._current_schema(conn)
+        for name, table, column in watched:
+            function = f"{schema}.{quote(name)}"
+            prefix = self._id_prefix(conn, table, column)
+            conn.exec_driver_sql(self._trigger_function(function, f"{schema}.{quote(log)}", column, prefix))
+            for trigger, timing in (
+                (name, "AFTER INSERT OR UPDATE OR DELETE ON {t} FOR EACH ROW"),
+                (f"{name}_t", "BEFORE TRUNCATE ON {t} FOR EACH STATEMENT"),
+            ):
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {quote(trigger)} ON {quote(table)}")
+                conn.exec_driver_sql(
+                    f"CREATE TRIGGER {quote(trigger)} {timing.format(t=quote(table))} EXECUTE FUNCTION {function}()"
+                )
+
+    def remove_change_triggers(self, conn: sa.Connection, watched: Sequence[Watched]) -> None:
+        schema = self._current_schema(conn)
+        for name, table, _ in watched:
+            for trigger in (name, f"{name}_t"):
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {quote(trigger)} ON {quote(table)}")
+            conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {schema}.{quote(name)}()")
+
+    @staticmethod
+    def _current_schema(conn: sa.Connection) -> str:
+        """The schema the change log is in (the first of the search path), quoted: the triggers name it in
+        full, so the host's writes reach it whatever their own search path."""
+        return quote(str(conn.exec_driver_sql("SELECT current_schema()").scalar_one()))
+
+    @staticmethod
+    def _id_prefix(conn: sa.Connection, table: str, column: str) -> str:
+        """``i:`` when ``column`` is an integer column (its values are integer ids), else ``s:``."""
+        schema, _, plain = table.rpartition(".")
+        for info in sa.inspect(conn).get_columns(plain, schema=schema or None):
+            if info["name"] == column:
+                try:
+                    return "i:" if info["type"].python_type is int else "s:"
+                except NotImplementedError:
+                    return "s:"
+        raise ValueError(f"install_triggers: the table {table} has no column {column!r}")
+
+    @staticmethod
+    def _trigger_function(function: str, log: str, column: str, prefix: str) -> str:
+        """The function that logs the customers of the rows written (the whole table before a TRUNCATE).
+
+        It runs with its owner's rights (``SECURITY DEFINER``), so the roles that write the host's tables
+        need no rights on the change log, and with a fixed search path: every name in it is qualified
+        (the log by the schema it was installed in, the truncated table by the trigger's own).
+        """
+        c = quote(column)
+
+        def log_row(row: str) -> str:
+            return f"INSERT INTO {log} (customer) VALUES ('{prefix}' || CAST({row}.{c} AS TEXT));"  # noqa: S608 - ours
+
+        # no format(): its %I would be taken for a driver placeholder
+        truncate = (
+            f"'INSERT INTO {log} (customer) SELECT DISTINCT ''{prefix}'' || CAST({c} AS TEXT) FROM '"  # noqa: S608 - ours
+            f" || quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME) || ' WHERE {c} IS NOT NULL'"
+        )
+        return f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $cohorts$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        EXECUTE {truncate};
+    ELSIF TG_OP = 'INSERT' THEN
+        IF NEW.{c} IS NOT NULL THEN {log_row("NEW")} END IF;
+    ELSIF TG_OP = 'DELETE' THEN
+        IF OLD.{c} IS NOT NULL THEN {log_row("OLD")} END IF;
+    ELSE
+        IF OLD.{c} IS NOT NULL THEN {log_row("OLD")} END IF;
+        IF NEW.{c} IS NOT NULL AND NEW.{c} IS DISTINCT FROM OLD.{c} THEN {log_row("NEW")} END IF;
+    END IF;
+    RETURN NULL;
+END
+$cohorts$"""
+
     def placeholder(self, name: str, cast: str | None = None) -> str:
         return f"CAST(%({name})s AS {cast})" if cast else f"%({name})s"
 
@@ -679,3 +821,12 @@ def dialect(name: str | Dialect | sa.Engine | sa.Connection) -> Dialect:
 def names() -> Iterable[str]:
     """The names of the registered dialects."""
     return sorted(_DIALECTS)
+
+
+def names_with_triggers() -> list[str]:
+    """The names of the registered dialects that install change-log triggers."""
+    return [
+        name
+        for name, found in sorted(_DIALECTS.items())
+        if type(found).install_change_triggers is not Dialect.install_change_triggers
+    ]

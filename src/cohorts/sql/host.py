@@ -98,7 +98,7 @@ def _optional_column(value: object) -> Any:
 _UNBINDABLE = re.compile("[\x00\ud800-\udfff]")  # no database takes these in a parameter
 
 
-# -- triggers that feed a HostRepository's change log (PostgreSQL)
+# -- triggers that feed a HostRepository's change log (the SQL is the dialect's)
 
 _STATE_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}\Z")
 _NAME_LIMIT = 63  # PostgreSQL's longest identifier
@@ -121,59 +121,9 @@ def _transaction(engine: sa.Engine | sa.Connection) -> Iterator[sa.Connection]:
         yield conn
 
 
-def _check_triggers(conn: sa.Connection, state_prefix: str, what: str) -> None:
+def _check_prefix(state_prefix: str) -> None:
     if not isinstance(state_prefix, str) or not _STATE_PREFIX.match(state_prefix):
         raise ValueError(f"state_prefix starts plain table names, such as 'cohorts_', not {state_prefix!r}")
-    if conn.dialect.name not in ("postgresql", "sqlite"):
-        raise NotImplementedError(
-            f"{what}: change-log triggers are offered on PostgreSQL and SQLite; on {conn.dialect.name}, give the"
-            " tables updated_at watermarks (HostTable(..., updated_at=...), HostEvents(..., updated_at=...)) and"
-            " call HostRepository.changed(*ids, connection=conn) for deletes and unwatermarked writes"
-        )
-
-
-_SQLITE_EVENTS = ("i", "u", "d")  # the suffixes of the three SQLite triggers of a (table, column)
-
-
-def _sqlite_table(table: str, what: str) -> str:
-    """The table's name in the main database: an SQLite trigger reads only its own database's tables."""
-    schema, _, name = table.rpartition(".")
-    if schema not in ("", "main"):
-        raise NotImplementedError(
-            f"{what}: on SQLite, triggers are offered on tables of the main database, not {table}"
-            " (an attached database's triggers cannot write the change log): use updated_at watermarks or"
-            " HostRepository.changed there"
-        )
-    return name
-
-
-def _sqlite_triggers(name: str, log: str, table: str, column: str) -> list[str]:
-    """The SQLite triggers logging the customers of the rows written to ``table``.
-
-    SQLite cannot call cohorts' encoder; each value is logged with the prefix of its storage class,
-    ``i:`` for an integer and ``s:`` for anything else, as Python reads it (integer or text ids).
-    """
-    c = quoted(column)
-    t = quoted(table)
-
-    def log_row(row: str, when: str) -> str:
-        key = f"(CASE typeof({row}.{c}) WHEN 'integer' THEN 'i:' ELSE 's:' END || {row}.{c})"
-        return f"INSERT INTO {log} (customer) SELECT {key} WHERE {when};"
-
-    bodies = {
-        "i": f"AFTER INSERT ON {t} BEGIN {log_row('NEW', f'NEW.{c} IS NOT NULL')} END",
-        "u": f"AFTER UPDATE ON {t} BEGIN {log_row('OLD', f'OLD.{c} IS NOT NULL')}"
-        f" {log_row('NEW', f'NEW.{c} IS NOT NULL AND NEW.{c} IS NOT OLD.{c}')} END",
-        "d": f"AFTER DELETE ON {t} BEGIN {log_row('OLD', f'OLD.{c} IS NOT NULL')} END",
-    }
-    return [f"CREATE TRIGGER {quoted(f'{name}_{event}')} {bodies[event]}" for event in _SQLITE_EVENTS]
-
-
-def _current_schema(conn: sa.Connection) -> str:
-    """The schema the change log is in (the first of the search path), quoted: the triggers name it in full,
-    so the host's writes reach it whatever their own search path."""
-    schema = str(conn.exec_driver_sql("SELECT current_schema()").scalar_one())
-    return '"' + schema.replace('"', '""') + '"'
 
 
 def _trigger_name(state_prefix: str, table: str, column: str) -> str:
@@ -183,54 +133,6 @@ def _trigger_name(state_prefix: str, table: str, column: str) -> str:
         digest = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:8]
         name = f"{name[: _NAME_LIMIT - 2 - 9]}_{digest}"
     return name
-
-
-def _id_prefix(conn: sa.Connection, table: str, column: str) -> str:
-    """``i:`` when ``column`` is an integer column (its values are integer ids), else ``s:``, as encode_id writes."""
-    schema, _, name = table.rpartition(".")
-    for info in sa.inspect(conn).get_columns(name, schema=schema or None):
-        if info["name"] == column:
-            try:
-                python = info["type"].python_type
-            except NotImplementedError:
-                return "s:"
-            return "i:" if python is int else "s:"
-    raise ValueError(f"install_triggers: the table {table} has no column {column!r}")
-
-
-def _trigger_function(function: str, log: str, column: str, prefix: str) -> str:
-    """The PL/pgSQL function that logs the customers of the rows written (the whole table before a TRUNCATE).
-
-    It runs with its owner's rights (``SECURITY DEFINER``), so the roles that write the host's tables
-    need no rights on the change log, and with a fixed search path: every name in it is qualified
-    (the log by the schema it was installed in, the truncated table by the trigger's own).
-    """
-    c = quoted(column)
-
-    def log_row(row: str) -> str:
-        return f"INSERT INTO {log} (customer) VALUES ('{prefix}' || CAST({row}.{c} AS TEXT));"  # noqa: S608 - ours
-
-    # no format(): its %I would be taken for a driver placeholder
-    truncate = (
-        f"'INSERT INTO {log} (customer) SELECT DISTINCT ''{prefix}'' || CAST({c} AS TEXT) FROM '"  # noqa: S608 - ours
-        f" || quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME) || ' WHERE {c} IS NOT NULL'"
-    )
-    return f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $cohorts$
-BEGIN
-    IF TG_OP = 'TRUNCATE' THEN
-        EXECUTE {truncate};
-    ELSIF TG_OP = 'INSERT' THEN
-        IF NEW.{c} IS NOT NULL THEN {log_row("NEW")} END IF;
-    ELSIF TG_OP = 'DELETE' THEN
-        IF OLD.{c} IS NOT NULL THEN {log_row("OLD")} END IF;
-    ELSE
-        IF OLD.{c} IS NOT NULL THEN {log_row("OLD")} END IF;
-        IF NEW.{c} IS NOT NULL AND NEW.{c} IS DISTINCT FROM OLD.{c} THEN {log_row("NEW")} END IF;
-    END IF;
-    RETURN NULL;
-END
-$cohorts$"""
 
 
 @attrs.frozen(init=False)
@@ -516,38 +418,16 @@ class HostTable:
 
         .. versionadded:: 0.3
         """
+        _check_prefix(state_prefix)
         with _transaction(engine) as conn:
-            _check_triggers(conn, state_prefix, "install_triggers")
-            self.check(conn)
             dialect = find_dialect(conn)
+            self.check(conn)
             dialect.lock(conn, _DDL_LOCK)
             metadata = sa.MetaData()
-            table = change_log(metadata, state_prefix)
+            log = change_log(metadata, state_prefix)
             metadata.create_all(conn)
-            dialect.prepare_change_log(conn, table.name)
-            if conn.dialect.name == "sqlite":
-                plain = {t: _sqlite_table(t, "install_triggers") for t, _ in self._watched_columns()}
-                for host_table, column in self._watched_columns():
-                    name = _trigger_name(state_prefix, host_table, column)
-                    for event in _SQLITE_EVENTS:
-                        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {quoted(f'{name}_{event}')}")
-                    for statement in _sqlite_triggers(name, quoted(table.name), plain[host_table], column):
-                        conn.exec_driver_sql(statement)
-                return
-            schema = _current_schema(conn)
-            log = f"{schema}.{quoted(table.name)}"
-            for host_table, column in self._watched_columns():
-                encoded = _id_prefix(conn, host_table, column)
-                function = _trigger_name(state_prefix, host_table, column)
-                qualified = f"{schema}.{quoted(function)}"
-                conn.exec_driver_sql(_trigger_function(qualified, log, column, encoded))
-                for trigger, timing in ((function, "AFTER INSERT OR UPDATE OR DELETE ON {t} FOR EACH ROW"),
-                                        (f"{function}_t", "BEFORE TRUNCATE ON {t} FOR EACH STATEMENT")):
-                    conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {quoted(trigger)} ON {quoted(host_table)}")
-                    conn.exec_driver_sql(
-                        f"CREATE TRIGGER {quoted(trigger)} {timing.format(t=quoted(host_table))}"
-                        f" EXECUTE FUNCTION {qualified}()"
-                    )
+            dialect.prepare_change_log(conn, log.name)
+            dialect.install_change_triggers(conn, log.name, self._watched(state_prefix))
 
     def remove_triggers(self, engine: sa.Engine | sa.Connection, state_prefix: str = "cohorts_") -> None:
         """Remove the triggers (and their functions) that :meth:`install_triggers` installed for ``state_prefix``.
@@ -557,26 +437,16 @@ class HostTable:
 
         .. versionadded:: 0.3
         """
+        _check_prefix(state_prefix)
         with _transaction(engine) as conn:
-            _check_triggers(conn, state_prefix, "remove_triggers")
-            find_dialect(conn).lock(conn, _DDL_LOCK)
-            if conn.dialect.name == "sqlite":
-                for host_table, column in self._watched_columns():
-                    name = _trigger_name(state_prefix, host_table, column)
-                    for event in _SQLITE_EVENTS:
-                        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {quoted(f'{name}_{event}')}")
-                return
-            schema = _current_schema(conn)
-            for host_table, column in self._watched_columns():
-                function = _trigger_name(state_prefix, host_table, column)
-                for trigger in (function, f"{function}_t"):
-                    conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {quoted(trigger)} ON {quoted(host_table)}")
-                conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {schema}.{quoted(function)}()")
+            dialect = find_dialect(conn)
+            dialect.lock(conn, _DDL_LOCK)
+            dialect.remove_change_triggers(conn, self._watched(state_prefix))
 
-    def _watched_columns(self) -> list[tuple[str, str]]:
-        """The (table, customer column) pairs triggers watch: the id column, each events table's customer column."""
+    def _watched(self, state_prefix: str) -> list[tuple[str, str, str]]:
+        """What triggers watch: (name, table, customer column) for the id column and each events table's customer."""
         pairs = [(self.table, self.id), *((e.table, e.customer) for e in self.events.values())]
-        return list(dict.fromkeys(pairs))
+        return [(_trigger_name(state_prefix, table, column), table, column) for table, column in dict.fromkeys(pairs)]
 
     def to_sql(
         self,
