@@ -37,11 +37,14 @@ __all__ = [
     "CustomerDataError",
     "CustomerReader",
     "CustomerWriter",
+    "MapsAttributes",
+    "MayRefuseWrites",
     "MemoryRepository",
     "Repository",
     "StateStore",
     "UnknownCustomerError",
     "check_limit",
+    "holds_attribute",
     "read_only_reason",
     "require",
 ]
@@ -246,6 +249,26 @@ def check_limit(limit: object) -> None:
         raise ValueError(f"limit is a whole number >= 0 or None, not {limit!r}")
 
 
+@runtime_checkable
+class MayRefuseWrites(Protocol):
+    """A repository that may refuse writes to customers (a ``HostRepository`` without a writer)."""
+
+    @property
+    def read_only_reason(self) -> str | None:
+        """Why writes to customers are refused, or None when they are taken."""
+        ...
+
+
+@runtime_checkable
+class MapsAttributes(Protocol):
+    """A repository whose customers hold only some attributes (a ``HostRepository``: the mapped ones)."""
+
+    @property
+    def mapped_attributes(self) -> frozenset[str]:
+        """The attributes a customer can hold; any other is unknown for every customer."""
+        ...
+
+
 def read_only_reason(repository: object) -> str | None:
     """Why ``repository`` refuses writes to customers (a ``HostRepository`` without a writer), or None.
 
@@ -253,8 +276,17 @@ def read_only_reason(repository: object) -> str | None:
         >>> read_only_reason(MemoryRepository()) is None
         True
     """
-    reason = getattr(repository, "read_only_reason", None)
-    return reason if isinstance(reason, str) else None
+    return repository.read_only_reason if isinstance(repository, MayRefuseWrites) else None
+
+
+def holds_attribute(repository: object, attribute: str) -> bool:
+    """Whether customers of ``repository`` can hold ``attribute`` (see :class:`MapsAttributes`).
+
+    Example:
+        >>> holds_attribute(MemoryRepository(), "status")
+        True
+    """
+    return not isinstance(repository, MapsAttributes) or attribute in repository.mapped_attributes
 
 
 # -- checking what a customer holds ------------------------------------------

@@ -15,7 +15,7 @@ import attrs
 
 from ..ast import Condition, Node, Op, Path
 from ..model import CustomerId
-from ..repository import CustomerReader, require
+from ..repository import CustomerReader, holds_attribute, require
 from .model import STATUS_ATTRIBUTE, SUBSCRIBED_ATTRIBUTE, Campaign, CampaignError, aware_now
 
 __all__ = ["Audience", "AudienceMember", "GroupsLike", "audience", "sorted_ids"]
@@ -107,12 +107,6 @@ _STATUS = Path("customer", STATUS_ATTRIBUTE)
 _UNSUBSCRIBED: Node = Condition(Path("customer", SUBSCRIBED_ATTRIBUTE), Op.EQ, False)
 
 
-def _reads(repository: object, attribute: str) -> bool:
-    """Whether ``repository`` can hold ``attribute`` (a HostRepository holds only the mapped ones)."""
-    mapped = getattr(repository, "mapped_attributes", None)
-    return not isinstance(mapped, frozenset) or attribute in mapped
-
-
 def _status_rule(status: str) -> Node:
     return Condition(_STATUS, Op.EQ, status)
 
@@ -144,7 +138,7 @@ def audience(
     require(repository, CustomerReader, "audience")
     moment = aware_now(now)
     origins: Mapping[CustomerId, frozenset[Any]] | None = None
-    if campaign.status != "all" and not _reads(repository, STATUS_ATTRIBUTE):
+    if campaign.status != "all" and not holds_attribute(repository, STATUS_ATTRIBUTE):
         raise CampaignError(
             f"campaign {campaign.name!r} keeps {campaign.status} customers, but the repository maps no"
             f" {STATUS_ATTRIBUTE!r} attribute: map one, or give the campaign status='all'"
@@ -162,6 +156,6 @@ def audience(
         if campaign.status != "all":
             ids &= set(repository.select(_status_rule(campaign.status), moment))
     # A repository that cannot hold an attribute (host tables map only some) has it unknown for everyone.
-    subscriptions = _reads(repository, SUBSCRIBED_ATTRIBUTE)
+    subscriptions = holds_attribute(repository, SUBSCRIBED_ATTRIBUTE)
     unsub = set(repository.select(_UNSUBSCRIBED, moment)) & ids if ids and subscriptions else set()
     return Audience(campaign.name, frozenset(ids), campaign.group, campaign.status, origins, frozenset(unsub))
