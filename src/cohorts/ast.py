@@ -13,7 +13,7 @@ import itertools
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeAlias, TypeVar, overload
+from typing import Any, Protocol, TypeAlias, TypeVar, overload, runtime_checkable
 
 import attrs
 
@@ -23,6 +23,7 @@ __all__ = [
     "Aggregate",
     "Anchor",
     "And",
+    "Compiled",
     "Condition",
     "DatePart",
     "Duration",
@@ -35,6 +36,7 @@ __all__ = [
     "Path",
     "Relative",
     "Rule",
+    "RuleLike",
     "Scalar",
     "Span",
     "Unit",
@@ -579,6 +581,20 @@ Rule: TypeAlias = Node
 
 What ``cohorts.parse`` and ``cohorts.from_json`` return; ``str(rule)`` is its canonical text.
 """
+
+
+@runtime_checkable
+class Compiled(Protocol):
+    """What carries a parsed rule: a :class:`cohorts.Predicate` (``compile(...)``), taken wherever a rule is."""
+
+    @property
+    def rule(self) -> Node:
+        """The parsed rule."""
+        ...
+
+
+RuleLike: TypeAlias = "Node | str | Compiled"
+"""A rule as every function that takes one accepts it: its text, its tree, or a compiled :class:`Compiled`."""
 
 
 def _children(node: Node) -> tuple[Node, ...]:

@@ -33,6 +33,7 @@ from .ast import (
     Not,
     Op,
     Or,
+    RuleLike,
     abbreviations,
     fold,
 )
@@ -65,7 +66,6 @@ from .values import (
 
 __all__ = ["Explanation", "Predicate", "compile", "explain", "matches", "validate"]
 
-RuleLike: TypeAlias = Node | str
 GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
 
 def validate(
@@ -437,6 +437,10 @@ class Predicate:
 
     def __repr__(self) -> str:
         return f"<Predicate {self.rule}>"
+
+    def __str__(self) -> str:
+        """The rule's canonical text, which parses back to the same rule."""
+        return str(self.rule)
 
     def _bound(self, now: dt.datetime) -> dict[int, _Bound]:
         return {key: _bind(shape, now, self.tz, self.region) for key, shape in self._shapes.items()}

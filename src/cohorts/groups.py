@@ -29,6 +29,7 @@ import attrs
 from .ast import (
     InGroup,
     Node,
+    RuleLike,
     transform,
     walk,
 )
@@ -59,7 +60,6 @@ from .timing import Plan, digest_keys_version, digest_of
 
 __all__ = ["Change", "Group", "Groups", "HistoryEntry", "Origin", "Preview", "Why", "origins"]
 
-RuleLike: TypeAlias = Node | str
 GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
 
 

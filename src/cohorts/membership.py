@@ -19,17 +19,16 @@ from typing import Any, TypeAlias
 import attrs
 
 from ._html import html_text
-from .ast import Node
+from .ast import Node, RuleLike
 from .evaluate import Explanation, compile  # noqa: A004
 from .group_store import Slot
 from .model import Customer, CustomerId
-from .parser import parse
 from .schema import Schema
+from .semantics import as_rule
 from .values import DEFAULT_REGION
 
 __all__ = ["Change", "Group", "HistoryEntry", "Origin", "Preview", "Why", "origins"]
 
-RuleLike: TypeAlias = Node | str
 GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
 
 
@@ -48,11 +47,7 @@ NO_ORIGINS: frozenset[Origin] = frozenset()
 
 
 def optional_rule(rule: RuleLike | None) -> Node | None:
-    if rule is None or isinstance(rule, Node):
-        return rule
-    if isinstance(rule, str):
-        return parse(rule)
-    raise TypeError(f"a rule is text or a cohorts AST node, not {type(rule).__name__}")
+    return None if rule is None else as_rule(rule)
 
 
 def _ids(values: Iterable[CustomerId]) -> frozenset[CustomerId]:

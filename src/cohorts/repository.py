@@ -24,7 +24,7 @@ from collections.abc import Callable, Collection, Container, Iterable, Iterator,
 from decimal import Decimal
 from typing import Any, Protocol, TypeAlias, TypeVar, runtime_checkable
 
-from .ast import Node
+from .ast import RuleLike
 from .errors import CohortsError
 from .evaluate import compile as compile_rule
 from .group_store import GroupStore, MemoryGroupStore
@@ -49,7 +49,6 @@ __all__ = [
     "require",
 ]
 
-RuleLike: TypeAlias = Node | str
 GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
 T = TypeVar("T")
 

@@ -33,6 +33,7 @@ from .ast import (
     Aggregate,
     Anchor,
     And,
+    Compiled,
     Condition,
     Duration,
     InGroup,
@@ -43,6 +44,7 @@ from .ast import (
     Or,
     Path,
     Relative,
+    RuleLike,
     Unit,
     Weekday,
     Window,
@@ -78,7 +80,6 @@ __all__ = [
     "window_spec",
 ]
 
-RuleLike: TypeAlias = Node | str
 T = TypeVar("T")
 
 # Positive operators; the negative ones are NOT of these.
@@ -113,12 +114,15 @@ _KIND_OPS = {
 def as_rule(
     rule: RuleLike, *, max_rule_chars: int = MAX_RULE_CHARS, max_literal_chars: int = MAX_LITERAL_CHARS
 ) -> Node:
-    """``rule`` as a tree: text is parsed (within the limits), a node is returned as is; anything else a TypeError."""
+    """``rule`` as a tree: text is parsed (within the limits), a node is returned as is, a compiled rule
+    (:class:`cohorts.Predicate`) gives its tree; anything else is a TypeError."""
     if isinstance(rule, str):
         return parse(rule, max_rule_chars=max_rule_chars, max_literal_chars=max_literal_chars)
     if isinstance(rule, Node):
         return rule
-    raise TypeError(f"a rule is text or a cohorts AST node, not {type(rule).__name__}")
+    if isinstance(rule, Compiled) and isinstance(rule.rule, Node):
+        return rule.rule
+    raise TypeError(f"a rule is text, a cohorts AST node or a compiled Predicate, not {type(rule).__name__}")
 
 
 # -- deciding how each condition compares -----------------------------------

@@ -18,7 +18,7 @@ from typing import Any, TypeAlias
 
 import attrs
 
-from ..ast import Aggregate, Condition, DatePart, InGroup, Node, Op
+from ..ast import Aggregate, Condition, DatePart, InGroup, Node, Op, RuleLike
 from ..errors import RuleError
 from ..model import CustomerId
 from ..repository import members_of
@@ -42,7 +42,6 @@ from .storage import KIND_FIELD, PART_FIELD, micros, shadow_key
 
 __all__ = ["Compiler", "Params", "compile_rule", "to_sql"]
 
-RuleLike: TypeAlias = Node | str
 GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
 
 _MARK = re.compile("\x00([0-9]+)\x00")

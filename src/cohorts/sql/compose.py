@@ -20,11 +20,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from ..ast import RuleLike
 from ..semantics import as_rule, moment
 from ..values import resolve_tz
 from .compiler import _MARK
 from .dialects import dialect as find_dialect
-from .host import GroupLookup, HostCompiler, HostTable, RuleLike
+from .host import GroupLookup, HostCompiler, HostTable
 
 __all__ = ["RuleClause", "install_functions", "select_ids", "where"]
 

@@ -19,7 +19,7 @@ from typing import Any, TypeAlias
 import attrs
 import sqlalchemy as sa
 
-from ..ast import Aggregate, Condition, DatePart, Node, Op
+from ..ast import Aggregate, Condition, DatePart, Node, Op, RuleLike
 from ..errors import RuleError
 from ..model import CustomerId
 from ..repository import check_limit
@@ -33,7 +33,6 @@ from .storage import KIND_FIELD, PART_FIELD, change_log
 
 __all__ = ["HostEvents", "HostTable", "JsonField"]
 
-RuleLike: TypeAlias = Node | str
 GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
 
 

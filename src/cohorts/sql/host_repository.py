@@ -34,7 +34,7 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 import attrs
 import sqlalchemy as sa
 
-from ..ast import Node
+from ..ast import RuleLike
 from ..errors import HostWriteError
 from ..model import Customer, CustomerId, Event
 from ..repository import UnknownCustomerError, check_customer, check_events, new_events
@@ -48,7 +48,6 @@ from .storage import change_log, decode_id
 
 __all__ = ["HostRepository", "HostWriter"]
 
-RuleLike: TypeAlias = Node | str
 GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
 
 _CHUNK = 1000  # ids per IN list

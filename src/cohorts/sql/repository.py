@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeAlias
 
 import sqlalchemy as sa
 
-from ..ast import Node
+from ..ast import RuleLike
 from ..model import Customer, CustomerId, Event
 from ..repository import (
     CustomerDataError,
@@ -49,7 +49,6 @@ from .storage import (
 
 __all__ = ["SCHEMA_VERSION", "SQLRepository"]
 
-RuleLike: TypeAlias = Node | str
 GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
 
 SCHEMA_VERSION = 2
