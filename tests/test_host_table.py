@@ -529,10 +529,13 @@ def test_check_names_a_missing_table_or_column(crm: Any) -> None:
         missing.check(crm)
 
 
-def test_phone_conditions_are_refused_on_postgres() -> None:
+def test_phone_conditions_on_postgres_read_the_phone_table() -> None:
+    """Without a phone table the error says where phones are read; with one, the query reads it."""
     table = HostTable("clients", id="client_no", columns={"phone": "phone"})
-    with pytest.raises(RuleError, match="phone conditions on a host table need SQLite"):
+    with pytest.raises(RuleError, match=r"HostRepository.*phone_table"):
         table.to_sql('customer.phone = "514-555-0199"', "postgresql", now=NOW_FIXED)
+    sql, _ = table.to_sql('customer.phone = "514-555-0199"', "postgresql", now=NOW_FIXED, phone_table="cohorts_phones")
+    assert '"cohorts_phones"' in sql
 
 
 # -- PostgreSQL: plain indexes on time columns, expression indexes on JSON keys ---------------------------

@@ -77,6 +77,7 @@ class Dialect:
     param_style: ClassVar[ParamStyle]
     explain_prefix: ClassVar[str]
     typed_parameters: ClassVar[bool] = False
+    """Whether parameters are cast to their SQL type (PostgreSQL infers nothing from an untyped parameter)."""
     max_nesting: ClassVar[int] = 64
     """How deep AND/OR groups nest in one expression before the compiler splits them out."""
     max_width: ClassVar[int] = 0
@@ -87,7 +88,8 @@ class Dialect:
     """How many values an ``in`` list binds one by one; longer lists are bound as one parameter."""
     host_native_times: ClassVar[bool] = False
     """Whether host-table times are read as the database's own time values (else as microseconds)."""
-    """Whether parameters are cast to their SQL type (PostgreSQL infers nothing from an untyped parameter)."""
+    host_phones: ClassVar[bool] = False
+    """Whether :meth:`host_read` reads phone numbers (else they are read from a table of E.164 numbers)."""
 
     def __repr__(self) -> str:
         return f"<Dialect {self.name}>"
@@ -303,6 +305,7 @@ class SQLite(Dialect):
     max_nesting = 10  # SQLite's parser stack (YYSTACKDEPTH) is 100 entries in common builds
     max_width = 50
     max_tree = 400  # SQLITE_MAX_EXPR_DEPTH is 1000, and a flat OR of n items is n deep
+    host_phones = True  # cohorts_read() parses them with phonenumbers
 
     def has(self, x: str, needle: str) -> str:
         return f"instr({x}, {needle}) > 0"
@@ -571,7 +574,12 @@ class PostgreSQL(Dialect):
 
     def host_read(self, q: HostQuery, source: str, is_json: bool, reading: str) -> str:
         if reading == "p":
-            raise RuleError("phone conditions on a host table need SQLite (or a shadow column)")
+            raise RuleError(
+                "phone numbers are not read on PostgreSQL host tables here: conditions on a customer's phone"
+                " attribute are answered by a cohorts.HostRepository, which keeps its E.164 numbers in a table"
+                " of its own (HostTable.select(..., phone_table=repository.phone_table) reads it too); an"
+                " event's field cannot be a phone number"
+            )
         if reading in _PG_PARTS:
             return self.host_part(q, self.host_read(q, source, is_json, "m"), reading)
         return self._json_reading(q, source, reading) if is_json else self._column_reading(source, reading)

@@ -454,13 +454,18 @@ class HostTable:
         *,
         now: dt.datetime | None = None,
         groups: GroupLookup | None = None,
+        phone_table: str | None = None,
     ) -> tuple[str, dict[str, Any] | list[Any]]:
         """The query selecting the ids (column ``id``) of the rows ``rule`` is true for, and its parameters.
 
         On SQLite the query calls functions that :meth:`select` registers on its connection.
+        ``phone_table`` names a table of ``(attribute, customer, phone)`` rows, the E.164 number of
+        each customer's phone attributes keyed by the id as text, that phone conditions read on
+        PostgreSQL, which cannot parse phone numbers: the one a :class:`cohorts.HostRepository`
+        keeps up to date (its ``phone_table``).
         """
         tz = resolve_tz(self.tz)
-        compiler = HostCompiler(self, find_dialect(dialect), tz, moment(now, tz), groups)
+        compiler = HostCompiler(self, find_dialect(dialect), tz, moment(now, tz), groups, phone_table=phone_table)
         sql = compiler.select(as_rule(rule))
         return compiler.param.render(sql)
 
@@ -471,6 +476,7 @@ class HostTable:
         now: dt.datetime | None = None,
         *,
         groups: GroupLookup | None = None,
+        phone_table: str | None = None,
         limit: int | None = None,
     ) -> set[Any]:
         """The ids of the rows of the host's table for which ``rule`` is true at ``now``.
@@ -478,7 +484,7 @@ class HostTable:
         ``limit`` keeps the first ``limit`` ids in the id column's order.
         """
         check_limit(limit)
-        with self._query(engine_or_connection, rule, now, groups) as (conn, sql, params):
+        with self._query(engine_or_connection, rule, now, groups, phone_table) as (conn, sql, params):
             if limit is not None:
                 sql = f"{sql} ORDER BY 1 LIMIT {limit:d}"
             return {row[0] for row in conn.exec_driver_sql(sql, params) if row[0] is not None}
@@ -490,9 +496,10 @@ class HostTable:
         now: dt.datetime | None = None,
         *,
         groups: GroupLookup | None = None,
+        phone_table: str | None = None,
     ) -> int:
         """How many rows of the host's table ``rule`` is true for at ``now``, counted by the database."""
-        with self._query(engine_or_connection, rule, now, groups) as (conn, sql, params):
+        with self._query(engine_or_connection, rule, now, groups, phone_table) as (conn, sql, params):
             counted = f"SELECT count(*) FROM ({sql}) AS matched WHERE matched.{quoted(self.id)} IS NOT NULL"  # noqa: S608 - names are ours; values are bound
             return int(conn.exec_driver_sql(counted, params).scalar_one())
 
@@ -503,9 +510,10 @@ class HostTable:
         now: dt.datetime | None = None,
         *,
         groups: GroupLookup | None = None,
+        phone_table: str | None = None,
     ) -> str:
         """The database's plan for ``rule`` (EXPLAIN QUERY PLAN on SQLite, EXPLAIN on PostgreSQL), as text."""
-        with self._query(engine_or_connection, rule, now, groups) as (conn, sql, params):
+        with self._query(engine_or_connection, rule, now, groups, phone_table) as (conn, sql, params):
             rows = conn.exec_driver_sql(find_dialect(conn).explain_prefix + sql, params).all()
         return "\n".join(str(row[-1]) for row in rows)
 
@@ -516,6 +524,7 @@ class HostTable:
         rule: RuleLike,
         now: dt.datetime | None,
         groups: GroupLookup | None,
+        phone_table: str | None,
     ) -> Iterator[tuple[sa.Connection, str, Any]]:
         """A connection ready for the rule's query (SQLite's functions registered), the SQL and its parameters."""
         with contextlib.ExitStack() as stack:
@@ -524,7 +533,7 @@ class HostTable:
             else:
                 conn = engine_or_connection
             found = find_dialect(conn)
-            sql, params = self.to_sql(rule, found.name, now=now, groups=groups)
+            sql, params = self.to_sql(rule, found.name, now=now, groups=groups, phone_table=phone_table)
             found.host_connection(conn)
             yield conn, sql, driver_params(params)
 
@@ -547,9 +556,12 @@ class HostCompiler(Compiler):
         groups: GroupLookup | None,
         *,
         inline: bool = False,
+        phone_table: str | None = None,
     ) -> None:
         super().__init__(dialect, host.schema, tz, now, groups)
         self.host = host
+        # Where the database cannot read phone numbers, a table of (attribute, customer, phone) E.164 numbers.
+        self.phone_table = phone_table
         self.region = host.region
         # Inline, the expression goes in the host's own query, which names the table itself.
         self.inline = inline
@@ -623,7 +635,10 @@ class HostCompiler(Compiler):
             reading, value_kind = "k", Kind.TEXT
         else:
             reading, value_kind = KIND_FIELD[kind], kind
-        x = self.read(source, is_json, reading, shape.condition)
+        if reading == "p" and not self.dialect.host_phones and self.phone_table is not None:
+            x = self.phone(path.attribute)
+        else:
+            x = self.read(source, is_json, reading, shape.condition)
         # A JSON array is a list: its elements are tested as the evaluator tests a list's.
         listed = is_json and shape.is_list and path.part is None and kind is not None
         if shape.op is Op.IS_KNOWN:
@@ -645,6 +660,15 @@ class HostCompiler(Compiler):
         present = self.json_elements(source, reading, value_kind, ((),))
         passing = self.json_elements(source, reading, value_kind, elements)
         return f"({scalar} OR ({present} AND NOT {passing}))"
+
+    def phone(self, attribute: str) -> str:
+        """The E.164 number of the customer's ``attribute`` in the phone table (NULL when it is not a phone number)."""
+        assert self.phone_table is not None
+        ph = self.alias("ph")
+        return (
+            f"(SELECT {ph}.phone FROM {quoted(self.phone_table)} AS {ph} WHERE {ph}.attribute ="  # noqa: S608 - names are ours; values are bound
+            f" {self.bind(attribute, 'TEXT')} AND {ph}.customer = CAST({self.customer_key} AS TEXT))"
+        )
 
     # -- conditions on events: the repository compiler's, reading the host's event tables
 

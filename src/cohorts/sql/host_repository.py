@@ -34,12 +34,13 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 import attrs
 import sqlalchemy as sa
 
-from ..ast import RuleLike
+from ..ast import Condition, Path, RuleLike, walk
 from ..errors import HostWriteError
 from ..model import Customer, CustomerId, Event
 from ..repository import UnknownCustomerError, check_customer, check_events, new_events
-from ..schema import Schema, default_schema
-from ..values import resolve_tz
+from ..schema import AttributeType, Schema, default_schema
+from ..semantics import as_rule
+from ..values import resolve_tz, to_phone
 from .compose import install_functions
 from .dialects import Dialect, dialect
 from .host import HostEvents, HostTable, JsonField, Mapped
@@ -53,6 +54,7 @@ GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
 _CHUNK = 1000  # ids per IN list
 _PAGE = 5000  # rows per page when iterating
 _DDL_LOCK = 7302021  # creating the state tables, where the dialect has a lock
+_PHONE_LOCK = 7302022  # bringing the phone table up to date: one process at a time
 _ABSENT = object()
 _WRITER_METHODS = ("insert", "update", "add_events", "delete")
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}\Z")
@@ -273,6 +275,24 @@ class HostRepository(Transactional):
         self._session = Session(self.engine, f"cohorts_host_connection_{id(self)}")
         self._metadata = sa.MetaData()
         self._changes = change_log(self._metadata, state_prefix)
+        # Where the database cannot parse phone numbers, their E.164 form, kept here for phone conditions.
+        self._phones: sa.Table | None = None
+        self._phones_at: sa.Table | None = None
+        if not self.dialect.host_phones:
+            self._phones = sa.Table(
+                f"{state_prefix}phones",
+                self._metadata,
+                sa.Column("attribute", sa.Text, primary_key=True),
+                sa.Column("customer", sa.Text, primary_key=True),
+                sa.Column("phone", sa.Text, nullable=False),
+            )
+            self._phones_at = sa.Table(
+                f"{state_prefix}phones_at",
+                self._metadata,
+                sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+                sa.Column("attributes", sa.Text, nullable=False),
+                sa.Column("position", sa.Text, nullable=False),
+            )
         self._customers = _table(
             host_table.table, [host_table.id, *map(_column_of, host_table.columns.values())]
         )
@@ -350,6 +370,20 @@ class HostRepository(Transactional):
     def mapped_attributes(self) -> frozenset[str]:
         """The customer attributes the HostTable maps (any other is unknown for every customer)."""
         return frozenset(self.host_table.columns)
+
+    @property
+    def phone_table(self) -> str | None:
+        """The table of E.164 phone numbers phone conditions read, where the database cannot parse them.
+
+        On PostgreSQL, ``{state_prefix}phones`` holds ``(attribute, customer, phone)``: for each
+        mapped customer attribute the schema declares a phone, each customer's number in E.164 form
+        (read as :func:`cohorts.values.to_phone` reads it, in the HostTable's region), keyed by the
+        id as text; a value that is not a phone number has no row. cohorts fills it at the first
+        phone condition and brings it up to date before each query from the changes groups see
+        (watermarks, triggers, :meth:`changed`). None on SQLite, which parses phone numbers in SQL.
+        """
+        phones = self._phones
+        return None if phones is None or not self._phone_attributes() else phones.name
 
     @property
     def read_only_reason(self) -> str | None:
@@ -441,9 +475,72 @@ class HostRepository(Transactional):
         return found, json.dumps({"log": log, "marks": marks})
 
     def forget_changes(self, position: str) -> None:
-        """Delete the change log's rows before ``position``."""
+        """Delete the change log's rows before ``position`` (the phone table takes in what it has not yet)."""
         with self.connect() as conn:
+            self._sync_phones()
             self.dialect.forget_changes(conn, self._changes.name, json.loads(position)["log"])
+
+    # -- the phone table
+
+    def _phone_attributes(self) -> list[str]:
+        """The mapped customer attributes the schema declares phone numbers, in name order."""
+        schema = self.schema
+        return sorted(
+            name
+            for name in self.host_table.columns
+            if schema.lookup(Path("customer", name)) is AttributeType.PHONE
+        )
+
+    def _sync_phones(self, rule: RuleLike | None = None) -> None:
+        """Bring the phone table up to date for ``rule`` (nothing when it reads no phone attribute): filled
+        at first, then for the customers changed since. Without a rule, only a table already filled."""
+        phones, at = self._phones, self._phones_at
+        attributes = self._phone_attributes()
+        if phones is None or at is None or not attributes:
+            return
+        if rule is not None:
+            read = {n.path.attribute for n in walk(as_rule(rule)) if isinstance(n, Condition) and n.path.is_customer}
+            if read.isdisjoint(attributes):
+                return
+        with self.connect() as conn:
+            self.dialect.lock(conn, _PHONE_LOCK)
+            stored = conn.execute(sa.select(at.c.attributes, at.c.position).where(at.c.id == 1)).first()
+            if stored is None and rule is None:
+                return
+            if stored is not None and json.loads(stored.attributes) == attributes:
+                changed, position = self.changes_since(stored.position)
+                keys = self._keys(changed)
+                for start in range(0, len(keys), _CHUNK):
+                    chunk = keys[start : start + _CHUNK]
+                    conn.execute(phones.delete().where(phones.c.customer.in_([str(k) for k in chunk])))
+                    key = self._customers.c[self.host_table.id]
+                    self._write_phones(conn, attributes, self._rows(conn, key.in_(chunk)))
+            else:  # first use, or the phone attributes changed: every customer
+                position = self.change_position()
+                conn.execute(phones.delete())
+                key = self._customers.c[self.host_table.id]
+                where: sa.ColumnElement[bool] = sa.true()
+                while rows := self._rows(conn, where, _PAGE):
+                    self._write_phones(conn, attributes, rows)
+                    where = key > rows[-1][self.host_table.id]
+            conn.execute(at.delete())
+            conn.execute(at.insert().values(id=1, attributes=json.dumps(attributes), position=position))
+
+    def _write_phones(self, conn: sa.Connection, attributes: list[str], rows: Sequence[Mapping[Any, Any]]) -> None:
+        assert self._phones is not None
+        region = self.host_table.region
+        found = []
+        for row in rows:
+            customer_id = _plain_id(row[self.host_table.id])
+            if customer_id is None:
+                continue
+            for attribute in attributes:
+                phone = to_phone(_read(row, self.host_table.columns[attribute]), region)
+                if phone is not None:
+                    found.append((attribute, str(customer_id), phone))
+        if found:
+            columns = ["attribute", "customer", "phone"]
+            self.dialect.insert_many(conn, self._phones.name, columns, found, or_ignore=True)  # ids may repeat
 
     # -- reading the host's rows
 
@@ -572,18 +669,21 @@ class HostRepository(Transactional):
         ``limit`` keeps the first ids in the id column's order.
         """
         with self.connect() as conn:
-            found = self._mapping().select(conn, rule, now, groups=groups, limit=limit)
+            self._sync_phones(rule)
+            found = self._mapping().select(conn, rule, now, groups=groups, limit=limit, phone_table=self.phone_table)
         return {i for i in map(_plain_id, found) if i is not None}
 
     def count(self, rule: RuleLike, now: dt.datetime | None = None, *, groups: GroupLookup | None = None) -> int:
         """How many of the host's customers ``rule`` is true for at ``now``, counted by the database."""
         with self.connect() as conn:
-            return self._mapping().count(conn, rule, now, groups=groups)
+            self._sync_phones(rule)
+            return self._mapping().count(conn, rule, now, groups=groups, phone_table=self.phone_table)
 
     def explain(self, rule: RuleLike, now: dt.datetime | None = None, *, groups: GroupLookup | None = None) -> str:
         """The database's query plan for ``rule`` on the host's tables, as text."""
         with self.connect() as conn:
-            return self._mapping().explain(conn, rule, now, groups=groups)
+            self._sync_phones(rule)
+            return self._mapping().explain(conn, rule, now, groups=groups, phone_table=self.phone_table)
 
     # -- writes, through the host's writer
 
