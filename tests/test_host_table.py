@@ -464,7 +464,7 @@ def test_postgres_times_compare_with_timestamptz_parameters() -> None:
     """On PostgreSQL a time column is compared as it is (no epoch arithmetic), with a timestamptz parameter."""
     sql, params = CRM.to_sql("repair_order.closed.last_time < 730 days ago", "postgresql", now=NOW_FIXED)
     assert "EXTRACT(EPOCH" not in sql
-    assert 'max(CAST(e1."closed_at" AS TIMESTAMPTZ)) > CAST(%(p1)s AS TIMESTAMPTZ)' in sql
+    assert 'AND ((CAST(e1."closed_at" AS TIMESTAMPTZ) > CAST(%(p1)s AS TIMESTAMPTZ)))' in sql
     assert isinstance(params, dict) and params["p1"] == dt.datetime(2024, 11, 22, 12, tzinfo=dt.UTC)
 
 

@@ -8,8 +8,12 @@ import sqlite3
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cohorts import Customer, Event, RuleError
+from cohorts.ast import Op
+from cohorts.semantics import Spec, from_one, monotone, passes, plain_test
 from cohorts.sql import SQLRepository, shadow_key, shadow_of, to_sql
 
 NOW = dt.datetime(2026, 11, 22, 12, tzinfo=dt.UTC)
@@ -30,12 +34,65 @@ def test_values_are_bound_never_pasted(dialect: str) -> None:
     assert int((NOW - dt.timedelta(days=3) - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)).total_seconds()) * 10**6 in values
 
 
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+@pytest.mark.parametrize(
+    ("rule", "form"),
+    [
+        ("repair_order.closed.last_time < 730 days ago", "EXISTS"),
+        ("repair_order.closed.last_time > 730 days ago", "GROUP BY"),
+        ("NOT repair_order.closed.last_time < 730 days ago", "GROUP BY"),
+        ("repair_order.closed.first_time > 30 days ago", "EXISTS"),
+        ("repair_order.closed.first_time < 30 days ago", "GROUP BY"),
+        ("repair_order.closed.last_time within last 90 days", "GROUP BY"),
+        ("appointment.count >= 1", "EXISTS"),
+        ("appointment.count > 0", "EXISTS"),
+        ("appointment.count(last 30 days) >= 1", "EXISTS"),
+        ("appointment.count = 0", "NOT EXISTS"),
+        ("appointment.count < 1", "NOT EXISTS"),
+        ("NOT appointment.count >= 1", "NOT EXISTS"),
+        ("appointment.count >= 2", "GROUP BY"),
+        ("appointment.count between 1 and 3", "GROUP BY"),
+    ],
+)
+def test_aggregates_read_as_some_event_where_that_is_the_same(rule: str, form: str, dialect: str) -> None:
+    """``last_time`` over a lower bound, ``first_time`` under an upper one and ``count >= 1`` need no GROUP BY."""
+    sql, _ = to_sql(rule, dialect, now=NOW)
+    if form == "GROUP BY":
+        assert "GROUP BY" in sql
+    else:
+        assert "GROUP BY" not in sql and "HAVING" not in sql
+        assert ("NOT EXISTS" in sql or "NOT IN" in sql) == (form == "NOT EXISTS")
+
+
+_NUMBER_OPS = [Op.EQ, Op.LT, Op.LE, Op.GT, Op.GE]
+_specs = st.one_of(
+    st.builds(plain_test, st.sampled_from(_NUMBER_OPS), st.integers(-3, 5)),
+    st.builds(lambda a, b: plain_test(Op.BETWEEN, (a, b)), st.integers(-3, 5), st.integers(-3, 5)),
+    st.builds(lambda v: plain_test(Op.IN, v), st.lists(st.integers(-3, 5), max_size=4)),
+)
+
+
+@given(
+    st.lists(_specs, min_size=1, max_size=3).map(lambda specs: tuple(c for spec in specs for c in spec)),
+    st.lists(st.integers(-5, 8), min_size=1, max_size=6),
+)
+def test_some_event_readings_agree_with_the_aggregates(spec: Spec, times: list[int]) -> None:
+    """What lets the compiler drop the aggregate: ``from_one`` and ``monotone`` agree with ``passes``."""
+    some = from_one(spec)
+    if some is not None:
+        assert all(passes(spec, n) == some for n in range(1, 12))
+    direction = monotone(spec)
+    if direction is not None:
+        extreme = max(times) if direction == "up" else min(times)
+        assert passes(spec, extreme) == any(passes(spec, t) for t in times)
+
+
 def test_placeholders_match_parameters() -> None:
     """PostgreSQL gets a dict for %(name)s placeholders; SQLite a list in ``?`` order."""
     sql, params = to_sql(ESCAPE_RULE, now=NOW)
     assert isinstance(params, dict)
     assert set(re.findall(r"%\((\w+)\)s", sql)) == set(params)
-    assert "GROUP BY" in sql and "max(" in sql
+    assert "GROUP BY" not in sql and "max(" not in sql  # a lower bound on last_time: some event passes it
     lite, values = to_sql(ESCAPE_RULE, "sqlite", now=NOW)
     assert isinstance(values, list)
     assert lite.count("?") == len(values)

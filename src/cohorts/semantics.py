@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from decimal import Decimal
 from typing import Any, Literal, TypeAlias, TypeVar
 
 import attrs
@@ -66,9 +67,11 @@ __all__ = [
     "conditions",
     "connective",
     "describe_spec",
+    "from_one",
     "kind_word",
     "kleene",
     "moment",
+    "monotone",
     "passes",
     "plain_test",
     "polar_fold",
@@ -576,6 +579,55 @@ def passes(spec: Spec, value: Any) -> bool:
         (True, False)
     """
     return any(all(_CHECKS[symbol](value, constant) for symbol, constant in clause) for clause in spec)
+
+
+def monotone(spec: Spec) -> Literal["up", "down"] | None:
+    """Whether passing ``spec`` is kept by larger values ("up") or by smaller ones ("down").
+
+    Only lower bounds (``>``, ``>=``) are "up" and only upper bounds "down": then
+    the latest (earliest) of some values passes exactly when one of them does,
+    which lets ``last_time``/``first_time`` and ``count >= 1`` be read as "some
+    event passes" instead of an aggregate. None for every other test.
+
+    Example:
+        >>> monotone(plain_test(Op.GT, 3)), monotone(plain_test(Op.BETWEEN, (1, 3))), monotone(plain_test(Op.LE, 1))
+        ('up', None, 'down')
+    """
+    symbols = {symbol for clause in spec for symbol, _ in clause}
+    if not symbols or not all(clause for clause in spec):
+        return None
+    if symbols <= {">", ">="}:
+        return "up"
+    if symbols <= {"<", "<="}:
+        return "down"
+    return None
+
+
+def from_one(spec: Spec) -> bool | None:
+    """Whether every count from 1 on passes ``spec``, or none does; None when that depends on the count.
+
+    Then a count condition is "some event" or "no event", with no counting.
+
+    Example:
+        >>> from_one(plain_test(Op.GE, 1)), from_one(plain_test(Op.EQ, 0)), from_one(plain_test(Op.GE, 2))
+        (True, False, None)
+    """
+    direction = monotone(spec)
+    if direction == "up" and passes(spec, 1):
+        return True
+    if direction == "down" and not passes(spec, 1):
+        return False
+
+    def below_one(check: Check) -> bool:
+        symbol, value = check
+        if symbol not in ("==", "in"):
+            return False
+        values = value if symbol == "in" else (value,)
+        return all(isinstance(v, int | float | Decimal) and not isinstance(v, bool) and v < 1 for v in values)
+
+    if spec and all(any(below_one(check) for check in clause) for clause in spec):
+        return False  # every clause asks for a count under 1
+    return None
 
 
 def moment(now: dt.datetime | None, tz: dt.tzinfo) -> dt.datetime:

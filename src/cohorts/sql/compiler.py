@@ -29,7 +29,9 @@ from ..semantics import (
     Spec,
     as_rule,
     element_spec,
+    from_one,
     moment,
+    monotone,
     passes,
     polar_fold,
     resolve,
@@ -411,9 +413,12 @@ class Compiler:
             window = resolve_window(shape, self.now, self.tz)
             if window is not None:  # count only the events of the window: its bounds are parameters
                 base += f" AND {self.test(window, self.event_time(shape, e), Kind.TIME)}"
+            none, some = passes(spec, 0), from_one(spec)
+            if some is not None and some != none:  # "some event" or "no event": nothing to count
+                return self.semi(base, negate=some != holds)
             test = self.test(spec, "count(*)", Kind.NUMBER)
             having = test if holds else f"NOT {test}"
-            if passes(spec, 0) == holds:  # customers without events pass too
+            if none == holds:  # customers without events pass too
                 return self.semi(f"{base} GROUP BY {key} HAVING NOT {having}", negate=True)
             return self.semi(f"{base} GROUP BY {key} HAVING {having}", negate=False)
 
@@ -421,6 +426,9 @@ class Compiler:
             if path.part is not None:
                 return self.extreme_part(shape, spec, holds, base, e, key)
             extreme = "min" if aggregate is Aggregate.FIRST_TIME else "max"
+            if holds and monotone(spec) == ("down" if extreme == "min" else "up"):
+                # the latest time passes a lower bound when some time does (the earliest, an upper one)
+                return self.semi(f"{base} AND {self.test(spec, self.event_time(shape, e), Kind.TIME)}", negate=False)
             test = self.test(spec, f"{extreme}({self.event_time(shape, e)})", Kind.TIME)
             having = test if holds else f"NOT {test}"
             return self.semi(f"{base} GROUP BY {key} HAVING {having}", negate=False)
