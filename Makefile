@@ -35,6 +35,7 @@ bench-quick: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_eval.py --customers 20000
 	$(BIN)/python benchmarks/bench_sql.py --quick
 	$(BIN)/python benchmarks/bench_groups.py --quick
+	$(BIN)/python benchmarks/bench_host.py --quick
 	$(BIN)/python benchmarks/bench_import.py --quick
 	$(BIN)/python benchmarks/bench_campaigns.py --quick --backend memory sqlite
 

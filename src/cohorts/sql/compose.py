@@ -98,7 +98,7 @@ def where(
         ...     dialect=sa.dialects.postgresql.dialect()))  # doctest: +ELLIPSIS
         SELECT client_no
         FROM clients
-        WHERE (((NULLIF(lower(normalize(btrim(CAST("clients"."town" AS TEXT)), NFC) ... = CAST(%(cohorts_..._0_1)s...
+        WHERE ((((CASE WHEN octet_length(CAST("clients"."town" AS TEXT)) ... = CAST(%(cohorts_..._0_1)s...
     """
     return RuleClause(rule, host_table, now, groups)
 

@@ -283,7 +283,9 @@ class HostTable:
     spaces, NFC-normalised and lowercased with ICU (casefolding special cases
     such as ß differ), numbers, booleans and times must be in numeric, boolean
     and ``timestamptz`` (or ``date``) columns, or JSON numbers, booleans and
-    ISO text; phone conditions are refused. ``docs/repositories.md`` has the details.
+    ISO text. Phone conditions read the E.164 numbers a HostRepository keeps in
+    a table of its own (``phone_table``); without one they are refused with an
+    error that says so. ``docs/repositories.md`` has the details.
 
     Example:
         >>> import sqlalchemy as sa
