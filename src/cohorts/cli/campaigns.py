@@ -92,7 +92,8 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     add_db_option(parser)
-    parser.add_argument("--config", metavar="FILE", required=True, help="the campaigns TOML file")
+    parser.add_argument("--config", metavar="FILE", required=True,
+                        help="the campaigns TOML file (with a [host] section, --db is read as the host's own tables)")
     parser.add_argument("--now", metavar="ISO", help="run as of this time (default: now; naive means UTC)")
     add_json_option(parser)
 
@@ -131,7 +132,7 @@ def _groups(config: Config, campaigns: list[Campaign], repository: Repository) -
 def _setup(args: argparse.Namespace) -> tuple[Config, Any, dt.datetime]:
     config = load_config(args.config)
     now = parse_now(args.now, dt.UTC) or dt.datetime.now(dt.UTC)
-    return config, open_repository(database_url(args)), now
+    return config, open_repository(database_url(args), host=config.host), now
 
 
 def _run(args: argparse.Namespace) -> int:
