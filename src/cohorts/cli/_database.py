@@ -104,6 +104,7 @@ def open_repository(url: str, *, create: bool = False, host: HostSpec | None = N
     the mapping that the database lacks is a ConfigError.
     """
     module = sql_module("--db" if host is None else "the [host] section")
+    host_table = None if host is None else host.host_table()  # the file's errors come first
     shown = _hide_password(url)
     path = _sqlite_file(url)
     new = path is not None and not os.path.exists(path)
@@ -116,11 +117,10 @@ def open_repository(url: str, *, create: bool = False, host: HostSpec | None = N
         if not os.path.isdir(folder):
             raise DatabaseError(shown, f"the folder {folder} does not exist")
     repository: DatabaseRepository
-    if host is None:
+    if host is None or host_table is None:
         with _opening(url, shown):
             repository = module.SQLRepository(url)
     else:
-        host_table = host.host_table()
         with _opening(url, shown):
             try:
                 repository = module.HostRepository(url, host_table, state_prefix=host.state_prefix)
@@ -159,10 +159,12 @@ def _opening(url: str, shown: str) -> Iterator[None]:
         raise DatabaseError(shown, f"its driver is not installed ({error.name} is missing)") from None
 
 
-def open_groups(args: argparse.Namespace, *, create: bool = False) -> Groups:
+@contextlib.contextmanager
+def open_groups(args: argparse.Namespace, *, create: bool = False) -> Iterator[Groups]:
     """The groups of the database ``--db`` (or ``$COHORTS_DB``) names, over the host's tables when the
-    ``--config`` file has a ``[host]`` section."""
-    return Groups(open_repository(database_url(args), create=create, host=host_of(args)))
+    ``--config`` file has a ``[host]`` section; its connections are closed at the end of the block."""
+    with contextlib.closing(open_repository(database_url(args), create=create, host=host_of(args))) as repository:
+        yield Groups(repository)
 
 
 def _first_line(error: BaseException) -> str:

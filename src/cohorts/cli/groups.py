@@ -133,7 +133,12 @@ def _print_changes(args: argparse.Namespace, changes: list[Change]) -> None:
 
 
 def _run_groups(args: argparse.Namespace) -> int:
-    groups = open_groups(args, create=args.action == "create")
+    with open_groups(args, create=args.action == "create") as groups:
+        return _act(args, groups)
+
+
+def _act(args: argparse.Namespace, groups: Groups) -> int:
+    """Do ``args.action`` on ``groups``; the exit status."""
     now = parse_now(args.now, groups.repository.tz) if hasattr(args, "now") else None
     match args.action:
         case "list":

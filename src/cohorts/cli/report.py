@@ -75,7 +75,12 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    groups = open_groups(args)
+    with open_groups(args) as groups:
+        return _report(args, groups)
+
+
+def _report(args: argparse.Namespace, groups: Groups) -> int:
+    """Print the report ``args`` asks for over ``groups``; the exit status."""
     try:
         measure = Measure.parse(args.measure)
     except ValueError as error:

@@ -305,7 +305,11 @@ class HostRepository(Transactional):
             for category, events in host_table.events.items()
         }
         self._watched = self._watermarks()
-        self._id_type = self._create()
+        try:
+            self._id_type = self._create()
+        except BaseException:
+            self.close()  # a mapping the database lacks: no connection of an engine made here stays open
+            raise
         install_functions(self.engine)  # where() expressions run on the host's own sessions too
 
     def __repr__(self) -> str:
