@@ -26,7 +26,20 @@ The file the cron job reads (``cohorts campaigns run --config campaigns.toml``):
     kind = "email"                                # every other key is a setting
     subject = "Time for your spring service"
 
-Every error names the place in the file (``campaigns[2].status``).
+    [host]                                        # customers in the host's own tables (HostTable)
+    table = "clients"
+    id = "client_no"
+    columns = { city = "town", tags = { column = "extra", keys = ["tags"] } }
+
+    [host.events."repair_order.closed"]           # HostEvents; or [host.events.repair_order.closed]
+    table = "repair_orders"
+    customer = "client_no"
+    at = "closed_at"
+    where = { status = "closed" }
+
+Every error names the place in the file (``campaigns[2].status``). The ``[host]``
+section is kept as plain data (:class:`HostSpec`): :meth:`HostSpec.host_table`
+builds the :class:`cohorts.HostTable`, with the ``sql`` extra.
 """
 
 from __future__ import annotations
@@ -37,15 +50,30 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
+import phonenumbers
 
 from .campaigns import Action, Campaign, CampaignError, FrequencyCap, Hours, Policy
 from .errors import CohortsError, RuleError
 from .evaluate import validate
+from .schema import AttributeType, Schema, default_schema
+from .values import DEFAULT_REGION, resolve_tz
 
-__all__ = ["Config", "ConfigError", "GroupSpec", "load_config", "parse_config"]
+if TYPE_CHECKING:
+    from .sql.host import HostEvents, HostTable, JsonField
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "GroupSpec",
+    "HostEventsSpec",
+    "HostSpec",
+    "JsonFieldSpec",
+    "load_config",
+    "parse_config",
+]
 
 
 class ConfigError(CampaignError):
@@ -73,13 +101,130 @@ class GroupSpec:
     description: str = ""
 
 
+FilterScalar: TypeAlias = str | int | float | dt.date
+FilterValue: TypeAlias = FilterScalar | tuple[FilterScalar, ...]
+
+
+@attrs.frozen
+class JsonFieldSpec:
+    """A key path of a JSON column, as ``{ column = "extra", keys = ["prefs", "channel"] }`` declares it:
+    the arguments of :class:`cohorts.JsonField` (``JsonField(column, *keys)``)."""
+
+    column: str
+    keys: tuple[str, ...]
+
+
+MappedSpec: TypeAlias = str | JsonFieldSpec
+
+
+@attrs.frozen
+class HostEventsSpec:
+    """A ``[host.events.<category>]`` table: the keyword arguments of :class:`cohorts.HostEvents`.
+
+    ``place`` is where it is in the file (``host.events.appointment``), for errors.
+    """
+
+    table: str
+    customer: str
+    at: str
+    where: Mapping[str, FilterValue] = attrs.field(factory=dict)
+    fields: Mapping[str, MappedSpec] = attrs.field(factory=dict)
+    updated_at: str | None = None
+    place: str = attrs.field(default="", eq=False, repr=False)
+
+
+@attrs.frozen
+class HostSpec:
+    """The ``[host]`` section: a :class:`cohorts.HostTable` over the host's own tables, as plain data.
+
+    The keys are the HostTable's keyword arguments (``table``, ``id``, ``columns``, ``updated_at``,
+    ``tz``, ``region``, ``schema``, ``events``) and the HostRepository's ``state_prefix``. Reading
+    the file needs no SQLAlchemy; :meth:`host_table` builds the mapping (the ``sql`` extra).
+    ``source`` is the file, for errors.
+    """
+
+    table: str
+    id: str
+    columns: Mapping[str, MappedSpec]
+    events: Mapping[str, HostEventsSpec] = attrs.field(factory=dict)
+    updated_at: str | None = None
+    tz: str = "UTC"
+    region: str = DEFAULT_REGION
+    schema: Schema | None = None
+    state_prefix: str = "cohorts_"
+    source: str = attrs.field(default="<text>", eq=False, repr=False)
+
+    def host_table(self) -> HostTable:
+        """The :class:`cohorts.HostTable` this section declares (needs SQLAlchemy: the ``sql`` extra).
+
+        What the HostTable refuses (a name that is not a plain SQL name, an event category
+        named ``customer``...) is a ConfigError naming the place in the file.
+
+        Example:
+            >>> spec = parse_config('''
+            ... [host]
+            ... table = "clients"
+            ... id = "client_no"
+            ... columns = { city = "town", tags = { column = "extra", keys = ["tags"] } }
+            ... [host.events.appointment]
+            ... table = "appointments"
+            ... customer = "client_no"
+            ... at = "starts at"
+            ... ''', "host.toml").host
+            >>> spec.columns["tags"]
+            JsonFieldSpec(column='extra', keys=('tags',))
+            >>> spec.host_table()
+            Traceback (most recent call last):
+            ...
+            cohorts.config.ConfigError: host.toml: host.events.appointment: the time column of appointments: \
+'starts at' is not a plain SQL column name (letters, digits and _)
+        """
+        from .sql.host import HostEvents, HostTable
+
+        def fail(where: str, error: Exception) -> ConfigError:
+            return ConfigError(self.source, where, str(error))
+
+        columns = {name: self._mapped(mapped, f"host.columns.{_key(name)}") for name, mapped in self.columns.items()}
+        events: dict[str, HostEvents] = {}
+        for category, spec in self.events.items():
+            fields = {
+                name: self._mapped(mapped, f"{spec.place}.fields.{_key(name)}") for name, mapped in spec.fields.items()
+            }
+            try:
+                events[category] = HostEvents(
+                    spec.table, customer=spec.customer, at=spec.at, where=dict(spec.where), fields=fields,
+                    updated_at=spec.updated_at,
+                )
+            except (TypeError, ValueError) as error:
+                raise fail(spec.place, error) from None
+        try:
+            return HostTable(
+                self.table, id=self.id, columns=columns, schema=self.schema, tz=self.tz, region=self.region,
+                events=events, updated_at=self.updated_at,
+            )
+        except (TypeError, ValueError) as error:
+            raise fail("host", error) from None
+
+    def _mapped(self, mapped: MappedSpec, where: str) -> str | JsonField:
+        if isinstance(mapped, str):
+            return mapped
+        from .sql.host import JsonField
+
+        try:
+            return JsonField(mapped.column, *mapped.keys)
+        except ValueError as error:
+            raise ConfigError(self.source, where, str(error)) from None
+
+
 @attrs.frozen
 class Config:
-    """What a configuration file declares."""
+    """What a configuration file declares: campaigns, groups, the sending policy, and the host's tables
+    (``host``: None when the file has no ``[host]`` section, and customers are cohorts' own)."""
 
     campaigns: tuple[Campaign, ...] = ()
     groups: tuple[GroupSpec, ...] = ()
     policy: Policy = attrs.field(factory=Policy)
+    host: HostSpec | None = None
 
     def campaign(self, name: str) -> Campaign:
         """The campaign named ``name`` (compared case-insensitively), or a CampaignError with a suggestion."""
@@ -122,6 +267,17 @@ def _group_rule(groups: Any, name: str) -> object:
         return _MISSING
     return definition.rule
 
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
+
+
+def _key(name: str) -> str:
+    """``name`` as a TOML key in a dotted place: bare, or quoted when it is not a bare key."""
+    return name if _BARE_KEY.match(name) else '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_HOST_KEYS = {"table", "id", "columns", "events", "updated_at", "tz", "region", "schema", "state_prefix"}
+_EVENTS_KEYS = {"table", "customer", "at", "where", "fields", "updated_at"}
 
 _PERIOD = re.compile(r"^\s*(\d+)\s*(minute|hour|day|week)s?\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
@@ -244,6 +400,124 @@ class _Reader:
             raise self.fail(where, str(error)) from None
 
 
+    # -- the [host] section: plain data for HostTable, HostEvents and JsonField
+
+    def host(self, value: object) -> HostSpec:
+        data = self.table(value, "host")
+        self.unknown(data, _HOST_KEYS, "host")
+        for key in ("table", "id", "columns"):
+            if key not in data:
+                raise self.fail("host", f"needs {key!r}: {_HOST_NEEDS}")
+        columns = self.table(data["columns"], "host.columns")
+        events: dict[str, HostEventsSpec] = {}
+        self.events(self.table(data.get("events", {}), "host.events"), "host.events", "", events)
+        options: dict[str, Any] = {}
+        for key in ("updated_at", "tz", "region", "state_prefix"):
+            if key in data:
+                options[key] = self.text(data[key], f"host.{key}")
+        if "tz" in options:
+            try:
+                resolve_tz(options["tz"])
+            except ValueError as error:
+                raise self.fail("host.tz", str(error)) from None
+        if "region" in options:
+            options["region"] = options["region"].upper()
+            if options["region"] not in phonenumbers.SUPPORTED_REGIONS:
+                raise self.fail("host.region", f"unknown region {data['region']!r} (a two-letter country code such "
+                                "as 'US', 'CA', 'FR')")
+        if "schema" in data:
+            options["schema"] = self.schema(data["schema"], "host.schema")
+        return HostSpec(
+            self.text(data["table"], "host.table"),
+            self.text(data["id"], "host.id"),
+            {name: self.mapped(mapped, f"host.columns.{_key(name)}") for name, mapped in columns.items()},
+            events,
+            source=self.source,
+            **options,
+        )
+
+    def mapped(self, value: object, where: str) -> MappedSpec:
+        """A column name, or a JSON field ``{ column = "extra", keys = ["prefs", "channel"] }``."""
+        if isinstance(value, str):
+            return self.text(value, where)
+        if not isinstance(value, Mapping):
+            raise self.fail(where, f'expected a column name or {{ column = "...", keys = [...] }}, got {value!r}')
+        self.unknown(value, {"column", "keys"}, where)
+        if "column" not in value or "keys" not in value:
+            raise self.fail(where, 'a JSON field needs a column and its keys: { column = "extra", keys = ["tags"] }')
+        keys = value["keys"]
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+            raise self.fail(f"{where}.keys", f'expected a non-empty array of keys, such as ["prefs", "channel"], '
+                            f"got {keys!r}")
+        return JsonFieldSpec(self.text(value["column"], f"{where}.column"), tuple(keys))
+
+    def events(self, data: Mapping[str, Any], where: str, prefix: str, found: dict[str, HostEventsSpec]) -> None:
+        """The ``[host.events.<category>]`` tables into ``found``. A table with none of HostEvents' keys
+        holds categories: ``[host.events.repair_order.closed]`` is the category ``repair_order.closed``."""
+        for name, value in data.items():
+            place, category = f"{where}.{_key(name)}", f"{prefix}{name}"
+            entry = self.table(value, place)
+            if entry and not _EVENTS_KEYS & set(entry) and all(isinstance(v, Mapping) for v in entry.values()):
+                self.events(entry, place, f"{category}.", found)
+                continue
+            if category in found:
+                raise self.fail(place, f"the events {category!r} are declared twice")
+            found[category] = self.host_events(entry, place)
+
+    def host_events(self, data: Mapping[str, Any], where: str) -> HostEventsSpec:
+        self.unknown(data, _EVENTS_KEYS, where)
+        for key in ("table", "customer", "at"):
+            if key not in data:
+                raise self.fail(where, f"needs {key!r}: {_EVENTS_NEEDS}")
+        filters = {
+            column: self.filter_value(value, f"{where}.where.{_key(column)}")
+            for column, value in self.table(data.get("where", {}), f"{where}.where").items()
+        }
+        fields = {
+            name: self.mapped(mapped, f"{where}.fields.{_key(name)}")
+            for name, mapped in self.table(data.get("fields", {}), f"{where}.fields").items()
+        }
+        updated_at = data.get("updated_at")
+        return HostEventsSpec(
+            self.text(data["table"], f"{where}.table"),
+            self.text(data["customer"], f"{where}.customer"),
+            self.text(data["at"], f"{where}.at"),
+            filters,
+            fields,
+            None if updated_at is None else self.text(updated_at, f"{where}.updated_at"),
+            place=where,
+        )
+
+    def filter_value(self, value: object, where: str) -> FilterValue:
+        """A fixed filter's value: text, a number, a boolean or a date; an array is ``IN``."""
+        if isinstance(value, list):
+            return tuple(self.filter_scalar(item, where) for item in value)
+        return self.filter_scalar(value, where)
+
+    def filter_scalar(self, value: object, where: str) -> FilterScalar:
+        if isinstance(value, str | int | float | dt.date):
+            return value
+        raise self.fail(where, f"a filter value is text, a number, a boolean, a date or an array of them, "
+                        f"not {value!r}")
+
+    def schema(self, value: object, where: str) -> Schema:
+        """The default schema with the ``{category: {attribute: type}}`` of ``value`` (phones, custom events)."""
+        data = self.table(value, where)
+        for category, attributes in data.items():
+            self.table(attributes, f"{where}.{_key(category)}")
+        try:
+            return default_schema().merge(Schema(data))
+        except ValueError as error:
+            kinds = ", ".join(t.value for t in AttributeType)
+            raise self.fail(where, f"{error} (types: {kinds})") from None
+
+
+_HOST_NEEDS = 'the customers table, its id column and the columns, e.g. table = "clients", id = "client_no", ' \
+    'columns = { city = "town" }'
+_EVENTS_NEEDS = 'the events table, its customer column and its time column, e.g. table = "appointments", ' \
+    'customer = "client_no", at = "starts_at"'
+
+
 def parse_config(text: str, source: str = "<text>") -> Config:
     """Read a configuration from TOML text.
 
@@ -272,8 +546,9 @@ def parse_config(text: str, source: str = "<text>") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise reader.fail("", f"not valid TOML: {error}") from None
-    reader.unknown(data, {"policy", "groups", "campaigns"}, "")
+    reader.unknown(data, {"policy", "groups", "campaigns", "host"}, "")
     policy = reader.policy(data["policy"]) if "policy" in data else Policy()
+    host = reader.host(data["host"]) if "host" in data else None
     groups_data = data.get("groups", [])
     campaigns_data = data.get("campaigns", [])
     if not isinstance(groups_data, list):
@@ -293,7 +568,7 @@ def parse_config(text: str, source: str = "<text>") -> Config:
         if group.name.casefold() in group_names:
             raise reader.fail(f"groups[{i}].name", f"{group.name!r} is declared twice")
         group_names.add(group.name.casefold())
-    return Config(campaigns, groups, policy)
+    return Config(campaigns, groups, policy, host)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

@@ -6,23 +6,43 @@ database that cannot be opened is a :class:`cohorts.DatabaseError`, and a SQLite
 file is only made by the commands that create data (``create=True``); the others
 say that it does not exist. The SQL repository needs the ``sql`` extra
 (SQLAlchemy), so it is imported when a command opens a database, never before.
+
+With ``--config FILE`` whose ``[host]`` section maps the host's own tables (a
+:class:`cohorts.config.HostSpec`), the database is opened as a
+:class:`cohorts.HostRepository` over them instead; it is never made, since the
+host's tables must be there, and a mapping that does not fit them is a
+:class:`cohorts.ConfigError` naming the file.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ..errors import DatabaseError
+from ..config import ConfigError, HostSpec, load_config
+from ..errors import CohortsError, DatabaseError
 from ..groups import Groups
 from ._common import EXIT_USAGE, CommandError
 
 if TYPE_CHECKING:
-    from ..sql import SQLRepository
+    from ..sql import HostRepository, SQLRepository
 
-__all__ = ["ENVIRONMENT_VARIABLE", "add_db_option", "database_url", "open_groups", "open_repository", "sql_module"]
+    DatabaseRepository: TypeAlias = SQLRepository | HostRepository
+
+__all__ = [
+    "ENVIRONMENT_VARIABLE",
+    "add_config_option",
+    "add_db_option",
+    "database_url",
+    "host_of",
+    "open_groups",
+    "open_repository",
+    "sql_module",
+]
 
 ENVIRONMENT_VARIABLE = "COHORTS_DB"
 """Where ``--db`` is read from when a command line has none."""
@@ -34,6 +54,20 @@ def add_db_option(parser: argparse.ArgumentParser, extra_help: str = "") -> None
     """Give a command the ``--db URL`` option, which defaults to ``$COHORTS_DB``."""
     text = f"database URL or SQLite file path (default: ${ENVIRONMENT_VARIABLE}){extra_help}"
     parser.add_argument("--db", metavar="URL", help=text)
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """Give a command the ``--config FILE`` option, whose ``[host]`` section maps the host's own tables."""
+    parser.add_argument(
+        "--config", metavar="FILE", help="a TOML configuration; with a [host] section, --db is read as the host's own "
+        "tables (a HostRepository) instead of cohorts' customers tables"
+    )
+
+
+def host_of(args: argparse.Namespace) -> HostSpec | None:
+    """The ``[host]`` section of the ``--config`` file (None without the option or the section)."""
+    path: str | None = args.config
+    return None if path is None else load_config(path).host
 
 
 def database_url(args: argparse.Namespace, missing: str = "") -> str:
@@ -60,26 +94,52 @@ def sql_module(option: str) -> Any:
     return sql
 
 
-def open_repository(url: str, *, create: bool = False) -> SQLRepository:
-    """The SQL repository at ``url``; the errors users can fix are DatabaseError or CommandError.
+def open_repository(url: str, *, create: bool = False, host: HostSpec | None = None) -> DatabaseRepository:
+    """The repository at ``url``; the errors users can fix are DatabaseError, ConfigError or CommandError.
 
-    A SQLite file that does not exist is made only when ``create``, and then a
-    note on standard error says so.
+    Without ``host``, cohorts' own tables (a SQLRepository): a SQLite file that
+    does not exist is made only when ``create``, and then a note on standard
+    error says so. With ``host``, a HostRepository over the tables it maps
+    (``create`` is ignored: the host's tables must exist); a table or column of
+    the mapping that the database lacks is a ConfigError.
     """
-    module = sql_module("--db")
-    import sqlalchemy.exc
-
+    module = sql_module("--db" if host is None else "the [host] section")
+    host_table = None if host is None else host.host_table()  # the file's errors come first
     shown = _hide_password(url)
     path = _sqlite_file(url)
     new = path is not None and not os.path.exists(path)
     if path is not None and new:
         folder = os.path.dirname(os.path.abspath(path))
+        if host is not None:
+            raise DatabaseError(shown, "it does not exist (check the path: the [host] section maps existing tables)")
         if not create:
             raise DatabaseError(shown, f"it does not exist (check the path; {_CREATORS} make a new database)")
         if not os.path.isdir(folder):
             raise DatabaseError(shown, f"the folder {folder} does not exist")
+    repository: DatabaseRepository
+    if host is None or host_table is None:
+        with _opening(url, shown):
+            repository = module.SQLRepository(url)
+    else:
+        with _opening(url, shown):
+            try:
+                repository = module.HostRepository(url, host_table, state_prefix=host.state_prefix)
+            except ValueError as error:  # the mapping does not fit the database, or the prefix is taken
+                raise ConfigError(host.source, "host", str(error)) from None
+    if new:
+        print(f"note: created the database {path}", file=sys.stderr)
+    return repository
+
+
+@contextlib.contextmanager
+def _opening(url: str, shown: str) -> Iterator[None]:
+    """SQLAlchemy's errors while opening the database at ``url`` as DatabaseError or CommandError."""
+    import sqlalchemy.exc
+
     try:
-        repository: SQLRepository = module.SQLRepository(url)
+        yield
+    except CohortsError:
+        raise
     except ValueError as error:
         raise CommandError(f"--db {shown!r}: {error}", EXIT_USAGE) from None
     except sqlalchemy.exc.NoSuchModuleError:
@@ -97,14 +157,14 @@ def open_repository(url: str, *, create: bool = False) -> SQLRepository:
                 f"--db needs the postgres extra: pip install 'cohorts[postgres]' ({error.name} is missing)"
             ) from None
         raise DatabaseError(shown, f"its driver is not installed ({error.name} is missing)") from None
-    if new:
-        print(f"note: created the database {path}", file=sys.stderr)
-    return repository
 
 
-def open_groups(args: argparse.Namespace, *, create: bool = False) -> Groups:
-    """The groups of the database ``--db`` (or ``$COHORTS_DB``) names."""
-    return Groups(open_repository(database_url(args), create=create))
+@contextlib.contextmanager
+def open_groups(args: argparse.Namespace, *, create: bool = False) -> Iterator[Groups]:
+    """The groups of the database ``--db`` (or ``$COHORTS_DB``) names, over the host's tables when the
+    ``--config`` file has a ``[host]`` section; its connections are closed at the end of the block."""
+    with contextlib.closing(open_repository(database_url(args), create=create, host=host_of(args))) as repository:
+        yield Groups(repository)
 
 
 def _first_line(error: BaseException) -> str:

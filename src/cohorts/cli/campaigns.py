@@ -12,9 +12,11 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from ..campaigns import Campaign, Sender, audience, eligibility, run_campaigns, standard_handlers
@@ -92,7 +94,8 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     add_db_option(parser)
-    parser.add_argument("--config", metavar="FILE", required=True, help="the campaigns TOML file")
+    parser.add_argument("--config", metavar="FILE", required=True,
+                        help="the campaigns TOML file (with a [host] section, --db is read as the host's own tables)")
     parser.add_argument("--now", metavar="ISO", help="run as of this time (default: now; naive means UTC)")
     add_json_option(parser)
 
@@ -128,14 +131,22 @@ def _groups(config: Config, campaigns: list[Campaign], repository: Repository) -
     return groups
 
 
-def _setup(args: argparse.Namespace) -> tuple[Config, Any, dt.datetime]:
+@contextlib.contextmanager
+def _setup(args: argparse.Namespace) -> Iterator[tuple[Config, Repository, dt.datetime]]:
+    """The configuration, the repository of ``--db`` (the host's tables with a ``[host]`` section) and the
+    time to run at; the repository's connections are closed at the end of the block."""
     config = load_config(args.config)
     now = parse_now(args.now, dt.UTC) or dt.datetime.now(dt.UTC)
-    return config, open_repository(database_url(args)), now
+    with contextlib.closing(open_repository(database_url(args), host=config.host)) as repository:
+        yield config, repository, now
 
 
 def _run(args: argparse.Namespace) -> int:
-    config, repository, now = _setup(args)
+    with _setup(args) as (config, repository, now):
+        return _run_campaigns(args, config, repository, now)
+
+
+def _run_campaigns(args: argparse.Namespace, config: Config, repository: Repository, now: dt.datetime) -> int:
     campaigns = [config.campaign(name) for name in args.campaign] if args.campaign else list(config.campaigns)
     sender = load_sender(args.sender) if args.sender else None
     if sender is None:
@@ -165,7 +176,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _audience(args: argparse.Namespace) -> int:
-    config, repository, now = _setup(args)
+    with _setup(args) as (config, repository, now):
+        return _show_audience(args, config, repository, now)
+
+
+def _show_audience(args: argparse.Namespace, config: Config, repository: Repository, now: dt.datetime) -> int:
     campaign = config.campaign(args.name)
     verdict = eligibility(campaign, now)
     groups = _groups(config, [campaign], repository)

@@ -35,7 +35,7 @@ from ._common import (
     print_table,
     read_rule,
 )
-from ._database import add_db_option, open_groups
+from ._database import add_config_option, add_db_option, open_groups
 
 __all__ = ["register"]
 
@@ -53,6 +53,7 @@ examples:
   cohorts groups add VIP c42 c43 --db customers.db
   cohorts groups exclude VIP c7 --db customers.db
   cohorts groups delete "Old list" --force --db customers.db
+  cohorts groups members VIP --db postgresql+psycopg://app@db/crm --config host.toml   # the host's own tables
 """
 
 
@@ -132,7 +133,12 @@ def _print_changes(args: argparse.Namespace, changes: list[Change]) -> None:
 
 
 def _run_groups(args: argparse.Namespace) -> int:
-    groups = open_groups(args, create=args.action == "create")
+    with open_groups(args, create=args.action == "create") as groups:
+        return _act(args, groups)
+
+
+def _act(args: argparse.Namespace, groups: Groups) -> int:
+    """Do ``args.action`` on ``groups``; the exit status."""
     now = parse_now(args.now, groups.repository.tz) if hasattr(args, "now") else None
     match args.action:
         case "list":
@@ -254,6 +260,7 @@ def register(subparsers: Any) -> None:
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = actions.add_parser(name, help=help_text, description=help_text)
         add_db_option(sub)
+        add_config_option(sub)
         sub.add_argument("--now", metavar="WHEN", help="evaluate at this ISO date or time (default: now)")
         add_json_option(sub)
         sub.set_defaults(handler=_run_groups)

@@ -22,7 +22,7 @@ from ..importers import Column, ImportReport, import_file, preview_file
 from ..imports.reading import MAX_CELL_CHARS, MAX_CELL_LINES, MAX_ROWS, MAX_XLSX_BYTES
 from ..progress import TerminalBar
 from ._common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, print_json
-from ._database import ENVIRONMENT_VARIABLE, add_db_option, database_url, open_repository
+from ._database import ENVIRONMENT_VARIABLE, add_config_option, add_db_option, database_url, host_of, open_repository
 
 __all__ = ["mapping_of", "register"]
 
@@ -53,6 +53,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("file", metavar="FILE", help="the .csv or .xlsx file")
     add_db_option(parser, "; made when missing; required unless --preview")
+    add_config_option(parser)
     parser.add_argument("--group", metavar="NAME", help="the group imported customers join (created if missing)")
     parser.add_argument(
         "--no-header", dest="header", action="store_false", help="the first row is data: columns are numbered from 0"
@@ -190,7 +191,7 @@ def _run(args: argparse.Namespace) -> int:
     url = database_url(args, f"cohorts import needs --db URL or {ENVIRONMENT_VARIABLE} (or --preview)")
     if not args.group:
         raise CommandError("cohorts import needs --group NAME: the group imported customers join", EXIT_USAGE)
-    repository = open_repository(url, create=True)
+    repository = open_repository(url, create=True, host=host_of(args))
     bar = TerminalBar.for_terminal(enabled=args.show_progress and not args.json)
     try:
         with _usage_errors():

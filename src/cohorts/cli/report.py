@@ -31,7 +31,7 @@ from ._common import (
     print_table,
     schema_file,
 )
-from ._database import add_db_option, open_groups
+from ._database import add_config_option, add_db_option, open_groups
 
 __all__ = ["check_measure", "register"]
 
@@ -41,6 +41,7 @@ examples:
   cohorts report --db customers.db --measure "sum(invoice.total)" --start 2026-01-01 --end 2027-01-01
   cohorts report --db customers.db --measure "average(review.rating)" --by origin --json
   cohorts report --db customers.db --measure "sum(time_entry.minutes)" --schema schema.json
+  cohorts report --db postgresql+psycopg://app@db/crm --config host.toml   # groups over the host's own tables
 
 A measure's event and field are checked against the schema; declare custom ones
 with --schema FILE, a JSON {category: {attribute: type}} such as {"time_entry": {"minutes": "number"}}.
@@ -57,6 +58,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_db_option(parser)
+    add_config_option(parser)
     parser.add_argument(
         "--measure", default="customers", help="customers, count(EVENT), sum(EVENT.FIELD) or average(EVENT.FIELD)"
     )
@@ -73,7 +75,12 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    groups = open_groups(args)
+    with open_groups(args) as groups:
+        return _report(args, groups)
+
+
+def _report(args: argparse.Namespace, groups: Groups) -> int:
+    """Print the report ``args`` asks for over ``groups``; the exit status."""
     try:
         measure = Measure.parse(args.measure)
     except ValueError as error:

@@ -262,6 +262,11 @@ def _category(name: object) -> str:
     return name
 
 
+def _events(events: Mapping[str, HostEvents]) -> dict[str, HostEvents]:
+    """The events mapping as a dict of its own (a typed converter: mypy reads the constructor's type from it)."""
+    return dict(events)
+
+
 @attrs.frozen
 class HostTable:
     """A host's existing customers table (and event tables), mapped declaratively: rules run on them in place.
@@ -313,7 +318,7 @@ class HostTable:
     schema: Schema | None = None
     tz: str = "UTC"
     region: str = DEFAULT_REGION
-    events: Mapping[str, HostEvents] = attrs.field(factory=dict, converter=dict)
+    events: Mapping[str, HostEvents] = attrs.field(factory=dict, converter=_events)
     updated_at: str | None = attrs.field(default=None, converter=_optional_column)
 
     def __attrs_post_init__(self) -> None:

@@ -266,6 +266,7 @@ class HostRepository(Transactional):
         if not isinstance(state_prefix, str) or not _PREFIX.match(state_prefix):
             raise ValueError(f"state_prefix starts plain table names, such as 'cohorts_', not {state_prefix!r}")
         self.engine = _engine(engine)
+        self._owns_engine = not isinstance(engine, sa.Engine)
         self.dialect: Dialect = dialect(self.engine)
         self.host_table = host_table
         self.writer = writer
@@ -304,12 +305,26 @@ class HostRepository(Transactional):
             for category, events in host_table.events.items()
         }
         self._watched = self._watermarks()
-        self._id_type = self._create()
+        try:
+            self._id_type = self._create()
+        except BaseException:
+            self.close()  # a mapping the database lacks: no connection of an engine made here stays open
+            raise
         install_functions(self.engine)  # where() expressions run on the host's own sessions too
 
     def __repr__(self) -> str:
         url = self.engine.url.render_as_string(hide_password=True)
         return f"<HostRepository {self.host_table.table} at {url}>"
+
+    def close(self) -> None:
+        """Close the database connections, when the repository made its engine from a URL.
+
+        An engine passed in stays the host's to dispose of (as for :meth:`cohorts.SQLRepository.close`).
+
+        .. versionadded:: 0.3
+        """
+        if self._owns_engine:
+            self.engine.dispose()
 
     def _watermarks(self) -> tuple[_Watched, ...]:
         host = self.host_table
