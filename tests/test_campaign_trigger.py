@@ -146,3 +146,30 @@ kind = "track"
     assert config.campaigns[0].trigger == "joined"
     with pytest.raises(ConfigError, match="it needs a start"):
         parse_config(text.replace("start = 2026-12-01\n", ""))
+
+
+def test_the_command_line_audience_says_who_joined(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("cohorts.sql")
+    from cohorts.cli import main
+    from cohorts.sql import SQLRepository
+
+    path = tmp_path / "crm.db"
+    repository = SQLRepository(f"sqlite:///{path}")
+    repository.upsert([Customer(1, {"tags": ["vip"]})])
+    Groups(repository).create("VIP", VIP)
+    Groups(repository).members("VIP", T0 - HOUR)
+    repository.upsert([Customer(2, {"tags": ["vip"]})])
+    repository.close()
+    config = tmp_path / "campaigns.toml"
+    config.write_text(
+        '[[campaigns]]\nname = "Welcome"\ngroup = "VIP"\nstart = 2026-12-01T09:00:00Z\ntrigger = "joined"\n'
+        '[[campaigns.actions]]\nkind = "track"\n',
+        encoding="utf-8",
+    )
+    code = main(["campaigns", "audience", "Welcome", "--db", str(path), "--config", str(config),
+                 "--now", (T0 + HOUR).isoformat()])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "group 'VIP' (members who joined since 2026-12-01 09:00 UTC)" in out
+    assert "  2: in group 'VIP' (rules); joined it at 2026-12-01T10:00:00+00:00" in out
+    assert "  1:" not in out
