@@ -161,3 +161,26 @@ def test_without_a_repository_postgresql_says_where_phones_are_read(postgres_eng
     assert repository.phone_table == "cohorts_phones"
     repository.select("customer.phone is unknown", NOW)  # fills it
     assert CLIENTS.select(postgres_engine, "customer.phone is unknown", NOW, phone_table="cohorts_phones") == set()
+
+
+def test_where_of_a_repository_reads_its_phone_table(engine: Any) -> None:
+    """HostRepository.where / select_ids compose with the host's own query, phone conditions included,
+    and see the host's writes made before they are built."""
+    _write(engine, [(1, "514-555-0199", None), (2, "418-555-0000", "+33 1 23 45 67 89"), (3, None, None)], 1)
+    repository = HostRepository(engine, CLIENTS, state_prefix="cohorts_w_")
+    clients = sa.table("clients", sa.column("no"), sa.column("tel"))
+    rule = 'customer.phone starts with "+1514" OR customer.mobile_phone starts with "+33"'
+
+    def page(clause: Any) -> list[Any]:
+        query = sa.select(clients.c.no).where(clause).order_by(clients.c.no.desc()).limit(10)
+        with engine.connect() as conn:
+            return list(conn.scalars(query))
+
+    assert page(repository.where(rule, NOW)) == [2, 1]
+    with engine.connect() as conn:
+        assert set(conn.scalars(repository.select_ids("customer.phone is unknown", NOW))) == {3}
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE clients SET tel = '(514) 555-2222', modified = 2 WHERE no = 3"))
+    assert page(repository.where(rule, NOW)) == [3, 2, 1]
+    assert page(where(rule, CLIENTS, NOW, phone_table=repository.phone_table)) == [3, 2, 1]
+    assert repository.select(rule, NOW) == {1, 2, 3}

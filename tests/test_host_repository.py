@@ -2,9 +2,10 @@
 
 - The customers it reads are the host's rows as the in-memory reference reads them (random rows
   of host-shaped tables on SQLite and PostgreSQL), and its ``select`` agrees with theirs.
-- Groups over it follow the host's own writes: a state machine writes the host's tables directly
-  (watermarked with ``updated_at``, deletes told with ``changed``), as a web app would, and checks
-  every read against a from-scratch evaluation.
+- Groups over it follow the host's own writes: a state machine writes the host's tables directly,
+  as a web app would, on SQLite and PostgreSQL, seen through ``updated_at`` watermarks (deletes
+  told with ``changed``) or through installed triggers (nothing told), and checks every read
+  against a from-scratch evaluation.
 - Writes to customers go through the host's writer, or are refused before anything runs.
 """
 
@@ -12,12 +13,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, given, settings, stateful
 from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
 
@@ -44,7 +47,7 @@ from cohorts import (
 
 from . import test_host_table as shapes
 from .strategies import NOW, groups
-from .test_live_groups import LiveGroups
+from .test_live_groups import CITIES, IDS, TAGS, LiveGroups
 
 sa = pytest.importorskip("sqlalchemy")
 
@@ -197,9 +200,10 @@ class HostApp:
     """The host's code writing its own tables, not through cohorts (only a delete is told with ``changed``);
     everything else is the HostRepository's."""
 
-    def __init__(self, repository: HostRepository, writer: DocWriter) -> None:
+    def __init__(self, repository: HostRepository, writer: DocWriter, *, tell_deletes: bool = True) -> None:
         self.repository = repository
         self.writer = writer
+        self.tell_deletes = tell_deletes  # False: triggers see the deletes
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.repository, name)
@@ -223,7 +227,8 @@ class HostApp:
         with self.repository.connect() as conn:
             found = [c for c in customer_ids if self.writer._doc(conn, c) is not None]
             self.writer.delete(conn, found)
-            self.repository.changed(*found, connection=conn)  # a watermark cannot see a deleted row
+            if self.tell_deletes:
+                self.repository.changed(*found, connection=conn)  # a watermark cannot see a deleted row
         return len(found)
 
     def unsubscribe(self, customer_id: Any) -> None:
@@ -231,25 +236,75 @@ class HostApp:
             self.writer.update(conn, customer_id, {"subscribed": False})
 
 
-def test_groups_follow_the_host_writes(tmp_path: Path) -> None:
-    """The live-groups state machine on a host's tables: the host writes them itself; no refresh anywhere."""
+UNWATCHED = attrs.evolve(
+    PEOPLE,
+    updated_at=None,
+    events={
+        "visit": HostEvents("visits", customer="pid", at="at", where={"note": None}),
+        "campaign.points": HostEvents("visits", customer="pid", at="at", where={"note": "points"}),
+    },
+)
+"""PEOPLE without watermarks: only the triggers cohorts installs see the host's writes."""
+
+
+class TextIds(LiveGroups):
+    """LiveGroups whose customers have text ids, as the ``pid TEXT`` column of PostgreSQL holds them."""
+
+    @stateful.rule(cid=st.sampled_from([str(i) for i in IDS]), city=st.sampled_from(CITIES), tags=st.sampled_from(TAGS))
+    def upsert(self, cid: Any, city: str | None, tags: list[str]) -> None:
+        super().upsert(cid, city, tags)
+
+
+@pytest.mark.parametrize("seen_by", ["watermarks", "triggers"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_groups_follow_the_host_writes(
+    backend: str, seen_by: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The live-groups state machine on a host's tables: the host writes them itself; no refresh anywhere.
+
+    The host's writes are seen through ``updated_at`` watermarks (deletes told with ``changed``) or
+    through the triggers cohorts installs (nothing told at all); on SQLite and on PostgreSQL, where
+    each example gets a schema of its own.
+    """
+    engines: list[Any] = []
+    schemas: list[str] = []
 
     def make() -> Any:
-        engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+        if backend == "sqlite":
+            engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+        else:
+            url = request.getfixturevalue("postgres_url")
+            schemas.append(f"host_sm_{os.getpid()}_{len(schemas)}")
+            with sa.create_engine(url, poolclass=sa.pool.NullPool).begin() as conn:
+                conn.exec_driver_sql(f"CREATE SCHEMA {schemas[-1]}")
+            engine = sa.create_engine(url, connect_args={"options": f"-csearch_path={schemas[-1]}"})
+        engines.append(engine)
         _people(engine)
         writer = DocWriter()
-        return HostApp(HostRepository(engine, PEOPLE, writer=writer), writer)
+        repository = HostRepository(engine, PEOPLE if seen_by == "watermarks" else UNWATCHED, writer=writer)
+        if seen_by == "triggers":
+            repository.install_triggers()
+        return HostApp(repository, writer, tell_deletes=seen_by == "watermarks")
 
-    machine = type("HostMachine", (LiveGroups,), {"make": staticmethod(make), "tmp": tmp_path})
-    run_state_machine_as_test(
-        machine,
-        settings=settings(
-            max_examples=20,
-            stateful_step_count=12,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-        ),
-    )
+    base = LiveGroups if backend == "sqlite" else TextIds
+    machine = type("HostMachine", (base,), {"make": staticmethod(make), "tmp": tmp_path})
+    try:
+        run_state_machine_as_test(
+            machine,
+            settings=settings(
+                max_examples=20 if backend == "sqlite" else 8,
+                stateful_step_count=12,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+            ),
+        )
+    finally:
+        for engine in engines:
+            engine.dispose()
+        if schemas:
+            with sa.create_engine(request.getfixturevalue("postgres_url"), poolclass=sa.pool.NullPool).begin() as conn:
+                for schema in schemas:
+                    conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -16,13 +16,15 @@ This module is the public face; the code lives in :mod:`cohorts.campaign`, one
 module per job (the campaign model, eligibility, the audience, the handler
 contract, the shipped handlers, the report, the runner). Besides ``__all__``, the
 constants (``STATUSES``, ``STATUS_ATTRIBUTE``, ``SUBSCRIBED_ATTRIBUTE``, ``MAX_FAILURES`` ...),
-``GroupsLike`` and ``unsubscribed`` are importable from here as they always were.
+``GroupsLike``, ``JoinHistory`` (what ``trigger="joined"`` reads of groups) and
+``unsubscribed`` are importable from here as they always were.
 """
 
 from __future__ import annotations
 
 from .campaign.audience import Audience, AudienceMember, audience
 from .campaign.audience import GroupsLike as GroupsLike
+from .campaign.audience import JoinHistory as JoinHistory
 from .campaign.context import Handler, RunContext, Suppressed, current_run, idempotency_key
 from .campaign.eligibility import Eligibility, Gate, eligibility, gate
 from .campaign.eligibility import unsubscribed as unsubscribed
@@ -32,6 +34,7 @@ from .campaign.model import SEND_TO as SEND_TO
 from .campaign.model import STATUS_ATTRIBUTE as STATUS_ATTRIBUTE
 from .campaign.model import STATUSES as STATUSES
 from .campaign.model import SUBSCRIBED_ATTRIBUTE as SUBSCRIBED_ATTRIBUTE
+from .campaign.model import TRIGGERS as TRIGGERS
 from .campaign.model import Action, Campaign, CampaignError, FrequencyCap, Hours, Policy
 from .campaign.report import MAX_FAILURES as MAX_FAILURES
 from .campaign.report import CampaignReport, Failure, RunReport

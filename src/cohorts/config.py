@@ -386,7 +386,7 @@ class _Reader:
 
     def campaign(self, value: object, where: str) -> Campaign:
         data = self.table(value, where)
-        fields = {"name", "audience", "group", "send_to", "status", "published", "start", "end", "actions"}
+        fields = {"name", "audience", "group", "send_to", "status", "published", "start", "end", "trigger", "actions"}
         self.unknown(data, fields, where)
         actions = data.get("actions", [])
         if not isinstance(actions, list):

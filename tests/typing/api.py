@@ -5,6 +5,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import cohorts
+from cohorts.campaigns import JoinHistory
 from cohorts.repository import CustomerReader, CustomerWriter, StateStore
 
 rule: cohorts.Rule = cohorts.parse('customer.city = "Laval"')
@@ -31,6 +32,8 @@ report: cohorts.ImportReport = cohorts.import_file(Path("customers.csv"), memory
 campaign = cohorts.Campaign("Spring", group="VIP", actions=[cohorts.Action("track")])
 run: cohorts.RunReport = cohorts.run_campaigns([campaign], sql, groups, {}, dt.datetime.now(dt.UTC))
 audience: cohorts.Audience = cohorts.audience(campaign, reader, groups)
+welcome = cohorts.Campaign("Welcome", group="VIP", start=dt.date(2026, 12, 1), trigger="joined")
+with_history: JoinHistory = groups  # what trigger="joined" reads of groups
 
 
 class Incomplete:

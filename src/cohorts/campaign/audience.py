@@ -8,8 +8,8 @@ marketing actions: transactional actions still reach them.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -18,7 +18,7 @@ from ..model import CustomerId
 from ..repository import CustomerReader, holds_attribute, require
 from .model import STATUS_ATTRIBUTE, SUBSCRIBED_ATTRIBUTE, Campaign, CampaignError, aware_now
 
-__all__ = ["Audience", "AudienceMember", "GroupsLike", "audience", "sorted_ids"]
+__all__ = ["Audience", "AudienceMember", "GroupsLike", "JoinHistory", "audience", "joined_since", "sorted_ids"]
 
 
 @attrs.frozen
@@ -34,6 +34,49 @@ class GroupsLike(Protocol):
     """What :func:`audience` needs of :class:`cohorts.Groups`."""
 
     def members(self, name: str, now: dt.datetime | None = None) -> Mapping[CustomerId, frozenset[Any]]: ...
+
+
+class HistoryLike(Protocol):
+    """What :func:`joined_since` reads of a :class:`cohorts.HistoryEntry`."""
+
+    @property
+    def customer_id(self) -> CustomerId: ...
+    @property
+    def joined(self) -> bool: ...
+    @property
+    def origins(self) -> frozenset[Any]: ...
+    @property
+    def gained(self) -> frozenset[Any]: ...
+    @property
+    def lost(self) -> frozenset[Any]: ...
+    @property
+    def at(self) -> dt.datetime: ...
+
+
+@runtime_checkable
+class JoinHistory(Protocol):
+    """Groups that keep a membership history (:meth:`cohorts.Groups.history`): campaigns with
+    ``trigger="joined"`` read who joined since they started."""
+
+    def history(self, name: str | None = None, *, start: dt.datetime | None = None) -> Sequence[HistoryLike]: ...
+
+
+def joined_since(
+    groups: JoinHistory, group: str, start: dt.datetime, now: dt.datetime
+) -> dict[CustomerId, dt.datetime]:
+    """Customer id -> when it last joined ``group`` from outside it, for those who did at ``start <= at <= now``.
+
+    A join from outside is an entry that makes the customer a member with only
+    new origins (it had none before); a member that gains another origin has not
+    joined again.
+    """
+    found: dict[CustomerId, dt.datetime] = {}
+    for entry in groups.history(group, start=start):
+        if entry.at > now:
+            continue
+        if entry.joined and not entry.lost and entry.origins == entry.gained:
+            found[entry.customer_id] = entry.at
+    return found
 
 
 def _origin_word(origin: Any) -> str:
@@ -61,6 +104,7 @@ class Audience(Collection[CustomerId]):
     status: str
     origins: Mapping[CustomerId, frozenset[Any]] | None
     unsubscribed: frozenset[CustomerId]
+    joined: Mapping[CustomerId, dt.datetime] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -92,6 +136,8 @@ class Audience(Collection[CustomerId]):
             origins = self.origins.get(customer_id, frozenset()) if self.origins is not None else frozenset()
             words = ", ".join(sorted(_origin_word(o) for o in origins)) or "member"
             reasons.append(f"in group {self.group!r} ({words})")
+            if self.joined is not None and customer_id in self.joined:
+                reasons.append(f"joined it at {self.joined[customer_id].isoformat()}, since the campaign started")
         if self.status != "all":
             reasons.append(f"status is {self.status}")
         suppressed = self.suppressed.get(customer_id) if customer_id in self.unsubscribed else None
@@ -116,7 +162,9 @@ def audience(
 ) -> Audience:
     """Who ``campaign`` reaches at ``now``: every customer or its group's members, with the status filter.
 
-    Group members of every origin (manual, imported, rules) are included; the
+    Group members of every origin (manual, imported, rules) are included; with
+    ``trigger="joined"``, only those who joined the group since the campaign's
+    start (from ``groups.history``, a :class:`JoinHistory`). The
     status filter keeps customers whose ``status`` is ``active`` / ``inactive``
     (``all`` ignores it). The filters run in the repository (pushed down as SQL
     on SQL repositories). Unsubscribed customers stay in the audience,
@@ -138,6 +186,7 @@ def audience(
     require(repository, CustomerReader, "audience")
     moment = aware_now(now)
     origins: Mapping[CustomerId, frozenset[Any]] | None = None
+    joined: dict[CustomerId, dt.datetime] | None = None
     if campaign.status != "all" and not holds_attribute(repository, STATUS_ATTRIBUTE):
         raise CampaignError(
             f"campaign {campaign.name!r} keeps {campaign.status} customers, but the repository maps no"
@@ -153,9 +202,22 @@ def audience(
             raise CampaignError(f"campaign {campaign.name!r} targets group {campaign.group!r}: pass the Groups")
         origins = groups.members(campaign.group, moment)
         ids = set(origins)
+        if campaign.trigger == "joined":
+            if not isinstance(groups, JoinHistory):
+                raise CampaignError(
+                    f"campaign {campaign.name!r} runs for customers who joined group {campaign.group!r}"
+                    f" (trigger='joined'): pass groups that keep a history (cohorts.Groups),"
+                    f" not {type(groups).__name__}"
+                )
+            start = campaign.started_at()
+            assert start is not None  # Campaign checks that a joined trigger has a start
+            joined = joined_since(groups, campaign.group, start, moment)
+            ids &= set(joined)
         if campaign.status != "all":
             ids &= set(repository.select(_status_rule(campaign.status), moment))
     # A repository that cannot hold an attribute (host tables map only some) has it unknown for everyone.
     subscriptions = holds_attribute(repository, SUBSCRIBED_ATTRIBUTE)
     unsub = set(repository.select(_UNSUBSCRIBED, moment)) & ids if ids and subscriptions else set()
-    return Audience(campaign.name, frozenset(ids), campaign.group, campaign.status, origins, frozenset(unsub))
+    return Audience(
+        campaign.name, frozenset(ids), campaign.group, campaign.status, origins, frozenset(unsub), joined
+    )

@@ -24,6 +24,7 @@ __all__ = [
     "STATUSES",
     "STATUS_ATTRIBUTE",
     "SUBSCRIBED_ATTRIBUTE",
+    "TRIGGERS",
     "Action",
     "Campaign",
     "CampaignError",
@@ -37,6 +38,8 @@ __all__ = [
 AUDIENCES = ("customers",)
 STATUSES = ("active", "inactive", "all")
 SEND_TO = ("all",)
+#: Who a campaign runs for: everyone in its audience, or the customers who joined its group since it started.
+TRIGGERS = ("audience", "joined")
 #: The customer attribute read by the status filter ("active" / "inactive", compared casefolded).
 STATUS_ATTRIBUTE = "status"
 #: The customer attribute that says whether a customer accepts marketing messages.
@@ -173,10 +176,19 @@ class Campaign:
     end`` (``None`` leaves that side open; a date compares with today's date in
     UTC, a naive datetime is read as UTC).
 
+    ``trigger="audience"`` (the default) runs the actions for everyone in the
+    audience, members from before the campaign started included;
+    ``trigger="joined"`` only for the members who joined the group at or after
+    ``start`` (a date: midnight UTC), read from the group's membership history,
+    so "welcome to the VIP programme" reaches each new VIP once and none of the
+    old ones. It needs a group and a start.
+
     Example:
         >>> c = Campaign("Spring", group="VIP", status="active", actions=[Action("email")])
         >>> c.action_keys()
         ('email-1',)
+        >>> Campaign("Welcome", group="VIP", start="2026-12-01", trigger="joined").started_at()
+        datetime.datetime(2026, 12, 1, 0, 0, tzinfo=datetime.timezone.utc)
     """
 
     name: str = attrs.field(validator=_name)
@@ -188,11 +200,27 @@ class Campaign:
     start: dt.datetime | dt.date | None = attrs.field(default=None, converter=_instant)
     end: dt.datetime | dt.date | None = attrs.field(default=None, converter=_instant)
     actions: tuple[Action, ...] = attrs.field(factory=tuple, converter=_actions)
+    trigger: str = attrs.field(default="audience", converter=_lower, validator=_choice(TRIGGERS))
 
     def __attrs_post_init__(self) -> None:
         keys = self.action_keys()
         if len(set(keys)) != len(keys):
             raise CampaignError(f"campaign {self.name!r} has two actions with the same id: {keys}")
+        if self.trigger == "joined" and (self.group is None or self.start is None):
+            missing = " and ".join(n for n, v in (("a group", self.group), ("a start", self.start)) if v is None)
+            raise CampaignError(
+                f"campaign {self.name!r} runs for customers who joined its group since it started"
+                f" (trigger='joined'): it needs {missing}"
+            )
+
+    def started_at(self) -> dt.datetime | None:
+        """``start`` as an aware instant (a date is midnight UTC, a naive datetime UTC); None when open."""
+        start = self.start
+        if start is None:
+            return None
+        if not isinstance(start, dt.datetime):
+            return dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC)
+        return start if start.tzinfo is not None else start.replace(tzinfo=dt.UTC)
 
     def action_keys(self) -> tuple[str, ...]:
         """The ledger key of each action, in order: its ``id``, else ``<kind>-<n>``."""

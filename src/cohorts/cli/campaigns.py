@@ -199,6 +199,8 @@ def _show_audience(args: argparse.Namespace, config: Config, repository: Reposit
         })
         return EXIT_OK
     target = f"group {campaign.group!r}" if campaign.group else "all customers"
+    if campaign.trigger == "joined":
+        target += f" (members who joined since {campaign.started_at():%Y-%m-%d %H:%M} UTC)"
     print(f"campaign {campaign.name!r}: {target}, status {campaign.status}; {verdict} at {now.isoformat()}")
     print(f"{len(members)} customer(s), {len(members.suppressed)} suppressed for marketing actions")
     for index, member in enumerate(members.members()):

@@ -42,7 +42,12 @@ class RuleClause(sa.sql.expression.ColumnElement[bool]):
     type = sa.Boolean()
 
     def __init__(
-        self, rule: RuleLike, host_table: HostTable, now: dt.datetime | None, groups: GroupLookup | None
+        self,
+        rule: RuleLike,
+        host_table: HostTable,
+        now: dt.datetime | None,
+        groups: GroupLookup | None,
+        phone_table: str | None = None,
     ) -> None:
         if not isinstance(host_table, HostTable):
             raise TypeError(f"where() takes a cohorts.HostTable, not {type(host_table).__name__}")
@@ -51,13 +56,22 @@ class RuleClause(sa.sql.expression.ColumnElement[bool]):
         tz = resolve_tz(host_table.tz)
         self.now = moment(now, tz)
         self.groups = groups
+        self.phone_table = phone_table
         self.name = f"cohorts_{next(_CLAUSES)}"
         self.sql("sqlite")  # the rule is checked against the mapping now, not when the query runs
 
     def sql(self, dialect_name: str) -> tuple[str, list[Any]]:
         """The expression in ``dialect_name``, with ``\\x00n\\x00`` markers, and the values they stand for."""
         tz = resolve_tz(self.host_table.tz)
-        compiler = HostCompiler(self.host_table, find_dialect(dialect_name), tz, self.now, self.groups, inline=True)
+        compiler = HostCompiler(
+            self.host_table,
+            find_dialect(dialect_name),
+            tz,
+            self.now,
+            self.groups,
+            inline=True,
+            phone_table=self.phone_table,
+        )
         return compiler.where(self.rule), compiler.param.values
 
     def __str__(self) -> str:
@@ -81,7 +95,12 @@ def _compile(element: RuleClause, compiler: SQLCompiler, **kw: Any) -> str:
 
 
 def where(
-    rule: RuleLike, host_table: HostTable, now: dt.datetime | None = None, *, groups: GroupLookup | None = None
+    rule: RuleLike,
+    host_table: HostTable,
+    now: dt.datetime | None = None,
+    *,
+    groups: GroupLookup | None = None,
+    phone_table: str | None = None,
 ) -> RuleClause:
     """``rule`` as a SQLAlchemy boolean expression over the host's table, to use in the host's own queries.
 
@@ -90,6 +109,11 @@ def where(
     Its values are bound parameters; times relative to ``now`` (default: when
     ``where`` is called) are resolved then. A rule naming an unmapped attribute
     is a RuleError here, not when the query runs.
+
+    On PostgreSQL, phone conditions read the E.164 numbers of ``phone_table``
+    (a :attr:`cohorts.HostRepository.phone_table`); without one they are a
+    RuleError when the query is compiled. :meth:`cohorts.HostRepository.where`
+    brings that table up to date and passes it.
 
     Example:
         >>> clients = HostTable("clients", id="client_no", columns={"city": "town"})
@@ -100,17 +124,29 @@ def where(
         FROM clients
         WHERE ((((CASE WHEN octet_length(CAST("clients"."town" AS TEXT)) ... = CAST(%(cohorts_..._0_1)s...
     """
-    return RuleClause(rule, host_table, now, groups)
+    return RuleClause(rule, host_table, now, groups, phone_table)
 
 
 def select_ids(
-    rule: RuleLike, host_table: HostTable, now: dt.datetime | None = None, *, groups: GroupLookup | None = None
+    rule: RuleLike,
+    host_table: HostTable,
+    now: dt.datetime | None = None,
+    *,
+    groups: GroupLookup | None = None,
+    phone_table: str | None = None,
 ) -> sa.Select[Any]:
     """The ``Select`` of the ids (the ``id`` column) of the host's rows ``rule`` is true for, to order,
-    paginate or join: ``session.scalars(select_ids(rule, clients).order_by("client_no").limit(20))``."""
+    paginate or join: ``session.scalars(select_ids(rule, clients).order_by("client_no").limit(20))``.
+
+    ``groups`` and ``phone_table`` are as for :func:`where`.
+    """
+    return ids_where(host_table, where(rule, host_table, now, groups=groups, phone_table=phone_table))
+
+
+def ids_where(host_table: HostTable, clause: RuleClause) -> sa.Select[Any]:
     schema, _, name = host_table.table.rpartition(".")
     table = sa.table(name, sa.column(host_table.id), schema=schema or None)
-    return sa.select(table.c[host_table.id]).where(where(rule, host_table, now, groups=groups))
+    return sa.select(table.c[host_table.id]).where(clause)
 
 
 def install_functions(engine: sa.Engine) -> None:

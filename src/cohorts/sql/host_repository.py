@@ -41,7 +41,7 @@ from ..repository import UnknownCustomerError, check_customer, check_events, new
 from ..schema import AttributeType, Schema, default_schema
 from ..semantics import as_rule
 from ..values import resolve_tz, to_phone
-from .compose import install_functions
+from .compose import RuleClause, ids_where, install_functions, where
 from .dialects import Dialect, dialect
 from .host import HostEvents, HostTable, JsonField, Mapped
 from .session import Session, Transactional, log_changes
@@ -693,6 +693,32 @@ class HostRepository(Transactional):
         with self.connect() as conn:
             self._sync_phones(rule)
             return self._mapping().count(conn, rule, now, groups=groups, phone_table=self.phone_table)
+
+    def where(
+        self, rule: RuleLike, now: dt.datetime | None = None, *, groups: GroupLookup | None = None
+    ) -> RuleClause:
+        """``rule`` as a SQLAlchemy boolean expression over the host's table, for the host's own queries.
+
+        As :func:`cohorts.where` over this repository's mapping (and the schema
+        it was given), with phone conditions reading :attr:`phone_table`, which is
+        brought up to date first: the expression sees the host's writes made
+        before it is built. ``select(Client).where(repository.where(rule))``.
+
+        .. versionadded:: 0.3
+        """
+        self._sync_phones(rule)
+        return where(rule, self._mapping(), now, groups=groups, phone_table=self.phone_table)
+
+    def select_ids(
+        self, rule: RuleLike, now: dt.datetime | None = None, *, groups: GroupLookup | None = None
+    ) -> sa.Select[Any]:
+        """The ``Select`` of the ids of the host's rows ``rule`` is true for (see :meth:`where`), to order,
+        paginate or join in the host's own session.
+
+        .. versionadded:: 0.3
+        """
+        mapping = self._mapping()
+        return ids_where(mapping, self.where(rule, now, groups=groups))
 
     def explain(self, rule: RuleLike, now: dt.datetime | None = None, *, groups: GroupLookup | None = None) -> str:
         """The database's query plan for ``rule`` on the host's tables, as text."""
