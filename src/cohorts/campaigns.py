@@ -30,6 +30,7 @@ from .campaign.eligibility import Eligibility, Gate, eligibility, gate
 from .campaign.eligibility import unsubscribed as unsubscribed
 from .campaign.handlers import Message, Sender, standard_handlers
 from .campaign.model import AUDIENCES as AUDIENCES
+from .campaign.model import ON_LEAVE as ON_LEAVE
 from .campaign.model import SEND_TO as SEND_TO
 from .campaign.model import STATUS_ATTRIBUTE as STATUS_ATTRIBUTE
 from .campaign.model import STATUSES as STATUSES

@@ -20,6 +20,7 @@ from ..values import resolve_tz, to_bool
 
 __all__ = [
     "AUDIENCES",
+    "ON_LEAVE",
     "SEND_TO",
     "STATUSES",
     "STATUS_ATTRIBUTE",
@@ -40,6 +41,8 @@ STATUSES = ("active", "inactive", "all")
 SEND_TO = ("all",)
 #: Who a campaign runs for: everyone in its audience, or the customers who joined its group since it started.
 TRIGGERS = ("audience", "joined")
+#: What happens to the actions still owed to a customer who left the audience: run them, or stop them.
+ON_LEAVE = ("finish", "stop")
 #: The customer attribute read by the status filter ("active" / "inactive", compared casefolded).
 STATUS_ATTRIBUTE = "status"
 #: The customer attribute that says whether a customer accepts marketing messages.
@@ -183,6 +186,11 @@ class Campaign:
     so "welcome to the VIP programme" reaches each new VIP once and none of the
     old ones. It needs a group and a start.
 
+    ``on_leave`` says what happens to actions still owed to a customer who has
+    left the audience (its group, or the status filter) when they come due (a
+    deferred SMS, a failed action to retry): ``"finish"`` (the default) runs
+    them; ``"stop"`` records them as skipped, with the reason, and never runs them.
+
     Example:
         >>> c = Campaign("Spring", group="VIP", status="active", actions=[Action("email")])
         >>> c.action_keys()
@@ -201,6 +209,7 @@ class Campaign:
     end: dt.datetime | dt.date | None = attrs.field(default=None, converter=_instant)
     actions: tuple[Action, ...] = attrs.field(factory=tuple, converter=_actions)
     trigger: str = attrs.field(default="audience", converter=_lower, validator=_choice(TRIGGERS))
+    on_leave: str = attrs.field(default="finish", converter=_lower, validator=_choice(ON_LEAVE))
 
     def __attrs_post_init__(self) -> None:
         keys = self.action_keys()

@@ -24,7 +24,18 @@ from ..config import Config, load_config
 from ..groups import Groups
 from ..progress import TerminalBar
 from ..repository import Repository
-from ._common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, add_json_option, parse_now, print_json, print_table
+from ._common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    add_json_option,
+    parse_now,
+    positive_int,
+    positive_number,
+    print_json,
+    print_table,
+)
 from ._database import add_db_option, database_url, open_repository
 
 __all__ = ["load_sender", "register"]
@@ -70,6 +81,10 @@ def register(subparsers: Any) -> None:
     run.add_argument("--sender", metavar="MODULE:NAME",
                      help="the email/SMS provider: a cohorts Sender, or a callable returning one, in an importable "
                      "module (needed when a campaign has email or sms actions)")
+    run.add_argument("--max-actions", metavar="N", type=positive_int,
+                     help="process at most N due actions in this run; the rest stays due for the next run")
+    run.add_argument("--max-seconds", metavar="S", type=positive_number,
+                     help="start no action after S seconds; the rest stays due for the next run")
     run.add_argument("--no-progress", dest="show_progress", action="store_false",
                      help="no progress bar (shown when standard error is a terminal)")
     run.set_defaults(handler=_run)
@@ -162,7 +177,8 @@ def _run_campaigns(args: argparse.Namespace, config: Config, repository: Reposit
     bar = TerminalBar.for_terminal(enabled=args.show_progress and not args.json)
     try:
         report = run_campaigns(campaigns, repository, groups, standard_handlers(repository, sender), now,
-                               policy=config.policy, progress=bar)
+                               policy=config.policy, progress=bar, max_actions=args.max_actions,
+                               max_seconds=args.max_seconds)
     finally:
         if bar is not None:
             bar.done()
