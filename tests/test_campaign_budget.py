@@ -9,7 +9,17 @@ from typing import Any
 
 import pytest
 
-from cohorts import Action, Campaign, CampaignError, Customer, Groups, RunReport, run_campaigns
+from cohorts import (
+    Action,
+    Campaign,
+    CampaignError,
+    Customer,
+    Groups,
+    Removal,
+    RunReport,
+    remove_from_campaign,
+    run_campaigns,
+)
 from cohorts.config import parse_config
 
 NOW = dt.datetime(2026, 12, 1, 9, tzinfo=dt.UTC)
@@ -146,3 +156,66 @@ def test_the_command_line_takes_a_budget(tmp_path: Any, capsys: pytest.CaptureFi
     assert '"left": 0' in capsys.readouterr().out
     assert main([*args, "--max-seconds", "0"]) == 2
     assert "--max-seconds: a number above 0" in capsys.readouterr().err
+
+
+# -- removing one customer by hand -------------------------------------------------------------
+
+
+def test_a_removed_customer_never_gets_what_was_left(repository: Any) -> None:
+    """Mautic #6815: take one contact out of a campaign; the ledger keeps what was done."""
+    _setup(repository)
+    campaign = Campaign("News", group="Laval", actions=[Action("track", id="first"), Action("track", id="second")])
+    handler = Flaky()
+    failing = Flaky({1})
+    both = {"track": lambda c, a, k: (failing if a.id == "second" else handler)(c, a, k)}
+    run_campaigns([campaign], repository, Groups(repository), both, NOW)
+    assert sorted(handler.calls) == [1, 2] and sorted(failing.calls) == [1, 2]  # 1's second step failed
+    removal = remove_from_campaign(campaign, 1, repository, NOW, reason="asked by phone")
+    assert removal == Removal("News", 1, ("second",))
+    rows = {(e.customer_id, e.action): (e.state, e.reason) for e in repository.ledger().entries("News")}
+    assert rows[1, "first"] == ("done", None)  # what was done stays
+    assert rows[1, "second"] == ("skipped", "removed: asked by phone")
+    failing.failing.clear()
+    report = run_campaigns([campaign], repository, Groups(repository), both, NOW)["News"]
+    assert report.done == 0 and failing.calls == [1, 2]
+    assert remove_from_campaign(campaign, 1, repository, NOW).stopped == ()  # nothing left to stop
+
+
+def test_removing_a_customer_not_enrolled_yet_keeps_it_out(repository: Any) -> None:
+    _setup(repository)
+    campaign = Campaign("News", group="Laval", actions=[Action("track")])
+    assert remove_from_campaign(campaign, 2, repository, NOW).stopped == ("track-1",)
+    handler = Flaky()
+    report = run_campaigns([campaign], repository, Groups(repository), {"track": handler}, NOW)["News"]
+    assert handler.calls == [1] and report.added == 1 and report.audience == 2
+
+
+def test_a_removal_needs_a_campaign_and_a_reason(repository: Any) -> None:
+    with pytest.raises(TypeError, match="takes a Campaign"):
+        remove_from_campaign("News", 1, repository, NOW)  # type: ignore[arg-type]
+    with pytest.raises(CampaignError, match="non-blank text"):
+        remove_from_campaign(Campaign("News"), 1, repository, NOW, reason=" ")
+
+
+def test_the_command_line_removes_a_customer(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("cohorts.sql")
+    from cohorts.cli import main
+    from cohorts.sql import SQLRepository
+
+    path = tmp_path / "crm.db"
+    repository = SQLRepository(f"sqlite:///{path}")
+    repository.upsert([Customer(1), Customer("007")])
+    repository.close()
+    config = tmp_path / "campaigns.toml"
+    config.write_text('[[campaigns]]\nname = "Tally"\n[[campaigns.actions]]\nkind = "track"\n', encoding="utf-8")
+    common = ["--db", str(path), "--config", str(config), "--now", NOW.isoformat()]
+    assert main(["campaigns", "remove", "tally", "007", *common, "--reason", "asked by phone"]) == 0
+    assert capsys.readouterr().out == "removed '007' from campaign 'Tally': 1 action(s) stopped (track-1)\n"
+    assert main(["campaigns", "remove", "Tally", "007", *common]) == 0
+    assert capsys.readouterr().out == "removed '007' from campaign 'Tally': no action was left to run\n"
+    assert main(["campaigns", "run", *common, "--no-progress", "--json"]) == 0
+    assert '"done": 1' in capsys.readouterr().out
+    entries = {e.customer_id: (e.state, e.reason) for e in SQLRepository(f"sqlite:///{path}").ledger().entries()}
+    assert entries == {1: ("done", None), "007": ("skipped", "removed: asked by phone")}
+    assert main(["campaigns", "remove", "Talley", "1", *common]) == 1
+    assert "did you mean 'Tally'?" in capsys.readouterr().err

@@ -39,7 +39,7 @@ from .campaign.model import TRIGGERS as TRIGGERS
 from .campaign.model import Action, Campaign, CampaignError, FrequencyCap, Hours, Policy
 from .campaign.report import MAX_FAILURES as MAX_FAILURES
 from .campaign.report import CampaignReport, Failure, RunReport
-from .campaign.runner import run_campaigns
+from .campaign.runner import Removal, remove_from_campaign, run_campaigns
 
 __all__ = [
     "Action",
@@ -56,6 +56,7 @@ __all__ = [
     "Hours",
     "Message",
     "Policy",
+    "Removal",
     "RunContext",
     "RunReport",
     "Sender",
@@ -65,6 +66,7 @@ __all__ = [
     "eligibility",
     "gate",
     "idempotency_key",
+    "remove_from_campaign",
     "run_campaigns",
     "standard_handlers",
 ]

@@ -28,7 +28,7 @@ from .handlers import writes_customers
 from .model import Action, Campaign, CampaignError, Policy, aware_now
 from .report import MAX_FAILURES, CampaignReport, Failure, RunReport
 
-__all__ = ["run_campaigns"]
+__all__ = ["Removal", "remove_from_campaign", "run_campaigns"]
 
 
 @attrs.define
@@ -340,3 +340,65 @@ def run_campaigns(
     budget = _Budget.of(max_actions, max_seconds)
     reports = tuple(_run_one(c, repository, groups, handlers, moment, rules, store, budget, progress) for c in chosen)
     return RunReport(moment, reports, time.perf_counter() - started)
+
+
+@attrs.frozen
+class Removal:
+    """What :func:`remove_from_campaign` did: the keys of the actions it stopped (none: nothing was left to run)."""
+
+    campaign: str
+    customer_id: CustomerId
+    stopped: tuple[str, ...]
+
+
+def remove_from_campaign(
+    campaign: Campaign,
+    customer_id: CustomerId,
+    repository: Repository,
+    now: dt.datetime | None = None,
+    *,
+    reason: str = "removed by hand",
+    ledger: Ledger | None = None,
+) -> Removal:
+    """Take one customer out of a campaign for good: its actions not done yet never run.
+
+    Every action of the campaign still to run for the customer (pending,
+    deferred, suppressed or failed) is recorded as *skipped* with ``reason``;
+    what was done stays in the ledger as it was. A customer the campaign has not
+    enrolled yet is enrolled with every action skipped, so later runs leave it
+    out even while it is in the audience. An action another runner is running at
+    that very moment is left to finish (it is not in ``stopped``).
+
+    Example:
+        >>> import datetime as dt
+        >>> from cohorts.repository import MemoryRepository
+        >>> repo = MemoryRepository([Customer(1), Customer(2)])
+        >>> now = dt.datetime(2026, 3, 1, 12, tzinfo=dt.timezone.utc)
+        >>> spring = Campaign("Spring", actions=[Action("track")])
+        >>> remove_from_campaign(spring, 2, repo, now).stopped
+        ('track-1',)
+        >>> seen = []
+        >>> _ = run_campaigns([spring], repo, None, {"track": lambda c, a, k: seen.append(c.id)}, now)
+        >>> seen
+        [1]
+
+    .. versionadded:: 0.3
+    """
+    if not isinstance(campaign, Campaign):
+        raise TypeError(f"remove_from_campaign() takes a Campaign, not {type(campaign).__name__}")
+    if not isinstance(reason, str) or not reason.strip():
+        raise CampaignError(f"the reason for a removal is a non-blank text, not {reason!r}")
+    moment = aware_now(now)
+    require(repository, Repository, "remove_from_campaign")
+    store = ledger if ledger is not None else repository.ledger()
+    keys = campaign.action_keys()
+    specs = [ActionSpec(key, action.kind) for key, action in zip(keys, campaign.actions, strict=True)]
+    store.enroll(campaign.name, [customer_id], specs, moment)
+    stopped = []
+    every_failure = 2**31 - 1  # failed rows are stopped too, retries left or not
+    for key in keys:
+        with store.claim(campaign.name, customer_id, key, every_failure) as claim:
+            if claim is not None:
+                claim.skip(f"removed: {reason.strip()}", moment)
+                stopped.append(key)
+    return Removal(campaign.name, customer_id, tuple(stopped))
