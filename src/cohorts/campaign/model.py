@@ -353,6 +353,8 @@ def _hours(value: Mapping[str, Hours] | None) -> dict[str, Hours]:
 
 
 def _default_tz(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
     try:
         resolve_tz(value)
     except ValueError as exc:
@@ -367,7 +369,8 @@ class Policy:
       (none by default). A capped customer is suppressed for that run and
       reconsidered on the next.
     - ``hours``: channel -> :class:`Hours` when it may send, in the customer's
-      time zone (the ``timezone_attribute``, else ``default_timezone``).
+      time zone (the ``timezone_attribute``, else ``default_timezone``; by
+      default the repository's time zone, else UTC).
       Default: SMS 08:00-21:00. Outside them the action is deferred to a later run.
     - ``retries``: how many later runs retry a failed action (default 3).
     - ``marketing``: the action kinds that are marketing messages (their kind
@@ -385,7 +388,7 @@ class Policy:
     retries: int = attrs.field(default=3, validator=_positive_int)
     marketing: frozenset[str] = attrs.field(default=frozenset({"email", "sms"}), converter=frozenset)
     timezone_attribute: str = "timezone"
-    default_timezone: str = attrs.field(default="UTC", validator=_default_tz)
+    default_timezone: str | dt.tzinfo | None = attrs.field(default=None, validator=_default_tz)
 
     def __attrs_post_init__(self) -> None:
         for what, channels in (("frequency caps", self.caps), ("sending hours", self.hours)):
@@ -408,4 +411,10 @@ class Policy:
                 return resolve_tz(name.strip())
             except ValueError:
                 pass
-        return resolve_tz(self.default_timezone)
+        return resolve_tz(self.default_timezone)  # None: UTC, unless a run gave the repository's
+
+    def in_zone(self, tz: dt.tzinfo | None) -> Policy:
+        """This policy with ``tz`` as its default time zone, when it names none itself."""
+        if self.default_timezone is not None or tz is None:
+            return self
+        return attrs.evolve(self, default_timezone=tz)
