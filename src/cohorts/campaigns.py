@@ -30,6 +30,7 @@ from .campaign.eligibility import Eligibility, Gate, eligibility, gate
 from .campaign.eligibility import unsubscribed as unsubscribed
 from .campaign.handlers import Message, Sender, standard_handlers
 from .campaign.model import AUDIENCES as AUDIENCES
+from .campaign.model import ON_LEAVE as ON_LEAVE
 from .campaign.model import SEND_TO as SEND_TO
 from .campaign.model import STATUS_ATTRIBUTE as STATUS_ATTRIBUTE
 from .campaign.model import STATUSES as STATUSES
@@ -38,7 +39,7 @@ from .campaign.model import TRIGGERS as TRIGGERS
 from .campaign.model import Action, Campaign, CampaignError, FrequencyCap, Hours, Policy
 from .campaign.report import MAX_FAILURES as MAX_FAILURES
 from .campaign.report import CampaignReport, Failure, RunReport
-from .campaign.runner import run_campaigns
+from .campaign.runner import Removal, remove_from_campaign, run_campaigns
 
 __all__ = [
     "Action",
@@ -55,6 +56,7 @@ __all__ = [
     "Hours",
     "Message",
     "Policy",
+    "Removal",
     "RunContext",
     "RunReport",
     "Sender",
@@ -64,6 +66,7 @@ __all__ = [
     "eligibility",
     "gate",
     "idempotency_key",
+    "remove_from_campaign",
     "run_campaigns",
     "standard_handlers",
 ]

@@ -386,7 +386,8 @@ class _Reader:
 
     def campaign(self, value: object, where: str) -> Campaign:
         data = self.table(value, where)
-        fields = {"name", "audience", "group", "send_to", "status", "published", "start", "end", "trigger", "actions"}
+        fields = {"name", "audience", "group", "send_to", "status", "published", "start", "end", "trigger", "on_leave",
+                  "actions"}
         self.unknown(data, fields, where)
         actions = data.get("actions", [])
         if not isinstance(actions, list):

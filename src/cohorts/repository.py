@@ -44,6 +44,7 @@ __all__ = [
     "StateStore",
     "UnknownCustomerError",
     "check_limit",
+    "consent_attribute",
     "holds_attribute",
     "read_only_reason",
     "require",
@@ -52,6 +53,20 @@ __all__ = [
 GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
 T = TypeVar("T")
 
+
+def consent_attribute(channel: str | None) -> str:
+    """The attribute that says whether a customer takes marketing: ``subscribed``, or for one channel
+    ``<channel>_subscribed`` (``email_subscribed``, ``sms_subscribed``).
+
+    Example:
+        >>> consent_attribute(None), consent_attribute(" SMS ")
+        ('subscribed', 'sms_subscribed')
+    """
+    if channel is None:
+        return "subscribed"
+    if not isinstance(channel, str) or not channel.strip() or not channel.strip().isidentifier():
+        raise ValueError(f"a channel is a name such as 'email' or 'sms', not {channel!r}")
+    return f"{channel.strip().lower()}_subscribed"
 
 class UnknownCustomerError(CohortsError, KeyError):
     """No customer has this id.
@@ -157,8 +172,9 @@ class CustomerWriter(Protocol):
         """Remove customers and their events; returns how many existed."""
         ...
 
-    def unsubscribe(self, customer_id: CustomerId) -> None:
-        """Set the customer's ``subscribed`` attribute to False."""
+    def unsubscribe(self, customer_id: CustomerId, *, channel: str | None = None) -> None:
+        """Set the customer's ``subscribed`` attribute to False, or with ``channel`` (``"email"``,
+        ``"sms"``) its ``<channel>_subscribed`` attribute: no marketing on that channel only."""
         ...
 
     def declare(self, schema: Schema) -> None:
@@ -548,12 +564,13 @@ class MemoryRepository:
                 self._log.append(customer_id)
         return removed
 
-    def unsubscribe(self, customer_id: CustomerId) -> None:
-        """Set the customer's ``subscribed`` attribute to False."""
+    def unsubscribe(self, customer_id: CustomerId, *, channel: str | None = None) -> None:
+        """Set the customer's ``subscribed`` attribute (``<channel>_subscribed`` with ``channel``) to False."""
+        attribute = consent_attribute(channel)
         customer = self._customers.get(customer_id)
         if customer is None:
             raise UnknownCustomerError(customer_id)
-        self._customers[customer_id] = customer.with_attributes(subscribed=False)
+        self._customers[customer_id] = customer.with_attributes(**{attribute: False})
         self._log.append(customer_id)
 
     # -- reading

@@ -15,10 +15,11 @@ from typing import Literal
 import attrs
 
 from ..model import Customer
+from ..repository import consent_attribute
 from ..values import to_bool
 from .model import SUBSCRIBED_ATTRIBUTE, Action, Campaign, Policy, aware_now, period_text
 
-__all__ = ["Eligibility", "Gate", "eligibility", "gate", "unsubscribed"]
+__all__ = ["Eligibility", "Gate", "bounced", "eligibility", "gate", "unsubscribed"]
 
 
 def _bound(value: dt.datetime | dt.date) -> dt.datetime:
@@ -101,9 +102,17 @@ class Gate:
     until: dt.datetime | None = None
 
 
-def unsubscribed(customer: Customer) -> bool:
-    """True when the customer's ``subscribed`` attribute is false (unknown means subscribed)."""
-    return to_bool(customer.attributes.get(SUBSCRIBED_ATTRIBUTE)) is False
+def unsubscribed(customer: Customer, channel: str | None = None) -> bool:
+    """True when the customer's ``subscribed`` attribute is false (unknown means subscribed); with
+    ``channel``, when it refused that channel (``<channel>_subscribed`` false) or refused all."""
+    if to_bool(customer.attributes.get(SUBSCRIBED_ATTRIBUTE)) is False:
+        return True
+    return channel is not None and to_bool(customer.attributes.get(consent_attribute(channel))) is False
+
+
+def bounced(customer: Customer, channel: str) -> bool:
+    """True when the customer's address on ``channel`` bounced: its ``<channel>_bounced`` attribute is true."""
+    return to_bool(customer.attributes.get(f"{channel}_bounced")) is True
 
 
 def gate(
@@ -116,9 +125,11 @@ def gate(
     """Whether ``action`` may run for ``customer`` at ``now``: None, or the :class:`Gate` that holds it.
 
     Transactional actions always pass. A marketing action is suppressed when the
-    customer unsubscribed or the channel's cap is reached (``sent(channel,
-    since)`` counts the messages already sent), and deferred outside the
-    channel's sending hours in the customer's time zone.
+    customer unsubscribed (``subscribed`` false), refused its channel
+    (``email_subscribed`` / ``sms_subscribed`` false), its address on the
+    channel bounced (``email_bounced`` / ``sms_bounced`` true) or the channel's
+    cap is reached (``sent(channel, since)`` counts the messages already sent),
+    and deferred outside the channel's sending hours in the customer's time zone.
 
     Example:
         >>> import datetime as dt
@@ -129,12 +140,20 @@ def gate(
         'deferred'
         >>> gate(Action("points"), Customer(1, {"subscribed": False}), Policy(), late) is None
         True
+        >>> gate(Action("email"), Customer(1, {"sms_subscribed": False}), Policy(), late) is None
+        True
+        >>> gate(Action("email"), Customer(1, {"email_bounced": True}), Policy(), late).reason
+        'bounced: the email address of this customer bounced'
     """
     if not policy.is_marketing(action):
         return None
     channel = action.kind
     if unsubscribed(customer):
         return Gate("suppressed", f"unsubscribed: no {channel} (marketing) to this customer")
+    if unsubscribed(customer, channel):
+        return Gate("suppressed", f"unsubscribed from {channel}: no {channel} (marketing) to this customer")
+    if bounced(customer, channel):
+        return Gate("suppressed", f"bounced: the {channel} address of this customer bounced")
     window = policy.hours.get(channel)
     if window is not None:
         zone = policy.timezone_of(customer)

@@ -20,6 +20,7 @@ from ..values import resolve_tz, to_bool
 
 __all__ = [
     "AUDIENCES",
+    "ON_LEAVE",
     "SEND_TO",
     "STATUSES",
     "STATUS_ATTRIBUTE",
@@ -40,6 +41,8 @@ STATUSES = ("active", "inactive", "all")
 SEND_TO = ("all",)
 #: Who a campaign runs for: everyone in its audience, or the customers who joined its group since it started.
 TRIGGERS = ("audience", "joined")
+#: What happens to the actions still owed to a customer who left the audience: run them, or stop them.
+ON_LEAVE = ("finish", "stop")
 #: The customer attribute read by the status filter ("active" / "inactive", compared casefolded).
 STATUS_ATTRIBUTE = "status"
 #: The customer attribute that says whether a customer accepts marketing messages.
@@ -183,6 +186,11 @@ class Campaign:
     so "welcome to the VIP programme" reaches each new VIP once and none of the
     old ones. It needs a group and a start.
 
+    ``on_leave`` says what happens to actions still owed to a customer who has
+    left the audience (its group, or the status filter) when they come due (a
+    deferred SMS, a failed action to retry): ``"finish"`` (the default) runs
+    them; ``"stop"`` records them as skipped, with the reason, and never runs them.
+
     Example:
         >>> c = Campaign("Spring", group="VIP", status="active", actions=[Action("email")])
         >>> c.action_keys()
@@ -201,6 +209,7 @@ class Campaign:
     end: dt.datetime | dt.date | None = attrs.field(default=None, converter=_instant)
     actions: tuple[Action, ...] = attrs.field(factory=tuple, converter=_actions)
     trigger: str = attrs.field(default="audience", converter=_lower, validator=_choice(TRIGGERS))
+    on_leave: str = attrs.field(default="finish", converter=_lower, validator=_choice(ON_LEAVE))
 
     def __attrs_post_init__(self) -> None:
         keys = self.action_keys()
@@ -344,6 +353,8 @@ def _hours(value: Mapping[str, Hours] | None) -> dict[str, Hours]:
 
 
 def _default_tz(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
     try:
         resolve_tz(value)
     except ValueError as exc:
@@ -358,7 +369,8 @@ class Policy:
       (none by default). A capped customer is suppressed for that run and
       reconsidered on the next.
     - ``hours``: channel -> :class:`Hours` when it may send, in the customer's
-      time zone (the ``timezone_attribute``, else ``default_timezone``).
+      time zone (the ``timezone_attribute``, else ``default_timezone``; by
+      default the repository's time zone, else UTC).
       Default: SMS 08:00-21:00. Outside them the action is deferred to a later run.
     - ``retries``: how many later runs retry a failed action (default 3).
     - ``marketing``: the action kinds that are marketing messages (their kind
@@ -376,7 +388,7 @@ class Policy:
     retries: int = attrs.field(default=3, validator=_positive_int)
     marketing: frozenset[str] = attrs.field(default=frozenset({"email", "sms"}), converter=frozenset)
     timezone_attribute: str = "timezone"
-    default_timezone: str = attrs.field(default="UTC", validator=_default_tz)
+    default_timezone: str | dt.tzinfo | None = attrs.field(default=None, validator=_default_tz)
 
     def __attrs_post_init__(self) -> None:
         for what, channels in (("frequency caps", self.caps), ("sending hours", self.hours)):
@@ -399,4 +411,10 @@ class Policy:
                 return resolve_tz(name.strip())
             except ValueError:
                 pass
-        return resolve_tz(self.default_timezone)
+        return resolve_tz(self.default_timezone)  # None: UTC, unless a run gave the repository's
+
+    def in_zone(self, tz: dt.tzinfo | None) -> Policy:
+        """This policy with ``tz`` as its default time zone, when it names none itself."""
+        if self.default_timezone is not None or tz is None:
+            return self
+        return attrs.evolve(self, default_timezone=tz)

@@ -47,6 +47,8 @@ class CampaignReport:
     suppressed_reasons: Mapping[str, int] = attrs.field(factory=dict)
     failures: tuple[Failure, ...] = ()
     error: str | None = None
+    stopped: int = 0
+    left: int = 0
 
     @property
     def ok(self) -> bool:
@@ -72,6 +74,8 @@ class CampaignReport:
                 attrs.asdict(failure) for failure in self.failures
             ],
             "error": self.error,
+            "stopped": self.stopped,
+            "left": self.left,
         }
 
 
@@ -106,6 +110,11 @@ class RunReport:
         """True when no action failed and every eligible campaign's audience could be evaluated."""
         return all(c.ok for c in self.campaigns)
 
+    @property
+    def left(self) -> int:
+        """Due actions this run left for the next one, its budget (``max_actions``, ``max_seconds``) spent."""
+        return sum(c.left for c in self.campaigns)
+
     def __getitem__(self, name: str) -> CampaignReport:
         for report in self.campaigns:
             if report.name == name:
@@ -118,6 +127,7 @@ class RunReport:
             "now": self.now.isoformat(),
             "seconds": round(self.seconds, 6),
             "failed": self.failed,
+            "left": self.left,
             "ok": self.ok,
             "campaigns": [c.to_dict() for c in self.campaigns],
         }
@@ -155,7 +165,8 @@ class RunReport:
         ]
 
     def problems(self) -> list[str]:
-        """The lines under the table: each audience not evaluated, and each campaign's first 10 failures."""
+        """The lines under the table: each audience not evaluated, each campaign's first 10 failures, the
+        actions stopped because their customer left the audience, and those left for the next run."""
         lines = []
         for c in self.campaigns:
             if c.error is not None:
@@ -166,11 +177,15 @@ class RunReport:
                 lines.append(f"! {c.name}: {who}: {f.error}")
             if c.failed > 10:
                 lines.append(f"! {c.name}: ... and {c.failed - 10} more failures (see to_json())")
+            if c.stopped:
+                lines.append(f"- {c.name}: {c.stopped} action(s) stopped: the customer left the audience")
+            if c.left:
+                lines.append(f"- {c.name}: {c.left} due action(s) left for the next run (budget spent)")
         return lines
 
     def _repr_html_(self) -> str:
         table = html_table(self.rows(), caption=f"campaign run at {self.now.isoformat()}")
-        problems = [line for line in str(self).splitlines() if line.startswith("! ")]
+        problems = self.problems()
         return table + (html_text("\n".join(problems)) if problems else "")
 
     def __str__(self) -> str:

@@ -28,7 +28,7 @@ from .handlers import writes_customers
 from .model import Action, Campaign, CampaignError, Policy, aware_now
 from .report import MAX_FAILURES, CampaignReport, Failure, RunReport
 
-__all__ = ["run_campaigns"]
+__all__ = ["Removal", "remove_from_campaign", "run_campaigns"]
 
 
 @attrs.define
@@ -39,6 +39,8 @@ class _Tally:
     suppressed: int = 0
     deferred: int = 0
     busy: int = 0
+    stopped: int = 0
+    left: int = 0
     reasons: dict[str, int] = attrs.field(factory=dict)
     failures: list[Failure] = attrs.field(factory=list)
 
@@ -46,6 +48,35 @@ class _Tally:
         self.suppressed += 1
         head = reason.split(":", 1)[0]
         self.reasons[head] = self.reasons.get(head, 0) + 1
+
+
+@attrs.define
+class _Budget:
+    """How many more actions this run may process, and until when (None: no limit)."""
+
+    actions: int | None
+    deadline: float | None
+
+    @classmethod
+    def of(cls, max_actions: int | None, max_seconds: float | None) -> _Budget:
+        if max_actions is not None and (isinstance(max_actions, bool) or not isinstance(max_actions, int)
+                                        or max_actions < 1):
+            raise CampaignError(f"max_actions is a whole number >= 1 or None, not {max_actions!r}")
+        if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(max_seconds, int | float)
+                                        or not max_seconds > 0):
+            raise CampaignError(f"max_seconds is a number of seconds > 0 or None, not {max_seconds!r}")
+        return cls(max_actions, None if max_seconds is None else time.monotonic() + max_seconds)
+
+    def take(self) -> bool:
+        """Spend one action; False (nothing spent) when the budget is gone."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return False
+        if self.actions is None:
+            return True
+        if self.actions <= 0:
+            return False
+        self.actions -= 1
+        return True
 
 
 def _check(campaigns: Sequence[Campaign], handlers: Mapping[str, Handler], repository: object) -> None:
@@ -82,6 +113,7 @@ def _run_one(
     moment: dt.datetime,
     policy: Policy,
     ledger: Ledger,
+    budget: _Budget,
     progress: ProgressCallback | None = None,
 ) -> CampaignReport:
     started = time.perf_counter()
@@ -103,17 +135,50 @@ def _run_one(
     for customer_id, key in ledger.due(campaign.name, keys, policy.retries):
         work.setdefault(customer_id, []).append(key)
     stage = f"campaign {campaign.name}"
+    stop = campaign.on_leave == "stop"
+    pending = sum(map(len, work.values()))
     for done, (customer_id, customer) in enumerate(_load(repository, work)):
         if progress is not None and done % 100 == 0:
             progress(Progress(done, done / len(work), what="customers", stage=stage))
         for key in sorted(work[customer_id], key=order.__getitem__):
-            _run_action(campaign, customer_id, customer, key, by_key[key], handlers, moment, policy, ledger, tally)
-    if progress is not None and work:
+            if not budget.take():
+                tally.left = pending
+                break
+            pending -= 1
+            if stop and customer is not None and customer_id not in members.ids:
+                _stop_action(campaign, customer_id, key, moment, policy, ledger, tally)
+            else:
+                _run_action(campaign, customer_id, customer, key, by_key[key], handlers, moment, policy, ledger, tally)
+        if tally.left:
+            break
+    if progress is not None and work and not tally.left:
         progress(Progress(len(work), 1.0, what="customers", stage=stage))
     return CampaignReport(
         campaign.name, True, (), len(members), added, tally.done, tally.failed, tally.suppressed, tally.deferred,
         tally.busy, time.perf_counter() - started, dict(tally.reasons), tuple(tally.failures),
+        stopped=tally.stopped, left=tally.left,
     )
+
+
+STOPPED = "stopped: the customer left the audience (on_leave='stop')"
+
+
+def _stop_action(
+    campaign: Campaign,
+    customer_id: CustomerId,
+    key: str,
+    moment: dt.datetime,
+    policy: Policy,
+    ledger: Ledger,
+    tally: _Tally,
+) -> None:
+    """Record an action owed to a customer who left the audience as skipped, never to run."""
+    with ledger.claim(campaign.name, customer_id, key, policy.retries) as claim:
+        if claim is None:
+            tally.busy += 1
+            return
+        claim.skip(STOPPED, moment)
+        tally.stopped += 1
 
 
 def _load(
@@ -224,6 +289,8 @@ def run_campaigns(
     policy: Policy | None = None,
     ledger: Ledger | None = None,
     progress: ProgressCallback | None = None,
+    max_actions: int | None = None,
+    max_seconds: float | None = None,
 ) -> RunReport:
     """The cron job: run every eligible campaign's actions once per customer of its audience.
 
@@ -241,6 +308,12 @@ def run_campaigns(
     claim is rolled back, so the next run picks it up. See docs/campaigns.md.
     ``progress``, when given, is called with a :class:`cohorts.Progress` (customers
     done, and the share of the campaign's due work) as each campaign runs.
+
+    ``max_actions`` and ``max_seconds`` bound the run (over all its campaigns):
+    once that many due actions were processed, or that many seconds passed, the
+    run stops before the next action; the rest stays due for the next run, and
+    each campaign's report says how many it left (``left``). An action already
+    started is finished first.
 
     Example:
         >>> import datetime as dt
@@ -261,8 +334,71 @@ def run_campaigns(
     moment = aware_now(now)
     chosen = list(campaigns)
     _check(chosen, handlers, repository)
-    rules = policy if policy is not None else Policy()
+    rules = (policy if policy is not None else Policy()).in_zone(getattr(repository, "tz", None))
     require(repository, Repository, "run_campaigns")
     store = ledger if ledger is not None else repository.ledger()
-    reports = tuple(_run_one(c, repository, groups, handlers, moment, rules, store, progress) for c in chosen)
+    budget = _Budget.of(max_actions, max_seconds)
+    reports = tuple(_run_one(c, repository, groups, handlers, moment, rules, store, budget, progress) for c in chosen)
     return RunReport(moment, reports, time.perf_counter() - started)
+
+
+@attrs.frozen
+class Removal:
+    """What :func:`remove_from_campaign` did: the keys of the actions it stopped (none: nothing was left to run)."""
+
+    campaign: str
+    customer_id: CustomerId
+    stopped: tuple[str, ...]
+
+
+def remove_from_campaign(
+    campaign: Campaign,
+    customer_id: CustomerId,
+    repository: Repository,
+    now: dt.datetime | None = None,
+    *,
+    reason: str = "removed by hand",
+    ledger: Ledger | None = None,
+) -> Removal:
+    """Take one customer out of a campaign for good: its actions not done yet never run.
+
+    Every action of the campaign still to run for the customer (pending,
+    deferred, suppressed or failed) is recorded as *skipped* with ``reason``;
+    what was done stays in the ledger as it was. A customer the campaign has not
+    enrolled yet is enrolled with every action skipped, so later runs leave it
+    out even while it is in the audience. An action another runner is running at
+    that very moment is left to finish (it is not in ``stopped``).
+
+    Example:
+        >>> import datetime as dt
+        >>> from cohorts.repository import MemoryRepository
+        >>> repo = MemoryRepository([Customer(1), Customer(2)])
+        >>> now = dt.datetime(2026, 3, 1, 12, tzinfo=dt.timezone.utc)
+        >>> spring = Campaign("Spring", actions=[Action("track")])
+        >>> remove_from_campaign(spring, 2, repo, now).stopped
+        ('track-1',)
+        >>> seen = []
+        >>> _ = run_campaigns([spring], repo, None, {"track": lambda c, a, k: seen.append(c.id)}, now)
+        >>> seen
+        [1]
+
+    .. versionadded:: 0.3
+    """
+    if not isinstance(campaign, Campaign):
+        raise TypeError(f"remove_from_campaign() takes a Campaign, not {type(campaign).__name__}")
+    if not isinstance(reason, str) or not reason.strip():
+        raise CampaignError(f"the reason for a removal is a non-blank text, not {reason!r}")
+    moment = aware_now(now)
+    require(repository, Repository, "remove_from_campaign")
+    store = ledger if ledger is not None else repository.ledger()
+    keys = campaign.action_keys()
+    specs = [ActionSpec(key, action.kind) for key, action in zip(keys, campaign.actions, strict=True)]
+    store.enroll(campaign.name, [customer_id], specs, moment)
+    stopped = []
+    every_failure = 2**31 - 1  # failed rows are stopped too, retries left or not
+    for key in keys:
+        with store.claim(campaign.name, customer_id, key, every_failure) as claim:
+            if claim is not None:
+                claim.skip(f"removed: {reason.strip()}", moment)
+                stopped.append(key)
+    return Removal(campaign.name, customer_id, tuple(stopped))

@@ -55,6 +55,7 @@ __all__ = [
     "parse_now",
     "plain",
     "positive_int",
+    "positive_number",
     "print_json",
     "print_table",
     "read_rule",
@@ -101,6 +102,17 @@ class Parser(argparse.ArgumentParser):
 def add_json_option(parser: argparse.ArgumentParser) -> None:
     """Give a command the ``--json`` option (machine-readable output on stdout)."""
     parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of text")
+
+
+def positive_number(text: str) -> float:
+    """An option's number, above 0 (an argparse ``type``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("a number above 0")
+    return value
 
 
 def positive_int(text: str) -> int:

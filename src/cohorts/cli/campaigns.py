@@ -19,12 +19,23 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from ..campaigns import Campaign, Sender, audience, eligibility, run_campaigns, standard_handlers
+from ..campaigns import Campaign, Sender, audience, eligibility, remove_from_campaign, run_campaigns, standard_handlers
 from ..config import Config, load_config
 from ..groups import Groups
 from ..progress import TerminalBar
 from ..repository import Repository
-from ._common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, add_json_option, parse_now, print_json, print_table
+from ._common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    add_json_option,
+    parse_now,
+    positive_int,
+    positive_number,
+    print_json,
+    print_table,
+)
 from ._database import add_db_option, database_url, open_repository
 
 __all__ = ["load_sender", "register"]
@@ -34,6 +45,7 @@ examples:
   cohorts campaigns run --db customers.db --config campaigns.toml --sender myshop.messaging:sender
   cohorts campaigns run --db postgresql+psycopg://app@db/crm --config campaigns.toml --json
   cohorts campaigns audience "Spring service" --db customers.db --config campaigns.toml
+  cohorts campaigns remove "Spring service" 42 --db customers.db --config campaigns.toml --reason "asked by phone"
 
 crontab (every 15 minutes; runs never send twice, even when they overlap):
   */15 * * * * cohorts campaigns run --db postgresql+psycopg://app@db/crm --config /etc/cohorts/campaigns.toml \\
@@ -70,6 +82,10 @@ def register(subparsers: Any) -> None:
     run.add_argument("--sender", metavar="MODULE:NAME",
                      help="the email/SMS provider: a cohorts Sender, or a callable returning one, in an importable "
                      "module (needed when a campaign has email or sms actions)")
+    run.add_argument("--max-actions", metavar="N", type=positive_int,
+                     help="process at most N due actions in this run; the rest stays due for the next run")
+    run.add_argument("--max-seconds", metavar="S", type=positive_number,
+                     help="start no action after S seconds; the rest stays due for the next run")
     run.add_argument("--no-progress", dest="show_progress", action="store_false",
                      help="no progress bar (shown when standard error is a terminal)")
     run.set_defaults(handler=_run)
@@ -85,6 +101,19 @@ def register(subparsers: Any) -> None:
     show.add_argument("--limit", type=int, default=50, metavar="N", help="customers listed in text output "
                       "(default: %(default)s; --json lists them all)")
     show.set_defaults(handler=_audience)
+
+    remove = commands.add_parser(
+        "remove",
+        help="take one customer out of a campaign for good",
+        description="Take customer ID out of campaign NAME: its actions not done yet are recorded as skipped, "
+        "with the reason, and never run; what was done stays in the ledger. A customer not enrolled yet is "
+        "kept out of later runs.",
+    )
+    remove.add_argument("name", metavar="NAME", help="the campaign's name (case-insensitive)")
+    remove.add_argument("customer", metavar="ID", help="the customer's id (digits are read as a number)")
+    _common(remove)
+    remove.add_argument("--reason", default="removed by hand", help="recorded in the ledger (default: %(default)s)")
+    remove.set_defaults(handler=_remove)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -162,7 +191,8 @@ def _run_campaigns(args: argparse.Namespace, config: Config, repository: Reposit
     bar = TerminalBar.for_terminal(enabled=args.show_progress and not args.json)
     try:
         report = run_campaigns(campaigns, repository, groups, standard_handlers(repository, sender), now,
-                               policy=config.policy, progress=bar)
+                               policy=config.policy, progress=bar, max_actions=args.max_actions,
+                               max_seconds=args.max_seconds)
     finally:
         if bar is not None:
             bar.done()
@@ -211,4 +241,22 @@ def _show_audience(args: argparse.Namespace, config: Config, repository: Reposit
         if member.suppressed:
             line += f"  [suppressed: {member.suppressed}]"
         print(line)
+    return EXIT_OK
+
+
+def _remove(args: argparse.Namespace) -> int:
+    with _setup(args) as (config, repository, now):
+        campaign = config.campaign(args.name)
+        text = args.customer.strip()
+        customer_id: str | int = int(text) if text.isdigit() else text
+        if isinstance(customer_id, int) and repository.get(customer_id) is None and repository.get(text) is not None:
+            customer_id = text  # a text id that looks like a number
+        removal = remove_from_campaign(campaign, customer_id, repository, now, reason=args.reason)
+    if args.json:
+        print_json({"campaign": removal.campaign, "customer": removal.customer_id, "stopped": list(removal.stopped)})
+    elif removal.stopped:
+        print(f"removed {removal.customer_id!r} from campaign {removal.campaign!r}:"
+              f" {len(removal.stopped)} action(s) stopped ({', '.join(removal.stopped)})")
+    else:
+        print(f"removed {removal.customer_id!r} from campaign {removal.campaign!r}: no action was left to run")
     return EXIT_OK

@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from ..ast import Condition, Path, RuleLike, walk
 from ..errors import HostWriteError
 from ..model import Customer, CustomerId, Event
-from ..repository import UnknownCustomerError, check_customer, check_events, new_events
+from ..repository import UnknownCustomerError, check_customer, check_events, consent_attribute, new_events
 from ..schema import AttributeType, Schema, default_schema
 from ..semantics import as_rule
 from ..values import resolve_tz, to_phone
@@ -790,13 +790,15 @@ class HostRepository(Transactional):
                 self._log(conn, found)
         return len(found)
 
-    def unsubscribe(self, customer_id: CustomerId) -> None:
-        """Set the customer's ``subscribed`` attribute to False through the writer."""
+    def unsubscribe(self, customer_id: CustomerId, *, channel: str | None = None) -> None:
+        """Set the customer's ``subscribed`` attribute (``<channel>_subscribed`` with ``channel``) to False
+        through the writer."""
+        attribute = consent_attribute(channel)
         writer = self._writer()
         with self.transaction(), self.connect() as conn:
             if not self.existing([customer_id]):
                 raise UnknownCustomerError(customer_id)
-            writer.update(conn, customer_id, {"subscribed": False})
+            writer.update(conn, customer_id, {attribute: False})
             self._log(conn, [customer_id])
 
 

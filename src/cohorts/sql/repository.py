@@ -27,6 +27,7 @@ from ..repository import (
     check_customer,
     check_events,
     check_limit,
+    consent_attribute,
     new_events,
 )
 from ..schema import AttributeType, Schema, default_schema
@@ -468,14 +469,15 @@ class SQLRepository(Transactional):
                 conn.execute(sa.delete(self.customers).where(self.customers.c.pk.in_(chunk)))
         return len(pks)
 
-    def unsubscribe(self, customer_id: CustomerId) -> None:
-        """Set the customer's ``subscribed`` attribute to False."""
+    def unsubscribe(self, customer_id: CustomerId, *, channel: str | None = None) -> None:
+        """Set the customer's ``subscribed`` attribute (``<channel>_subscribed`` with ``channel``) to False."""
+        attribute = consent_attribute(channel)
         with self._write() as conn:
             pk = self._lookup(conn, [customer_id]).get(customer_id)
             if pk is None:
                 raise UnknownCustomerError(customer_id)
             raw = conn.execute(sa.select(self.customers.c.attributes).where(self.customers.c.pk == pk)).scalar_one()
-            attributes = {**load(raw), "subscribed": False}
+            attributes = {**load(raw), attribute: False}
             conn.exec_driver_sql(
                 self._sql("UPDATE cohorts_customers SET attributes = {attributes}, shadow = {shadow} WHERE pk = {pk}"),
                 self._args(attributes=dump(attributes), shadow=self._customer_shadow(attributes), pk=pk),
