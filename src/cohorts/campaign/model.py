@@ -33,6 +33,7 @@ __all__ = [
     "FrequencyCap",
     "Hours",
     "Policy",
+    "RunnerBusyError",
     "aware_now",
     "period_text",
 ]
@@ -57,6 +58,12 @@ class CampaignError(CohortsError, ValueError):
     """A campaign cannot be built or run as given (a bad field, a lead audience, a missing handler)."""
 
     __module__ = "cohorts.campaigns"  # its public home: tracebacks and pickles name cohorts.campaigns.CampaignError
+
+
+class RunnerBusyError(CohortsError):
+    """An exclusive campaign run found another run holding the database's runner lock: it did nothing."""
+
+    __module__ = "cohorts.campaigns"
 
 
 def aware_now(now: dt.datetime | None) -> dt.datetime:
