@@ -36,7 +36,7 @@ from .campaign.model import STATUS_ATTRIBUTE as STATUS_ATTRIBUTE
 from .campaign.model import STATUSES as STATUSES
 from .campaign.model import SUBSCRIBED_ATTRIBUTE as SUBSCRIBED_ATTRIBUTE
 from .campaign.model import TRIGGERS as TRIGGERS
-from .campaign.model import Action, Campaign, CampaignError, FrequencyCap, Hours, Policy
+from .campaign.model import Action, Campaign, CampaignError, FrequencyCap, Hours, Policy, RunnerBusyError
 from .campaign.report import MAX_FAILURES as MAX_FAILURES
 from .campaign.report import CampaignReport, Failure, RunReport
 from .campaign.runner import Removal, remove_from_campaign, run_campaigns
@@ -59,6 +59,7 @@ __all__ = [
     "Removal",
     "RunContext",
     "RunReport",
+    "RunnerBusyError",
     "Sender",
     "Suppressed",
     "audience",

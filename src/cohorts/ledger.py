@@ -32,7 +32,17 @@ import attrs
 
 from .model import CustomerId
 
-__all__ = ["ActionSpec", "Claim", "Ledger", "LedgerEntry", "LedgerProvider", "MemoryLedger", "ledger_for"]
+__all__ = [
+    "ActionSpec",
+    "Claim",
+    "Ledger",
+    "LedgerEntry",
+    "LedgerProvider",
+    "MemoryLedger",
+    "RunnerLocks",
+    "held",
+    "ledger_for",
+]
 
 PENDING = "pending"
 DONE = "done"
@@ -128,6 +138,31 @@ class Ledger(Protocol):
     def entries(self, campaign: str | None = None) -> list[LedgerEntry]:
         """Every row of the ledger (of one campaign)."""
         ...
+
+
+@runtime_checkable
+class RunnerLocks(Protocol):
+    """A repository with a lock that one campaign run at a time holds (``run_campaigns(..., exclusive=True)``).
+
+    The lock is the database's, so runs in other processes see it; it is released
+    when the block ends or the process holding it dies.
+    """
+
+    def runner_lock(self, *, wait: bool = False) -> contextlib.AbstractContextManager[bool]:
+        """Hold the runner lock for the block: True when held; False at once when another run holds it,
+        unless ``wait``, which waits for it."""
+        ...
+
+
+@contextlib.contextmanager
+def held(lock: threading.Lock, wait: bool) -> Iterator[bool]:
+    """Hold a process-local ``lock`` for the block (True), or yield False when it is taken and not ``wait``."""
+    got = lock.acquire(blocking=wait)
+    try:
+        yield got
+    finally:
+        if got:
+            lock.release()
 
 
 @functools.lru_cache(maxsize=16)  # a run stamps every row with the same instant

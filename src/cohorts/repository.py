@@ -20,6 +20,7 @@ import datetime as dt
 import itertools
 import math
 import re
+import threading
 from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any, Protocol, TypeAlias, TypeVar, runtime_checkable
@@ -28,7 +29,7 @@ from .ast import RuleLike
 from .errors import CohortsError
 from .evaluate import compile as compile_rule
 from .group_store import GroupStore, MemoryGroupStore
-from .ledger import Ledger, MemoryLedger, MemoryLedgerState
+from .ledger import Ledger, MemoryLedger, MemoryLedgerState, held
 from .model import Customer, CustomerId, Event
 from .schema import Schema, default_schema
 from .values import DEFAULT_REGION, event_time, resolve_tz
@@ -664,6 +665,11 @@ class MemoryRepository:
     def ledger(self) -> Ledger:
         """The campaign ledger, kept in this repository and rolled back with its transactions."""
         return MemoryLedger(self.extension("cohorts.campaigns.ledger", MemoryLedgerState))
+
+    def runner_lock(self, *, wait: bool = False) -> contextlib.AbstractContextManager[bool]:
+        """The lock one campaign run at a time holds (see :class:`cohorts.ledger.RunnerLocks`): this
+        repository's, in this process."""
+        return held(self.extension("cohorts.campaigns.runner", threading.Lock), wait)
 
     def extension(self, key: str, factory: Callable[[], T]) -> T:
         """A per-repository object kept under ``key``, made by ``factory`` on first use.

@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from ..ast import Condition, Node, Op, Path
+from ..ast import Condition, Node, Op, Or, Path
 from ..model import CustomerId
 from ..repository import CustomerReader, holds_attribute, require
 from .model import STATUS_ATTRIBUTE, SUBSCRIBED_ATTRIBUTE, Campaign, CampaignError, aware_now
@@ -105,6 +105,7 @@ class Audience(Collection[CustomerId]):
     origins: Mapping[CustomerId, frozenset[Any]] | None
     unsubscribed: frozenset[CustomerId]
     joined: Mapping[CustomerId, dt.datetime] | None = None
+    reachable_by: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -140,6 +141,8 @@ class Audience(Collection[CustomerId]):
                 reasons.append(f"joined it at {self.joined[customer_id].isoformat()}, since the campaign started")
         if self.status != "all":
             reasons.append(f"status is {self.status}")
+        if self.reachable_by is not None:
+            reasons.append(f"has a usable {' or '.join(self.reachable_by)}")
         suppressed = self.suppressed.get(customer_id) if customer_id in self.unsubscribed else None
         return AudienceMember(customer_id, tuple(reasons), suppressed)
 
@@ -155,6 +158,19 @@ _UNSUBSCRIBED: Node = Condition(Path("customer", SUBSCRIBED_ATTRIBUTE), Op.EQ, F
 
 def _status_rule(status: str) -> Node:
     return Condition(_STATUS, Op.EQ, status)
+
+
+def _reachable(campaign: Campaign, repository: CustomerReader, moment: dt.datetime) -> set[CustomerId]:
+    """The customers with a usable address on the campaign's channels (an attribute the repository cannot
+    hold is unknown for everyone, so it reaches no one)."""
+    known: list[Node] = [
+        Condition(Path("customer", name), Op.IS_KNOWN)
+        for name in campaign.address_attributes()
+        if holds_attribute(repository, name)
+    ]
+    if not known:
+        return set()
+    return set(repository.select(known[0] if len(known) == 1 else Or(tuple(known)), moment))
 
 
 def audience(
@@ -217,7 +233,10 @@ def audience(
             ids &= set(repository.select(_status_rule(campaign.status), moment))
     # A repository that cannot hold an attribute (host tables map only some) has it unknown for everyone.
     subscriptions = holds_attribute(repository, SUBSCRIBED_ATTRIBUTE)
+    if campaign.send_to == "reachable" and ids:
+        ids &= _reachable(campaign, repository, moment)
     unsub = set(repository.select(_UNSUBSCRIBED, moment)) & ids if ids and subscriptions else set()
     return Audience(
-        campaign.name, frozenset(ids), campaign.group, campaign.status, origins, frozenset(unsub), joined
+        campaign.name, frozenset(ids), campaign.group, campaign.status, origins, frozenset(unsub), joined,
+        campaign.address_attributes() if campaign.send_to == "reachable" else None,
     )

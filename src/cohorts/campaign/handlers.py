@@ -17,7 +17,7 @@ from ..model import Customer, CustomerId, Event
 from ..repository import Repository
 from ..values import fold_text, to_number
 from .context import Handler, RunContext, Suppressed, current_run, idempotency_key
-from .model import Action, Campaign, CampaignError
+from .model import ADDRESS_ATTRIBUTES, Action, Campaign, CampaignError
 
 __all__ = ["Message", "Sender", "standard_handlers", "writes_customers"]
 
@@ -61,7 +61,6 @@ class Sender(Protocol):
     def send(self, message: Message) -> None: ...
 
 
-_ADDRESS = {"email": ("email",), "sms": ("mobile_phone", "phone")}
 
 
 def _context(customer: Customer, action: Action, campaign: Campaign) -> RunContext:
@@ -74,7 +73,7 @@ def _context(customer: Customer, action: Action, campaign: Campaign) -> RunConte
 
 
 def _send_handler(sender: Sender, channel: str) -> Handler:
-    fields = _ADDRESS.get(channel, (channel,))
+    fields = ADDRESS_ATTRIBUTES.get(channel, (channel,))
 
     def send(customer: Customer, action: Action, campaign: Campaign) -> None:
         ctx = _context(customer, action, campaign)

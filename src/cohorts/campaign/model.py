@@ -19,6 +19,7 @@ from ..model import Customer
 from ..values import resolve_tz, to_bool
 
 __all__ = [
+    "ADDRESS_ATTRIBUTES",
     "AUDIENCES",
     "ON_LEAVE",
     "SEND_TO",
@@ -32,13 +33,17 @@ __all__ = [
     "FrequencyCap",
     "Hours",
     "Policy",
+    "RunnerBusyError",
     "aware_now",
     "period_text",
 ]
 
 AUDIENCES = ("customers",)
 STATUSES = ("active", "inactive", "all")
-SEND_TO = ("all",)
+#: Who of the group a campaign sends to: all of them, or those with a usable address on its channels.
+SEND_TO = ("all", "reachable")
+#: The attributes the shipped email and SMS handlers send to, in order (``to_attribute`` overrides).
+ADDRESS_ATTRIBUTES: dict[str, tuple[str, ...]] = {"email": ("email",), "sms": ("mobile_phone", "phone")}
 #: Who a campaign runs for: everyone in its audience, or the customers who joined its group since it started.
 TRIGGERS = ("audience", "joined")
 #: What happens to the actions still owed to a customer who left the audience: run them, or stop them.
@@ -53,6 +58,12 @@ class CampaignError(CohortsError, ValueError):
     """A campaign cannot be built or run as given (a bad field, a lead audience, a missing handler)."""
 
     __module__ = "cohorts.campaigns"  # its public home: tracebacks and pickles name cohorts.campaigns.CampaignError
+
+
+class RunnerBusyError(CohortsError):
+    """An exclusive campaign run found another run holding the database's runner lock: it did nothing."""
+
+    __module__ = "cohorts.campaigns"
 
 
 def aware_now(now: dt.datetime | None) -> dt.datetime:
@@ -173,7 +184,11 @@ class Campaign:
 
     ``audience`` is ``"customers"`` (``"leads"``, the lead campaigns of
     another feature, is refused with a CampaignError, a ValueError). ``group=None`` with ``send_to="all"`` targets
-    every customer; a group name targets its members of every origin. ``status``
+    every customer; a group name targets its members of every origin.
+    ``send_to="reachable"`` keeps those with a usable address on one of the
+    campaign's channels: a known ``email`` for an email action, a ``mobile_phone``
+    or ``phone`` that reads as a phone number for an SMS action (or the action's
+    ``to_attribute``); it needs an email or SMS action. ``status``
     keeps ``"active"`` or ``"inactive"`` customers (the ``status`` attribute),
     or ``"all"``. The campaign runs while ``published`` and ``start <= now <
     end`` (``None`` leaves that side open; a date compares with today's date in
@@ -215,12 +230,28 @@ class Campaign:
         keys = self.action_keys()
         if len(set(keys)) != len(keys):
             raise CampaignError(f"campaign {self.name!r} has two actions with the same id: {keys}")
+        if self.send_to == "reachable" and not self.address_attributes():
+            raise CampaignError(
+                f"campaign {self.name!r} sends to customers reachable on its channels (send_to='reachable'),"
+                " but it has no email or sms action"
+            )
         if self.trigger == "joined" and (self.group is None or self.start is None):
             missing = " and ".join(n for n, v in (("a group", self.group), ("a start", self.start)) if v is None)
             raise CampaignError(
                 f"campaign {self.name!r} runs for customers who joined its group since it started"
                 f" (trigger='joined'): it needs {missing}"
             )
+
+    def address_attributes(self) -> tuple[str, ...]:
+        """The customer attributes this campaign's email and SMS actions send to (``to_attribute`` first)."""
+        found: dict[str, None] = {}
+        for action in self.actions:
+            fields = ADDRESS_ATTRIBUTES.get(action.kind)
+            if fields is None:
+                continue
+            field = action.settings.get("to_attribute")
+            found.update(dict.fromkeys((field,) if isinstance(field, str) and field.strip() else fields))
+        return tuple(found)
 
     def started_at(self) -> dt.datetime | None:
         """``start`` as an aware instant (a date is midnight UTC, a naive datetime UTC); None when open."""

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 import attrs
 
 from ..errors import CohortsError, HostWriteError
-from ..ledger import ActionSpec, Ledger
+from ..ledger import ActionSpec, Ledger, RunnerLocks
 from ..model import Customer, CustomerId
 from ..progress import Progress, ProgressCallback
 from ..repository import Repository, read_only_reason, require
@@ -25,7 +25,7 @@ from .audience import GroupsLike, audience, sorted_ids
 from .context import Handler, RunContext, Suppressed, idempotency_key, running
 from .eligibility import eligibility, gate
 from .handlers import writes_customers
-from .model import Action, Campaign, CampaignError, Policy, aware_now
+from .model import Action, Campaign, CampaignError, Policy, RunnerBusyError, aware_now
 from .report import MAX_FAILURES, CampaignReport, Failure, RunReport
 
 __all__ = ["Removal", "remove_from_campaign", "run_campaigns"]
@@ -291,6 +291,8 @@ def run_campaigns(
     progress: ProgressCallback | None = None,
     max_actions: int | None = None,
     max_seconds: float | None = None,
+    exclusive: bool = False,
+    wait: bool = False,
 ) -> RunReport:
     """The cron job: run every eligible campaign's actions once per customer of its audience.
 
@@ -315,6 +317,12 @@ def run_campaigns(
     each campaign's report says how many it left (``left``). An action already
     started is finished first.
 
+    Runs may overlap safely (each action is claimed). ``exclusive=True`` makes
+    this run the only one on the database: it holds the repository's runner lock
+    (:class:`cohorts.ledger.RunnerLocks`) for its whole length, and when another
+    run holds it raises :class:`cohorts.campaigns.RunnerBusyError` at once, having
+    done nothing, or with ``wait=True`` waits for it.
+
     Example:
         >>> import datetime as dt
         >>> from cohorts.repository import MemoryRepository
@@ -338,8 +346,23 @@ def run_campaigns(
     require(repository, Repository, "run_campaigns")
     store = ledger if ledger is not None else repository.ledger()
     budget = _Budget.of(max_actions, max_seconds)
-    reports = tuple(_run_one(c, repository, groups, handlers, moment, rules, store, budget, progress) for c in chosen)
-    return RunReport(moment, reports, time.perf_counter() - started)
+
+    def run() -> RunReport:
+        reports = tuple(_run_one(c, repository, groups, handlers, moment, rules, store, budget, progress)
+                        for c in chosen)
+        return RunReport(moment, reports, time.perf_counter() - started)
+
+    if not exclusive:
+        return run()
+    if not isinstance(repository, RunnerLocks):
+        raise CampaignError(f"{type(repository).__name__} keeps no runner lock: an exclusive run needs one")
+    with repository.runner_lock(wait=wait) as got:
+        if not got:
+            raise RunnerBusyError(
+                "another campaign run holds this database's runner lock: this run did nothing"
+                " (wait=True, or --wait, waits for it)"
+            )
+        return run()
 
 
 @attrs.frozen

@@ -19,7 +19,16 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from ..campaigns import Campaign, Sender, audience, eligibility, remove_from_campaign, run_campaigns, standard_handlers
+from ..campaigns import (
+    Campaign,
+    RunnerBusyError,
+    Sender,
+    audience,
+    eligibility,
+    remove_from_campaign,
+    run_campaigns,
+    standard_handlers,
+)
 from ..config import Config, load_config
 from ..groups import Groups
 from ..progress import TerminalBar
@@ -50,6 +59,9 @@ examples:
 crontab (every 15 minutes; runs never send twice, even when they overlap):
   */15 * * * * cohorts campaigns run --db postgresql+psycopg://app@db/crm --config /etc/cohorts/campaigns.toml \\
       --sender myshop.messaging:sender >> /var/log/cohorts-campaigns.log 2>&1
+
+One run at a time holds the database's runner lock; a run that finds it taken does nothing and
+exits 0 with a note (--wait waits for it; --overlap runs beside it).
 
 Exit codes: 0 every action ran or was held for a reason (unsubscribed, capped, quiet hours),
 1 an action failed (it is retried on later runs) or the configuration is wrong, 2 usage error.
@@ -86,6 +98,11 @@ def register(subparsers: Any) -> None:
                      help="process at most N due actions in this run; the rest stays due for the next run")
     run.add_argument("--max-seconds", metavar="S", type=positive_number,
                      help="start no action after S seconds; the rest stays due for the next run")
+    run.add_argument("--wait", action="store_true",
+                     help="when another run holds the database's runner lock, wait for it (default: exit at once, "
+                     "doing nothing, with a note)")
+    run.add_argument("--overlap", action="store_true",
+                     help="run without the runner lock, beside other runs (each action still runs once)")
     run.add_argument("--no-progress", dest="show_progress", action="store_false",
                      help="no progress bar (shown when standard error is a terminal)")
     run.set_defaults(handler=_run)
@@ -192,7 +209,12 @@ def _run_campaigns(args: argparse.Namespace, config: Config, repository: Reposit
     try:
         report = run_campaigns(campaigns, repository, groups, standard_handlers(repository, sender), now,
                                policy=config.policy, progress=bar, max_actions=args.max_actions,
-                               max_seconds=args.max_seconds)
+                               max_seconds=args.max_seconds, exclusive=not args.overlap, wait=args.wait)
+    except RunnerBusyError as busy:
+        if args.json:
+            print_json({"now": now.isoformat(), "skipped": str(busy)})
+        print(f"note: {busy}", file=sys.stderr)
+        return EXIT_OK
     finally:
         if bar is not None:
             bar.done()

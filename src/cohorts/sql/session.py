@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
+import os
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from ..ledger import held
 from .dialects import dialect
 from .storage import encode_id
 
@@ -113,6 +118,11 @@ class Transactional:
             self._group_store = SQLGroupStore(self, self.state_prefix)
         return self._group_store
 
+    def runner_lock(self, *, wait: bool = False) -> contextlib.AbstractContextManager[bool]:
+        """The lock one campaign run at a time holds on this database (see
+        :class:`cohorts.ledger.RunnerLocks`), named after ``state_prefix``: True when held."""
+        return runner_lock(self.engine, f"{self.state_prefix}campaign_runner", wait)
+
     def ledger(self) -> Ledger:
         """The campaign ledger's tables (see :mod:`cohorts.sql.ledger`): handlers' writes commit with its rows."""
         if self._ledger is None:
@@ -125,6 +135,64 @@ class Transactional:
 
             self._ledger = SQLLedger(self.engine, inside, self.state_prefix)
         return self._ledger
+
+
+_LOCAL_LOCKS: weakref.WeakKeyDictionary[sa.Engine, dict[str, threading.Lock]] = weakref.WeakKeyDictionary()
+
+
+def _lock_key(name: str) -> int:
+    """A PostgreSQL advisory lock key for ``name``: a signed 64-bit number, the same in every process."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+@contextlib.contextmanager
+def _advisory(engine: sa.Engine, name: str, wait: bool) -> Iterator[bool]:
+    """A session-level advisory lock on a connection of its own, held across the run's transactions."""
+    key = _lock_key(name)
+    with engine.connect() as conn:
+        take = sa.func.pg_advisory_lock(key) if wait else sa.func.pg_try_advisory_lock(key)
+        result = conn.execute(sa.select(take)).scalar()
+        conn.commit()
+        got = wait or bool(result)
+        try:
+            yield got
+        finally:
+            if got:
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
+                conn.commit()
+
+
+@contextlib.contextmanager
+def _file_lock(path: str, wait: bool) -> Iterator[bool]:
+    """An exclusive ``flock`` on ``path`` (made if missing), which the system drops when the process dies."""
+    import fcntl
+
+    with open(path, "a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def runner_lock(engine: sa.Engine, name: str, wait: bool) -> contextlib.AbstractContextManager[bool]:
+    """The lock named ``name`` that one campaign run at a time holds on ``engine``'s database.
+
+    PostgreSQL: a session-level advisory lock. A SQLite file: an ``flock`` on the
+    file ``<database>.<name>.lock`` beside it (POSIX; elsewhere, and for an
+    in-memory database, a lock of this process).
+    """
+    if engine.dialect.name == "postgresql":
+        return _advisory(engine, name, wait)
+    database = engine.url.database
+    if database and database != ":memory:" and not database.startswith("file:") and os.name == "posix":
+        return _file_lock(f"{os.path.abspath(database)}.{name}.lock", wait)
+    locks = _LOCAL_LOCKS.setdefault(engine, {})
+    return held(locks.setdefault(name, threading.Lock()), wait)
 
 
 def log_changes(conn: sa.Connection, table: sa.Table, customer_ids: Iterable[object]) -> None:
