@@ -90,6 +90,9 @@ class Dialect:
     """Whether host-table times are read as the database's own time values (else as microseconds)."""
     host_phones: ClassVar[bool] = False
     """Whether :meth:`host_read` reads phone numbers (else they are read from a table of E.164 numbers)."""
+    advisory_locks: ClassVar[bool] = False
+    """Whether the database has session-level advisory locks (``pg_advisory_lock``), which the campaign
+    runner lock uses; without them the lock is a file lock beside the database file."""
 
     def __repr__(self) -> str:
         return f"<Dialect {self.name}>"
@@ -521,6 +524,7 @@ class PostgreSQL(Dialect):
     explain_prefix = "EXPLAIN "
     typed_parameters = True
     host_native_times = True
+    advisory_locks = True
 
     def parameter(self, value: Any) -> Any:
         """Floats of 2**53 and more bound as the integers they are, as the shadow writes them (exact numerics)."""

@@ -186,7 +186,7 @@ def runner_lock(engine: sa.Engine, name: str, wait: bool) -> contextlib.Abstract
     file ``<database>.<name>.lock`` beside it (POSIX; elsewhere, and for an
     in-memory database, a lock of this process).
     """
-    if engine.dialect.name == "postgresql":
+    if dialect(engine).advisory_locks:
         return _advisory(engine, name, wait)
     database = engine.url.database
     if database and database != ":memory:" and not database.startswith("file:") and os.name == "posix":
