@@ -342,8 +342,8 @@ def run_campaigns(
     moment = aware_now(now)
     chosen = list(campaigns)
     _check(chosen, handlers, repository)
-    rules = (policy if policy is not None else Policy()).in_zone(getattr(repository, "tz", None))
     require(repository, Repository, "run_campaigns")
+    rules = (policy if policy is not None else Policy()).in_zone(repository.tz)
     store = ledger if ledger is not None else repository.ledger()
     budget = _Budget.of(max_actions, max_seconds)
 
