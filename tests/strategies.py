@@ -39,6 +39,8 @@ from cohorts.ast import (
     WindowKind,
     bounds_reversed,
 )
+from cohorts.pattern import PatternError, compile_pattern
+from cohorts.testing import PATTERNS
 
 NOW = dt.datetime(2026, 11, 22, 15, 30, tzinfo=dt.UTC)
 
@@ -110,6 +112,21 @@ scalars: st.SearchStrategy[Any] = st.one_of(
 )
 value_lists = st.lists(scalars, max_size=4).map(tuple)
 
+def _is_pattern(text: str) -> bool:
+    try:
+        compile_pattern(text)
+    except PatternError:
+        return False
+    return True
+
+
+_PATTERN_PIECES = [
+    "a", "B", "é", "e\u0301", "ß", "日", " ", ".", "^", "$", "\\d", "\\W", "\\s", "\\.", "\\\\", '"', "'", "\\'",
+    "[a-z]", "[^0-9]", "[\\]x-]", "(", ")", "|", "*", "+", "?", "{2}", "{1,3}", "*?",
+]
+#: Patterns of the ``matches`` dialect, built from its pieces (those the dialect refuses are left out).
+patterns = st.lists(st.sampled_from(_PATTERN_PIECES), min_size=1, max_size=8).map("".join).filter(_is_pattern)
+
 _SCALAR_OPS = [Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE, Op.CONTAINS, Op.NOT_CONTAINS, Op.STARTS_WITH, Op.ENDS_WITH]
 
 
@@ -127,6 +144,8 @@ def conditions(draw: st.DrawFn) -> Condition:
         value = _ordered((draw(scalars), draw(scalars)))
     elif op in (Op.WITHIN_LAST, Op.WITHIN_NEXT):
         value = draw(durations)
+    elif op in (Op.MATCHES, Op.NOT_MATCHES):  # the parser checks a pattern: only those of the dialect print back
+        value = draw(patterns)
     else:
         value = draw(scalars | value_lists)
     return Condition(path, op, value)
@@ -162,7 +181,9 @@ _ORDER = [Op.LT, Op.LE, Op.GT, Op.GE]
 @st.composite
 def _text_condition(draw: st.DrawFn) -> Condition:
     path = draw(st.sampled_from([Path("customer", "city"), Path("customer", "pet"), Path("appointment", "service")]))
-    op = draw(st.sampled_from([*_SCALAR_OPS, Op.IN, Op.NOT_IN, Op.BETWEEN]))
+    op = draw(st.sampled_from([*_SCALAR_OPS, Op.MATCHES, Op.NOT_MATCHES, Op.IN, Op.NOT_IN, Op.BETWEEN]))
+    if op in (Op.MATCHES, Op.NOT_MATCHES):
+        return Condition(path, op, draw(st.sampled_from(PATTERNS) | patterns))
     if op in (Op.IN, Op.NOT_IN):
         return Condition(path, op, tuple(draw(st.lists(_words, max_size=3))))
     if op is Op.BETWEEN:

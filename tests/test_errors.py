@@ -20,8 +20,8 @@ _VALUES = (
     " true"
 )
 _OPERATORS = (
-    "Expected one of: !=, ., <, <=, <>, =, >, >=, after, before, between, contains, does not contain, ends with, in,"
-    " is, not, starts with, within"
+    "Expected one of: !=, ., <, <=, <>, =, >, >=, after, before, between, contains, does not contain,"
+    " does not match, ends with, in, is, matches, not, starts with, within"
 )
 
 

@@ -177,6 +177,8 @@ class Op(enum.Enum):
     NOT_CONTAINS = "does not contain"
     STARTS_WITH = "starts with"
     ENDS_WITH = "ends with"
+    MATCHES = "matches"
+    NOT_MATCHES = "does not match"
     IN = "in"
     NOT_IN = "not in"
     BETWEEN = "between"
@@ -189,7 +191,7 @@ class Op(enum.Enum):
 
 
 ORDERING = frozenset({Op.LT, Op.LE, Op.GT, Op.GE})
-TEXT_OPS = frozenset({Op.CONTAINS, Op.NOT_CONTAINS, Op.STARTS_WITH, Op.ENDS_WITH})
+TEXT_OPS = frozenset({Op.CONTAINS, Op.NOT_CONTAINS, Op.STARTS_WITH, Op.ENDS_WITH, Op.MATCHES, Op.NOT_MATCHES})
 TIME_OPS = frozenset({Op.BEFORE, Op.AFTER, Op.WITHIN_LAST, Op.WITHIN_NEXT})
 NO_VALUE = frozenset({Op.IS_KNOWN, Op.IS_UNKNOWN})
 
@@ -372,6 +374,27 @@ def _format_scalar(value: Scalar) -> str:
     return str(value)
 
 
+def quote_pattern(pattern: str) -> str:
+    r"""A ``matches`` pattern in quotes, as written: its backslashes belong to the pattern, not the string.
+
+    The quotes are double unless the pattern holds a bare ``"`` (one not after a backslash). A pattern no
+    literal can hold as written (a line end, or bare quotes of both kinds: both refused by the pattern
+    dialect) is quoted as a string, for display.
+
+    Example:
+        >>> print(quote_pattern(r"^[^@]+@dealer\.ca$"), quote_pattern('say "hi"'))
+        "^[^@]+@dealer\.ca$" 'say "hi"'
+    """
+    bare = set(_BARE_QUOTE.findall(pattern))
+    odd_end = (len(pattern) - len(pattern.rstrip("\\"))) % 2 == 1  # a last backslash would escape the quote
+    if "\n" in pattern or odd_end or len(bare) == 2:
+        return _quote_string(pattern)
+    quote = "'" if '"' in bare else '"'
+    return quote + pattern + quote
+
+
+_BARE_QUOTE = re.compile(r"(?<!\\)(?:\\\\)*([\"'])")
+
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -505,6 +528,8 @@ class Condition(Node):
                 assert isinstance(self.value, tuple)
                 low, high = self.value
                 return f"{self.path} between {_format_scalar(low)} and {_format_scalar(high)}"
+            case Op.MATCHES | Op.NOT_MATCHES if isinstance(self.value, str):
+                return f"{self.path} {self.op.value} {quote_pattern(self.value)}"
             case _:
                 return f"{self.path} {self.op.value} {format_value(self.value)}"
 

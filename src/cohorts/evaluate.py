@@ -108,6 +108,7 @@ _CHECK_SOURCE = {
     "has": "{k} in {v}",
     "starts": "{v}.startswith({k})",
     "ends": "{v}.endswith({k})",
+    "matches": "{k}.search({v})",
 }
 
 

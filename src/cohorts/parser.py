@@ -36,6 +36,7 @@ from .ast import (
     format_value,
 )
 from .errors import RuleLimitError, RuleSyntaxError
+from .pattern import PatternError, compile_pattern
 
 __all__ = ["MAX_LITERAL_CHARS", "MAX_RULE_CHARS", "parse"]
 
@@ -56,10 +57,12 @@ _TERMINAL_WORDS = {
     "_UNKNOWN": "unknown",
     "_CONTAINS": "contains",
     "_CONTAIN": "contain",
-    "_DOES": "does not contain",
+    "_DOES": "does not contain, does not match",
     "_STARTS": "starts with",
     "_ENDS": "ends with",
     "_WITH": "with",
+    "_MATCHES": "matches",
+    "_MATCH": "match",
     "_BETWEEN": "between",
     "_BEFORE": "before",
     "_AFTER": "after",
@@ -85,7 +88,7 @@ _TERMINAL_WORDS = {
 
 # Words a typo is compared against for "did you mean".
 _KEYWORDS = (
-    "and or not is in group known unknown contains does starts ends with between before "
+    "and or not is in group known unknown contains does starts ends with matches match between before "
     "after within last next since ago now today yesterday tomorrow true false "
     "minutes hours days weeks months years"
 ).split()
@@ -231,6 +234,33 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
 
     def ends_with(self, meta: Any, path: Path, value: object) -> Condition:
         return self._condition(Op.ENDS_WITH, meta, path, value)
+
+    def matches(self, meta: Any, path: Path, value: object) -> Condition:
+        return self._condition(Op.MATCHES, meta, path, self._pattern(value))
+
+    def does_not_match(self, meta: Any, path: Path, value: object) -> Condition:
+        return self._condition(Op.NOT_MATCHES, meta, path, self._pattern(value))
+
+    def _pattern(self, value: object) -> str:
+        """A pattern's literal as written (its backslashes are the pattern's), checked against the dialect."""
+        if not isinstance(value, Token) or value.type != "STRING":
+            where = value if isinstance(value, Token) else None
+            raise RuleSyntaxError(
+                "matches takes one pattern in quotes, such as \"^[^@]+@dealer\\.ca$\"",
+                (where.line if where is not None else None) or 1,
+                (where.column if where is not None else None) or 1,
+                self.text,
+            )
+        body = value[1:-1]
+        if len(body) > self.max_literal_chars:
+            _unescape(value, self.text, self.max_literal_chars)  # raises the limit error
+        try:
+            compile_pattern(body)
+        except PatternError as error:
+            raise RuleSyntaxError(
+                f"Not a pattern: {error.message}", value.line or 1, (value.column or 1) + 1 + error.offset, self.text
+            ) from None
+        return body
 
     def in_(self, meta: Any, path: Path, value: object) -> Condition:
         return self._condition(Op.IN, meta, path, value)

@@ -55,6 +55,7 @@ from .ast import (
 )
 from .errors import RuleTypeError
 from .parser import MAX_LITERAL_CHARS, MAX_RULE_CHARS, parse
+from .pattern import PatternError, compile_pattern
 from .schema import AttributeType, Schema, default_schema
 from .values import Interval, Kind, fold_text, resolve_time, to_phone, wide_int, window
 
@@ -86,7 +87,13 @@ __all__ = [
 T = TypeVar("T")
 
 # Positive operators; the negative ones are NOT of these.
-NEGATIONS = {Op.NE: Op.EQ, Op.NOT_CONTAINS: Op.CONTAINS, Op.NOT_IN: Op.IN, Op.IS_UNKNOWN: Op.IS_KNOWN}
+NEGATIONS = {
+    Op.NE: Op.EQ,
+    Op.NOT_CONTAINS: Op.CONTAINS,
+    Op.NOT_MATCHES: Op.MATCHES,
+    Op.NOT_IN: Op.IN,
+    Op.IS_UNKNOWN: Op.IS_KNOWN,
+}
 """Each negative operator and the positive one it negates: ``!=`` is NOT ``=``, ``is unknown`` NOT ``is known``."""
 _INVERTED = {Op.LT: Op.GT, Op.LE: Op.GE, Op.GT: Op.LT, Op.GE: Op.LE}
 _TYPE_KINDS = {
@@ -106,7 +113,7 @@ _IMPLICIT: dict[object, AttributeType] = {
     Aggregate.LAST_TIME: AttributeType.DATETIME,
 }
 _KIND_OPS = {
-    Kind.TEXT: {Op.EQ, Op.IN, Op.CONTAINS, Op.STARTS_WITH, Op.ENDS_WITH, Op.BETWEEN, *ORDERING},
+    Kind.TEXT: {Op.EQ, Op.IN, Op.CONTAINS, Op.STARTS_WITH, Op.ENDS_WITH, Op.MATCHES, Op.BETWEEN, *ORDERING},
     Kind.NUMBER: {Op.EQ, Op.IN, Op.BETWEEN, *ORDERING},
     Kind.BOOLEAN: {Op.EQ, Op.IN},
     Kind.TIME: {Op.EQ, Op.IN, Op.BETWEEN, Op.BEFORE, Op.AFTER, Op.WITHIN_LAST, Op.WITHIN_NEXT, *ORDERING},
@@ -361,6 +368,15 @@ def _prepare(condition: Condition, op: Op, kind: Kind, value: Any, part: object)
         return value
     if isinstance(value, tuple):
         raise RuleTypeError(str(condition), f"{op.value} takes one value, not a list")
+    if op is Op.MATCHES:
+        if not isinstance(value, str):
+            raise RuleTypeError(str(condition), f"matches takes a pattern in quotes, not {format_value(value)}")
+        try:
+            return compile_pattern(value)
+        except PatternError as error:
+            raise RuleTypeError(
+                str(condition), f"not a pattern: {error.message} (at character {error.offset + 1} of the pattern)"
+            ) from None
     if op in TEXT_OPS and kind is Kind.PHONE:  # part of a number: digits, not a whole phone number
         digits = "".join(ch for ch in str(value) if ch.isdigit() or ch == "+")
         if not digits or isinstance(value, bool):
@@ -508,6 +524,7 @@ _PLAIN_SYMBOLS = {
     Op.CONTAINS: "has",
     Op.STARTS_WITH: "starts",
     Op.ENDS_WITH: "ends",
+    Op.MATCHES: "matches",
 }
 
 
@@ -568,6 +585,7 @@ _CHECKS: dict[str, Callable[[Any, Any], bool]] = {
     "has": lambda v, k: k in v,
     "starts": lambda v, k: bool(v.startswith(k)),
     "ends": lambda v, k: bool(v.endswith(k)),
+    "matches": lambda v, k: bool(k.search(v)),
 }
 
 

@@ -235,6 +235,32 @@ rule_times = st.one_of(
 )
 
 
+#: ``matches`` patterns over the words above: anchors, classes, folding, counts, alternatives, line ends.
+PATTERNS = [
+    "^laval$",
+    "LAV",
+    "^l[aé]v",
+    "[^a-z]",
+    "^[a-z]+$",
+    "ss",
+    "ß",
+    "é",
+    "e\u0301",
+    "\\d",
+    "^\\d{2,}$",
+    "\\s",
+    "(mont|qu)",
+    "(ab)+",
+    "r.al$",
+    "^.$",
+    "\\n",
+    "a{2}",
+    "\\.",
+    "[0-9]+\\.[0-9]",
+    "x?y*z+",
+]
+
+
 @st.composite
 def listed(draw: st.DrawFn, values: st.SearchStrategy[Any], op: Op) -> Any:
     if op in (Op.IN, Op.NOT_IN):
@@ -260,7 +286,9 @@ def text_conditions(draw: st.DrawFn) -> Condition:
             ]
         )
     )
-    op = draw(st.sampled_from([*ALL_TEXT_OPS, Op.IN, Op.NOT_IN, Op.BETWEEN]))
+    op = draw(st.sampled_from([*ALL_TEXT_OPS, Op.MATCHES, Op.NOT_MATCHES, Op.IN, Op.NOT_IN, Op.BETWEEN]))
+    if op in (Op.MATCHES, Op.NOT_MATCHES):
+        return Condition(Path.of(path), op, draw(st.sampled_from(PATTERNS)))
     return Condition(Path.of(path), op, draw(listed(rule_texts, op)))
 
 

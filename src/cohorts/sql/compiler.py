@@ -278,6 +278,8 @@ class Compiler:
             return d.starts(x, p(value, cast))
         if symbol == "ends":
             return d.ends(x, p(value, cast))
+        if symbol == "matches":
+            return d.matches(x, p(d.pattern_source(value), "TEXT"))
         return d.compare(x, symbol, p(constant(value), cast), cast)
 
     # -- reading the shadow

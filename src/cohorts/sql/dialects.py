@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal, Protocol, TypeAlias
 import sqlalchemy as sa
 
 from ..errors import RuleError
+from ..pattern import Pattern
 from ..values import FALSE_WORDS, TRUE_WORDS, Kind, exact_number
 
 __all__ = ["Dialect", "PostgreSQL", "SQLite", "dialect", "register"]
@@ -120,6 +121,14 @@ class Dialect:
         raise NotImplementedError
 
     def ends(self, x: str, suffix: str) -> str:
+        raise NotImplementedError
+
+    def pattern_source(self, pattern: Pattern) -> str:
+        """What :meth:`matches` binds for a ``matches`` pattern: its text for the engine of this dialect."""
+        raise NotImplementedError
+
+    def matches(self, x: str, pattern: str) -> str:
+        """SQL true when the bound pattern (from :meth:`pattern_source`) matches somewhere in text ``x``."""
         raise NotImplementedError
 
     # -- reading the shadow column (JSON of typed readings; see cohorts.sql.storage)
@@ -319,6 +328,12 @@ class SQLite(Dialect):
     def ends(self, x: str, suffix: str) -> str:
         return f"substr({x}, -length({suffix})) = {suffix}"
 
+    def pattern_source(self, pattern: Pattern) -> str:
+        return pattern.text  # cohorts_matches() checks and compiles it as the evaluator does
+
+    def matches(self, x: str, pattern: str) -> str:
+        return f"cohorts_matches({pattern}, {x})"
+
     @staticmethod
     def _path(key: str, field: str | None) -> str:
         return f'$."{key}"' + (f".{field}" if field else "")
@@ -386,9 +401,12 @@ class SQLite(Dialect):
 
     def prepare(self, engine: sa.Engine) -> None:
         # pysqlite's own transaction handling breaks SAVEPOINT; let SQLAlchemy emit BEGIN itself.
+        from . import functions
+
         @sa.event.listens_for(engine, "connect")
         def connect(dbapi_connection: Any, record: Any) -> None:
             dbapi_connection.isolation_level = None
+            functions.register_own(dbapi_connection)
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
@@ -546,6 +564,12 @@ class PostgreSQL(Dialect):
 
     def ends(self, x: str, suffix: str) -> str:
         return f"right({x}, length({suffix})) = {suffix}"
+
+    def pattern_source(self, pattern: Pattern) -> str:
+        return pattern.posix
+
+    def matches(self, x: str, pattern: str) -> str:
+        return f"({x} ~ {pattern})"
 
     def shadow_field(self, bind: Binder, column: str, key: str, field: str, kind: Kind | None) -> str:
         text = f"({column} #>> {bind([key, field], 'TEXT[]')})"

@@ -1,7 +1,8 @@
-"""SQL functions SQLite calls in host-table queries: the readings of :mod:`cohorts.values`, in Python.
+"""SQL functions SQLite calls: the readings of :mod:`cohorts.values` in host-table queries, and ``matches``.
 
 Registered on a connection by :func:`register`, so SQLite reads a host's column
-values exactly as the in-memory evaluator does.
+values exactly as the in-memory evaluator does; :func:`register_own` registers
+what every SQLite query of cohorts may call (``cohorts_matches``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..pattern import compile_pattern
 from ..values import fold_text, is_known, resolve_tz, to_bool, to_number, to_phone, to_time
 from .storage import EPOCH, micros
 
-__all__ = ["register", "register_driver"]
+__all__ = ["matches", "register", "register_driver", "register_own"]
 
 
 def read(value: Any, reading: str, tz_name: str, region: str) -> Any:
@@ -81,6 +83,18 @@ def part(at: Any, reading: str, tz_name: str) -> int | None:
     return None
 
 
+def matches(pattern: Any, text: Any) -> int | None:
+    """``cohorts_matches(pattern, folded_text)``: the ``matches`` test, by the evaluator's own pattern."""
+    if pattern is None or text is None:
+        return None
+    return int(compile_pattern(str(pattern)).search(str(text)))
+
+
+def register_own(driver: Any) -> None:
+    """Register the functions cohorts' own SQLite queries call on a sqlite3 connection."""
+    driver.create_function("cohorts_matches", 2, matches, deterministic=True)
+
+
 def register(conn: sa.Connection) -> None:
     """Register the functions on the connection's SQLite driver connection."""
     register_driver(conn.connection.driver_connection)
@@ -88,6 +102,7 @@ def register(conn: sa.Connection) -> None:
 
 def register_driver(driver: Any) -> None:
     """Register the functions on a sqlite3 connection."""
+    register_own(driver)
     driver.create_function("cohorts_read", 4, read, deterministic=True)
     driver.create_function("cohorts_json", 4, read_json, deterministic=True)
     driver.create_function("cohorts_json_list", 4, read_elements, deterministic=True)
