@@ -81,6 +81,9 @@ def test_customers_are_the_host_rows(host_engine: Any, data: st.DataObject) -> N
     got = {c.id: c for c in repository}
     assert set(got) == set(ids)
     many = repository.get_many([*ids, 99])
+    names = sorted(table.events)[:1]  # the events of one name only: the other tables are not read
+    some = repository.get_many_reading([*ids, 99], names)
+    assert set(some) == set(ids)
     for cid in ids:
         want = expected.get(cid)
         assert want is not None
@@ -88,6 +91,9 @@ def test_customers_are_the_host_rows(host_engine: Any, data: st.DataObject) -> N
             assert found is not None
             assert dict(found.attributes) == dict(want.attributes), cid
             assert _events_key(found) == _events_key(want), cid
+        assert dict(some[cid].attributes) == dict(want.attributes), cid
+        only = Customer(cid, want.attributes, [e for e in want.events if e.name in names])
+        assert _events_key(some[cid]) == _events_key(only), cid
     for rule in rules:
         want_ids = expected.select(rule, NOW, groups=groups)
         assert repository.select(rule, NOW, groups=groups) == want_ids, str(rule)

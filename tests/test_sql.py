@@ -341,3 +341,29 @@ def test_to_sql_parameters_are_exactly_those_the_text_uses(rule: str) -> None:
     assert set(re.findall(r"%\((p\d+)\)s", text)) == set(params)
     text, ordered = to_sql(rule, dialect="sqlite")
     assert text.count("?") == len(ordered)
+
+
+# -- many values bound as one parameter --------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_among_binds_any_number_of_values_as_one_parameter(backend: str, request: pytest.FixtureRequest) -> None:
+    """``Dialect.among``: the rows whose key is among 20,000 text or integer values, typed columns or not."""
+    import sqlalchemy as sa
+
+    from cohorts.sql.dialects import dialect
+
+    engine = sa.create_engine("sqlite://") if backend == "sqlite" else request.getfixturevalue("postgres_engine")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (k TEXT, n BIGINT)")
+        conn.execute(sa.text("INSERT INTO t VALUES (:k, :n)"), [{"k": f"s:{i}", "n": i} for i in range(0, 300, 3)])
+        typed = sa.Table("t", sa.MetaData(), sa.Column("k", sa.Text), sa.Column("n", sa.BigInteger))
+        light = sa.table("t", sa.column("k"), sa.column("n"))  # no types: the values give the array's
+        among = dialect(conn).among
+        for table in (typed, light):
+            texts = [f"s:{i}" for i in range(20_000)]
+            query = sa.select(table.c.n).where(among(table.c.k, texts))
+            assert sorted(conn.execute(query).scalars()) == list(range(0, 300, 3))
+            query = sa.select(table.c.k).where(among(table.c.n, list(range(0, 20_000, 2))))
+            assert len(conn.execute(query).all()) == len(range(0, 300, 6))
+            assert conn.execute(sa.select(table.c.k).where(among(table.c.k, []))).all() == []

@@ -54,7 +54,7 @@ from .membership import (
 from .model import Customer, CustomerId
 from .parser import parse
 from .progress import Progress, ProgressCallback
-from .repository import Repository, UnknownCustomerError, require
+from .repository import ReadsSomeEvents, Repository, UnknownCustomerError, require
 from .schema import Schema
 from .timing import Plan, digest_keys_version, digest_of
 
@@ -943,7 +943,7 @@ class Groups:
             work = _Work()
             slots = self._store.slots(batch)
             digests = self._store.digests(batch) if check_data else {}
-            customers = self.repository.get_many(batch)
+            customers = self._read_customers(catalog, batch)
             missing = []
             for cid in batch:
                 customer = customers.get(cid)
@@ -967,6 +967,13 @@ class Groups:
             if missing:
                 changes.extend(self._drop(catalog, missing, now))
         return changes
+
+    def _read_customers(self, catalog: _Catalog, ids: Sequence[CustomerId]) -> Mapping[CustomerId, Customer]:
+        """These customers, with only the events some rule reads where the repository can leave the others."""
+        if isinstance(self.repository, ReadsSomeEvents):
+            names = {key[len("event:") :] for key in catalog.keys if key.startswith("event:")}
+            return self.repository.get_many_reading(ids, names)
+        return self.repository.get_many(ids)
 
     def _catch_up(
         self, now: dt.datetime, *, force_all: bool = False, as_of: dt.datetime | None = None

@@ -285,6 +285,18 @@ class MapsAttributes(Protocol):
         ...
 
 
+@runtime_checkable
+class ReadsSomeEvents(Protocol):
+    """A repository that can read customers with only some of their events (a ``HostRepository``), which
+    saves reading event tables no rule looks at."""
+
+    def get_many_reading(
+        self, customer_ids: Iterable[CustomerId], events: Collection[str]
+    ) -> dict[CustomerId, Customer]:
+        """The customers among ``customer_ids``, each with only its events whose name is in ``events``."""
+        ...
+
+
 def read_only_reason(repository: object) -> str | None:
     """Why ``repository`` refuses writes to customers (a ``HostRepository`` without a writer), or None.
 

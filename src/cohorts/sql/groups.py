@@ -299,8 +299,8 @@ class SQLGroupStore:
             if value:  # one executemany; a mark already set stays as it is
                 _insert(conn, m, [(group_id, key, kind) for key in keys], or_ignore=True)
                 return
-            for chunk in _chunks(keys):
-                conn.execute(sa.delete(m).where(m.c.group_id == group_id, m.c.kind == kind, m.c.customer.in_(chunk)))
+            among = dialect(conn).among
+            conn.execute(sa.delete(m).where(m.c.group_id == group_id, m.c.kind == kind, among(m.c.customer, keys)))
 
     def put_rules(self, group_id: int, rows: Mapping[CustomerId, RuleRow | None], *, new: bool = False) -> None:
         """Store rule rows (None deletes the row); ``new`` says none of them is stored yet."""
@@ -324,9 +324,10 @@ class SQLGroupStore:
                         for part in _chunks(gids):
                             conn.execute(sa.delete(r).where(r.c.customer == key, r.c.group_id.in_(part)))
                 else:
+                    among = dialect(conn).among
                     for gid, by_id in rows.items():
-                        for keys in _chunks([encode_id(cid) for cid in by_id]):
-                            conn.execute(sa.delete(r).where(r.c.group_id == gid, r.c.customer.in_(keys)))
+                        keys = [encode_id(cid) for cid in by_id]
+                        conn.execute(sa.delete(r).where(r.c.group_id == gid, among(r.c.customer, keys)))
             values = [
                 (gid, key, row.matched, row.version, _micros(row.since), _micros(row.evaluated_at), _micros(row.due))
                 for gid, key, row in items
@@ -349,21 +350,23 @@ class SQLGroupStore:
         d = self.digest_table
         out: dict[CustomerId, tuple[str, bytes]] = {}
         keys = [encode_id(cid) for cid in customer_ids]
+        if not keys:
+            return out
         with self._connect() as conn:
-            for chunk in _chunks(keys):
-                for key, version, digest in conn.execute(
-                    sa.select(d.c.customer, d.c.key_set, d.c.digest).where(d.c.customer.in_(chunk))
-                ):
-                    out[decode_id(key)] = (version, bytes(digest))
+            query = sa.select(d.c.customer, d.c.key_set, d.c.digest).where(dialect(conn).among(d.c.customer, keys))
+            for key, version, digest in conn.execute(query):
+                out[decode_id(key)] = (version, bytes(digest))
         return out
 
     def put_digests(self, rows: Mapping[CustomerId, tuple[str, bytes] | None]) -> None:
         """Store digests (None deletes)."""
         d = self.digest_table
         items = [(encode_id(cid), value) for cid, value in rows.items()]
+        if not items:
+            return
         with self._connect() as conn:
+            conn.execute(sa.delete(d).where(dialect(conn).among(d.c.customer, [k for k, _ in items])))
             for chunk in _chunks(items):
-                conn.execute(sa.delete(d).where(d.c.customer.in_([k for k, _ in chunk])))
                 _insert(conn, d, [(key, value[0], value[1]) for key, value in chunk if value is not None])
 
     def customer_ids(self) -> set[CustomerId]:
@@ -379,10 +382,12 @@ class SQLGroupStore:
     def drop_customers(self, customer_ids: Collection[CustomerId]) -> None:
         """Forget these customers everywhere."""
         keys = [encode_id(cid) for cid in customer_ids]
+        if not keys:
+            return
         with self._connect() as conn:
-            for chunk in _chunks(keys):
-                for table in (self.marks, self.rules, self.digest_table):
-                    conn.execute(sa.delete(table).where(table.c.customer.in_(chunk)))
+            among = dialect(conn).among
+            for table in (self.marks, self.rules, self.digest_table):
+                conn.execute(sa.delete(table).where(among(table.c.customer, keys)))
 
     def get_meta(self, key: str) -> str | None:
         """A stored setting."""

@@ -26,7 +26,7 @@ import datetime as dt
 import json
 import re
 import uuid
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path as FilePath
 from typing import Any, Protocol, TypeAlias, runtime_checkable
@@ -578,8 +578,10 @@ class HostRepository(Transactional):
             query = query.limit(limit)
         return list(conn.execute(query).mappings())
 
-    def _build(self, conn: sa.Connection, rows: Sequence[Mapping[Any, Any]]) -> dict[CustomerId, Customer]:
-        """Customers from rows of the host's table, with their events."""
+    def _build(
+        self, conn: sa.Connection, rows: Sequence[Mapping[Any, Any]], events: Collection[str] | None = None
+    ) -> dict[CustomerId, Customer]:
+        """Customers from rows of the host's table, with their events (those named in ``events``, if given)."""
         host = self.host_table
         attributes: dict[CustomerId, dict[str, Any]] = {}
         keys: dict[CustomerId, Any] = {}
@@ -594,20 +596,25 @@ class HostRepository(Transactional):
                 if value is not _ABSENT:
                     values[name] = value
             attributes[customer_id] = values
-        events = self._events_of(conn, list(keys.values()))
-        return {cid: Customer(cid, values, events.get(cid, ())) for cid, values in attributes.items()}
+        found = self._events_of(conn, list(keys.values()), events)
+        return {cid: Customer(cid, values, found.get(cid, ())) for cid, values in attributes.items()}
 
-    def _events_of(self, conn: sa.Connection, keys: Sequence[Any]) -> dict[CustomerId, list[Event]]:
+    def _events_of(
+        self, conn: sa.Connection, keys: Sequence[Any], names: Collection[str] | None = None
+    ) -> dict[CustomerId, list[Event]]:
         out: dict[CustomerId, list[Event]] = {}
         if not keys:
             return out
         for category, events in self.host_table.events.items():
+            if names is not None and category not in names:
+                continue
             table = self._events[category]
             columns = [table.c[events.customer], table.c[events.at]]
             columns += [table.c[c] for c in dict.fromkeys(map(_column_of, events.fields.values()))]
+            among = dialect(conn).among
             for start in range(0, len(keys), _CHUNK):
                 query = sa.select(*dict.fromkeys(columns)).where(
-                    table.c[events.customer].in_(keys[start : start + _CHUNK]), *_filters(table, events.where)
+                    among(table.c[events.customer], keys[start : start + _CHUNK]), *_filters(table, events.where)
                 )
                 for row in conn.execute(query).mappings():
                     event = _event(category, events, row)
@@ -622,13 +629,26 @@ class HostRepository(Transactional):
 
     def get_many(self, customer_ids: Iterable[CustomerId]) -> dict[CustomerId, Customer]:
         """The host's customers among ``customer_ids`` (absent ids left out), read in batches."""
+        return self._get_many(customer_ids, None)
+
+    def get_many_reading(
+        self, customer_ids: Iterable[CustomerId], events: Collection[str]
+    ) -> dict[CustomerId, Customer]:
+        """The host's customers among ``customer_ids``, with only their events named in ``events``
+        (the event tables of other names are not read)."""
+        return self._get_many(customer_ids, events)
+
+    def _get_many(
+        self, customer_ids: Iterable[CustomerId], events: Collection[str] | None
+    ) -> dict[CustomerId, Customer]:
         keys = self._keys(customer_ids)
         out: dict[CustomerId, Customer] = {}
         key = self._customers.c[self.host_table.id]
         with self.connect() as conn:
+            among = dialect(conn).among
             for start in range(0, len(keys), _CHUNK):
-                rows = self._rows(conn, key.in_(keys[start : start + _CHUNK]))
-                out.update(self._build(conn, rows))
+                rows = self._rows(conn, among(key, keys[start : start + _CHUNK]))
+                out.update(self._build(conn, rows, events))
         return {cid: out[cid] for cid in keys if cid in out}
 
     def existing(self, customer_ids: Iterable[CustomerId]) -> set[CustomerId]:
@@ -637,8 +657,9 @@ class HostRepository(Transactional):
         column = self._customers.c[self.host_table.id]
         found: set[CustomerId] = set()
         with self.connect() as conn:
+            among = dialect(conn).among
             for start in range(0, len(keys), _CHUNK):
-                query = sa.select(column).where(column.in_(keys[start : start + _CHUNK]))
+                query = sa.select(column).where(among(column, keys[start : start + _CHUNK]))
                 found.update(i for i in map(_plain_id, conn.execute(query).scalars()) if i is not None)
         return found
 
