@@ -358,3 +358,20 @@ def test_a_config_without_host_keeps_cohorts_tables(tmp_path: Path, capsys: pyte
     assert code == 1
     assert err.startswith(f"error: {host_config}: host: the tables cohorts_* of this database belong to a "
                           "cohorts.SQLRepository: give the HostRepository its own state_prefix")
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_check_prints_the_query_over_the_host_tables(
+    dialect: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``check --sql --config`` checks the rule against the mapping and prints SQL over the host's tables."""
+    config = tmp_path / "host.toml"
+    config.write_text(HOST, encoding="utf-8")
+    rule = 'customer.city = "Laval" AND repair_order.closed.count >= 1 AND customer.email matches "@example\\.com$"'
+    code, out, _ = run(capsys, "check", "--sql", "--dialect", dialect, "--config", str(config), "--json", rule)
+    assert code == 0
+    found = json.loads(out)
+    assert found["host_table"] == "clients" and found["dialect"] == dialect
+    assert "clients" in found["sql"] and "repair_orders" in found["sql"] and "cohorts_customers" not in found["sql"]
+    code, out, err = run(capsys, "check", "--config", str(config), 'customer.postal_code = "H7T"')
+    assert code == 1 and "postal_code" in err  # the host's mapping has no such attribute

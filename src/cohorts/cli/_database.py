@@ -56,12 +56,11 @@ def add_db_option(parser: argparse.ArgumentParser, extra_help: str = "") -> None
     parser.add_argument("--db", metavar="URL", help=text)
 
 
-def add_config_option(parser: argparse.ArgumentParser) -> None:
+def add_config_option(parser: argparse.ArgumentParser, what: str | None = None) -> None:
     """Give a command the ``--config FILE`` option, whose ``[host]`` section maps the host's own tables."""
-    parser.add_argument(
-        "--config", metavar="FILE", help="a TOML configuration; with a [host] section, --db is read as the host's own "
-        "tables (a HostRepository) instead of cohorts' customers tables"
-    )
+    what = what or "with a [host] section, --db is read as the host's own tables (a HostRepository) instead of " \
+        "cohorts' customers tables"
+    parser.add_argument("--config", metavar="FILE", help=f"a TOML configuration; {what}")
 
 
 def host_of(args: argparse.Namespace) -> HostSpec | None:

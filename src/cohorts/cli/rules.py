@@ -17,7 +17,8 @@ import json
 import sys
 from typing import Any
 
-from ..ast import InGroup, walk
+from ..ast import InGroup, Node, walk
+from ..config import HostSpec
 from ..errors import UnknownAttributeError
 from ..evaluate import Explanation, compile, validate  # noqa: A004 - cohorts.compile, not the builtin
 from ..model import Customer
@@ -39,7 +40,7 @@ from ._common import (
     schema_file,
     zone,
 )
-from ._database import sql_module
+from ._database import add_config_option, host_of, sql_module
 
 __all__ = ["register"]
 
@@ -55,6 +56,7 @@ def register(subparsers: Any) -> None:
         "  cohorts check 'customer.vehicle_model contains \"Escape\"'\n"
         "  cohorts check --schema-free 'customer.`Date de renouvellement`.month = january'\n"
         "  cohorts check --sql --dialect sqlite 'customer.city = \"Laval\"'\n"
+        "  cohorts check --sql --config host.toml 'customer.city = \"Laval\"'   # over the host's own tables\n"
         "  echo 'customer.tags contains \"VIP\"' | cohorts check -",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -73,6 +75,8 @@ def register(subparsers: Any) -> None:
         default="postgresql",
         help="SQL dialect for --sql (default: %(default)s)",
     )
+    add_config_option(check, "with a [host] section, the rule is checked against the host's mapped tables and "
+                      "--sql prints the query over them")
     add_json_option(check)
     check.set_defaults(handler=_check)
 
@@ -112,6 +116,9 @@ def _check(args: argparse.Namespace) -> int:
     node = parse(text)
     args.rule_node = node
     schema = schema_file(args.schema)
+    host = host_of(args)
+    if host is not None:
+        return _check_host(args, node, host)
     if args.schema_free:
         compile(node)  # checks types of known attributes and of the rule's values
     else:
@@ -131,6 +138,27 @@ def _check(args: argparse.Namespace) -> int:
     print(result["rule"])
     if args.sql:
         print(f"-- SQL ({args.dialect})")
+        print(result["sql"])
+        print("-- parameters")
+        print(json.dumps(result["params"], ensure_ascii=False))
+    return EXIT_OK
+
+
+def _check_host(args: argparse.Namespace, node: Node, host: HostSpec) -> int:
+    """``check --config`` with a ``[host]`` section: the rule against the host's mapping, and its SQL there."""
+    sql_module("the [host] section")
+    host_table = host.host_table()
+    phones = f"{host.state_prefix}phones" if args.dialect == "postgresql" else None  # as a HostRepository keeps it
+    sql_text, params = host_table.to_sql(node, dialect=args.dialect, phone_table=phones)
+    result: dict[str, Any] = {"ok": True, "rule": str(node), "host_table": host_table.table}
+    if args.sql:
+        result.update(dialect=args.dialect, sql=sql_text, params=plain(params))
+    if args.json:
+        print_json(result)
+        return EXIT_OK
+    print(result["rule"])
+    if args.sql:
+        print(f"-- SQL ({args.dialect}, over the host's table {host_table.table})")
         print(result["sql"])
         print("-- parameters")
         print(json.dumps(result["params"], ensure_ascii=False))

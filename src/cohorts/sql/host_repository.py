@@ -115,9 +115,13 @@ def _plain_id(value: object) -> CustomerId | None:
     return str(value)
 
 
+_KEPT = (str, int, float, Decimal, dt.date, list, dict)
+_KEPT_EXACTLY = frozenset({type(None), *_KEPT, dt.datetime, bool})
+
+
 def _plain(value: object) -> object:
     """A value the host's database gave, as a customer's attribute holds it (_ABSENT: left out)."""
-    if value is None or isinstance(value, str | int | float | Decimal | dt.date | list | dict):
+    if type(value) in _KEPT_EXACTLY or isinstance(value, _KEPT):  # the exact types first: most values
         return value
     if isinstance(value, uuid.UUID | dt.time):
         return str(value)
