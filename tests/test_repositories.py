@@ -294,3 +294,29 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     position = reopened.change_position()
     reopened.upsert([Customer("new")])
     assert reopened.changes_since(position)[0] == ["new"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_sql_reads_customers_with_only_some_events(backend: str, request: pytest.FixtureRequest) -> None:
+    """``get_many_reading``: the customers as ``get_many`` gives them, with only the events of the names asked."""
+    from cohorts.repository import ReadsSomeEvents
+
+    engine = "sqlite://" if backend == "sqlite" else request.getfixturevalue("postgres_engine")
+    repository = SQLRepository(engine)
+    at = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    repository.upsert(
+        Customer(i, {"city": f"c{i}"}, [
+            Event("visit", at), Event("invoice", at, {"total": i}), Event("visit", at, {"n": i})
+        ])
+        for i in range(1, 6001)
+    )
+    assert isinstance(repository, ReadsSomeEvents)
+    ids = [*range(1, 6001, 7), 99_999]
+    full = repository.get_many(ids)
+    some = repository.get_many_reading(ids, ["visit"])
+    none = repository.get_many_reading(ids, [])
+    assert set(full) == set(some) == set(none) == set(range(1, 6001, 7))
+    for cid, customer in full.items():
+        assert some[cid].attributes == none[cid].attributes == customer.attributes
+        assert list(some[cid].events) == [e for e in customer.events if e.name == "visit"]
+        assert len(customer.events) == 3 and not none[cid].events

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import re
 import weakref
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path as FilePath
 from typing import Any, ClassVar, TypeAlias
 
@@ -431,14 +431,21 @@ class SQLRepository(Transactional):
     def _insert_events(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
         self.dialect.bulk_load(conn, "cohorts_events", self._EVENT_COLUMNS, rows)
 
-    def _events_of(self, conn: sa.Connection, pks: Sequence[int]) -> dict[int, list[Event]]:
+    def _events_of(
+        self, conn: sa.Connection, pks: Sequence[int], names: Collection[str] | None = None
+    ) -> dict[int, list[Event]]:
+        """The events of these customers (only those whose name is in ``names``, if given)."""
         out: dict[int, list[Event]] = {}
-        for start in range(0, len(pks), 500):
+        e = self.events
+        among = self.dialect.among
+        for start in range(0, len(pks), _CHUNK):
             query = (
-                sa.select(self.events.c.customer_pk, self.events.c.name, self.events.c.at_raw, self.events.c.attributes)
-                .where(self.events.c.customer_pk.in_(pks[start : start + 500]))
-                .order_by(self.events.c.customer_pk, self.events.c.id)
+                sa.select(e.c.customer_pk, e.c.name, e.c.at_raw, e.c.attributes)
+                .where(among(e.c.customer_pk, pks[start : start + _CHUNK]))
+                .order_by(e.c.customer_pk, e.c.id)
             )
+            if names is not None:
+                query = query.where(among(e.c.name, sorted(names)))
             for pk, name, at_raw, attributes in conn.execute(query):
                 out.setdefault(pk, []).append(event_from_row(name, at_raw, attributes))
         return out
@@ -552,6 +559,17 @@ class SQLRepository(Transactional):
 
     def get_many(self, customer_ids: Iterable[CustomerId]) -> dict[CustomerId, Customer]:
         """The stored customers among ``customer_ids``: one query for their rows and one for their events."""
+        return self._get_many(customer_ids, None)
+
+    def get_many_reading(
+        self, customer_ids: Iterable[CustomerId], events: Collection[str]
+    ) -> dict[CustomerId, Customer]:
+        """The stored customers among ``customer_ids``, with only their events whose name is in ``events``."""
+        return self._get_many(customer_ids, events)
+
+    def _get_many(
+        self, customer_ids: Iterable[CustomerId], names: Collection[str] | None
+    ) -> dict[CustomerId, Customer]:
         valid = [i for i in customer_ids if isinstance(i, str | int) and not isinstance(i, bool)]
         out: dict[CustomerId, Customer] = {}
         with self.connect() as conn:
@@ -560,14 +578,12 @@ class SQLRepository(Transactional):
                 if not pks:
                     continue
                 by_pk = {pk: cid for cid, pk in pks.items()}
-                rows: dict[int, Any] = {}
                 chunk = list(by_pk)
-                for offset in range(0, len(chunk), 500):
-                    query = sa.select(self.customers.c.pk, self.customers.c.attributes).where(
-                        self.customers.c.pk.in_(chunk[offset : offset + 500])
-                    )
-                    rows.update((pk, raw) for pk, raw in conn.execute(query))
-                events = self._events_of(conn, chunk)
+                query = sa.select(self.customers.c.pk, self.customers.c.attributes).where(
+                    self.dialect.among(self.customers.c.pk, chunk)
+                )
+                rows: dict[int, Any] = dict(conn.execute(query).all())
+                events = self._events_of(conn, chunk, names)
                 for pk, raw in rows.items():
                     out[by_pk[pk]] = Customer(by_pk[pk], load(raw), events.get(pk, []))
         return out
