@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import cohorts
-from cohorts.progress import TerminalBar
+from cohorts.progress import Progress, TerminalBar
 
 NOW = dt.datetime(2026, 11, 16, 14, tzinfo=dt.UTC)
 
@@ -107,3 +107,25 @@ def test_cli_refresh_shows_a_bar_on_a_terminal_and_is_quiet_otherwise(tmp_path: 
             os.close(follower)
     assert shown.returncode == 0
     assert b"refresh: customers: 50 customers" in drawn
+
+
+def test_the_bar_shows_the_current_rate_and_the_time_left() -> None:
+    """Rate and ETA come from the last seconds of progress: a slow start does not skew them."""
+    moments = iter([0.0, 0.0, 10.0, 20.0, 21.0, 22.0, 23.0, 24.0, 25.0, 26.0])
+    out = io.StringIO()
+    bar = TerminalBar(out, clock=lambda: next(moments))
+    bar(Progress(0, 0.0, what="rows", stage="import"))
+    bar(Progress(10, 0.01, what="rows", stage="import"))  # 1 row/s at the start
+    bar(Progress(20, 0.02, what="rows", stage="import"))
+    for done in (120, 220, 320, 420, 520):  # then 100 rows/s
+        bar(Progress(done, done / 1000, what="rows", stage="import"))
+    last = out.getvalue().split("\r")[-1]
+    assert "520 rows (100/s, ETA 5s)" in last  # 480 rows left at 100/s, not at the average since the start
+    bar(Progress(1000, 1.0, what="rows", stage="import"))
+    assert "ETA" not in out.getvalue().split("\r")[-1]
+
+
+def test_durations() -> None:
+    from cohorts.progress import _duration
+
+    assert [_duration(s) for s in (0.4, 59, 61, 3599, 7260)] == ["0s", "59s", "1m01s", "59m59s", "2h01m"]

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import sys
 import time
 from collections.abc import Callable
@@ -66,10 +67,26 @@ ProgressCallback: TypeAlias = Callable[[Progress], object]
 """What ``progress=`` arguments take."""
 
 
+_WINDOW = 5.0  # seconds of recent progress the rate and the time left are read from
+
+
+def _duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h07m``."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
 class TerminalBar:
     """A one-line progress bar redrawn in place (at most ten times a second).
 
     Use :meth:`for_terminal` to get one only when the stream is a terminal.
+    The rate and the time left (``ETA``) are read from the last few seconds of
+    progress, so they follow the work's current pace rather than its start's;
+    ``clock`` is the time source (``time.monotonic``).
 
     Example:
         >>> import io
@@ -81,13 +98,15 @@ class TerminalBar:
         True
     """
 
-    def __init__(self, stream: TextIO, width: int = 30) -> None:
+    def __init__(self, stream: TextIO, width: int = 30, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.stream = stream
         self.width = width
-        self.started = time.monotonic()
+        self.clock = clock
+        self.started = clock()
         self.shown = -1.0
         self.stage = ""
         self.drawn = False
+        self.samples: collections.deque[tuple[float, int, float | None]] = collections.deque()
 
     @classmethod
     def for_terminal(cls, stream: TextIO | None = None, enabled: bool = True) -> TerminalBar | None:
@@ -97,12 +116,18 @@ class TerminalBar:
         return cls(target) if enabled and isatty is not None and isatty() else None
 
     def __call__(self, progress: Progress) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if progress.stage != self.stage:
             if self.drawn:
                 self.stream.write("\n")
             self.stage, self.started, self.shown = progress.stage, now, -1.0
-        elif now - self.shown < 0.1 and progress.fraction != 1.0:
+            self.samples.clear()
+            self.samples.append((now, 0, 0.0 if progress.fraction is not None else None))
+        samples = self.samples
+        samples.append((now, int(progress), progress.fraction))
+        while len(samples) > 2 and now - samples[1][0] >= _WINDOW:
+            samples.popleft()
+        if now - self.shown < 0.1 and progress.fraction != 1.0:
             return
         self.shown = now
         fraction = progress.fraction
@@ -111,9 +136,14 @@ class TerminalBar:
             filled = min(self.width, max(0, int(fraction * self.width)))
             bar = f"[{'#' * filled}{'.' * (self.width - filled)}] {fraction:4.0%} "
         label = f"{progress.stage}: " if progress.stage else ""
-        rate = int(progress) / max(now - self.started, 1e-9)
+        first_time, first_count, first_fraction = samples[0]
+        span = now - first_time
+        rate = (int(progress) - first_count) / span if span > 0 else 0.0
+        left = ""
+        if fraction is not None and first_fraction is not None and fraction < 1.0 and fraction > first_fraction:
+            left = f", ETA {_duration((1.0 - fraction) * span / (fraction - first_fraction))}"
         rejected = f", {progress.rejected:,} rejected" if progress.rejected else ""
-        self.stream.write(f"\r{bar}{label}{int(progress):,} {progress.what} ({rate:,.0f}/s){rejected}   ")
+        self.stream.write(f"\r{bar}{label}{int(progress):,} {progress.what} ({rate:,.0f}/s{left}){rejected}   ")
         self.stream.flush()
         self.drawn = True
 
