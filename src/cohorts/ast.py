@@ -94,6 +94,9 @@ class Anchor(enum.Enum):
     TODAY = "today"
     YESTERDAY = "yesterday"
     TOMORROW = "tomorrow"
+    THIS_MONTH = "this month"
+    LAST_MONTH = "last month"
+    NEXT_MONTH = "next month"
 
     def __str__(self) -> str:
         return self.value

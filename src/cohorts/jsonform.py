@@ -431,7 +431,7 @@ def _read_scalar(value: JsonValue, pointer: _Pointer, *, allow_duration: bool = 
                     raise ValueError("expected YYYY-MM-DDTHH:MM")
                 return dt.datetime.fromisoformat(word)
             case "anchor":
-                return Anchor(word.lower())
+                return Anchor(" ".join(word.lower().split()))
             case "month":
                 return Month[word.upper()]
             case _:

@@ -373,7 +373,7 @@ def _convert_token(token: Token, text: str, max_literal_chars: int) -> object:
             except ValueError as error:
                 raise _token_error(token, text, f"Invalid date and time ({error})") from None
         case "ANCHOR":
-            return Anchor(token.lower())
+            return Anchor(" ".join(token.lower().split()))
         case "MONTH":
             return Month[token.upper()]
         case "WEEKDAY":

@@ -43,7 +43,7 @@ from .model import Customer, CustomerId
 from .parser import parse
 from .schema import Schema
 from .semantics import PLACEHOLDER_NAME, shape_of, time_test, window_op
-from .values import Kind, day_start, shift, to_time
+from .values import Kind, day_start, month_start, shift, to_time
 
 __all__ = ["Plan", "TimeCondition", "digest_keys_version", "digest_of", "read_key"]
 
@@ -79,6 +79,7 @@ _STEPS = {
 _CONDITION_IDS: dict[tuple[Path, Op, Any], int] = {}
 _FIXED_ZONES = frozenset({"UTC", "Etc/UTC", "GMT", "Etc/GMT", "Zulu", "Etc/Zulu"})
 _ANCHOR_DAYS = {Anchor.TODAY: 0, Anchor.YESTERDAY: -1, Anchor.TOMORROW: 1}
+_MONTH_ANCHORS = frozenset({Anchor.THIS_MONTH, Anchor.LAST_MONTH, Anchor.NEXT_MONTH})
 _EXACT = (dt.timedelta(0), _SECOND)
 
 
@@ -150,6 +151,9 @@ class TimeCondition:
                     out.extend(self._clamped(v, -k, unit))
                 case Anchor.NOW:
                     out.append((v, *_EXACT))
+                case Anchor() if item in _MONTH_ANCHORS:
+                    # the month's edges: the test of v can flip only when now enters another month
+                    out.extend((month_start(v, tz, k), *_EXACT) for k in range(-2, 3))
                 case Anchor():
                     offset = _ANCHOR_DAYS[item]
                     out.append((day_start(v, tz, -offset), *_EXACT))

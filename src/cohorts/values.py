@@ -369,6 +369,17 @@ def day_start(value: dt.datetime | dt.date, tz: dt.tzinfo, days: int = 0) -> dt.
     return _localize(dt.datetime(day.year, day.month, day.day), tz)
 
 
+def month_start(value: dt.datetime | dt.date, tz: dt.tzinfo, months: int = 0) -> dt.datetime:
+    """Midnight, in ``tz``, of the first day of the month of ``value`` plus ``months``."""
+    day = value.astimezone(tz).date() if isinstance(value, dt.datetime) else value
+    index = day.year * 12 + day.month - 1 + months
+    return _localize(dt.datetime(index // 12, index % 12 + 1, 1), tz)
+
+
+_MONTH_ANCHORS = {Anchor.THIS_MONTH: 0, Anchor.LAST_MONTH: -1, Anchor.NEXT_MONTH: 1}
+_DAY_ANCHORS = {Anchor.TODAY: 0, Anchor.YESTERDAY: -1, Anchor.TOMORROW: 1}
+
+
 @functools.total_ordering
 class Interval:
     """A resolved time value: the instant ``start``, or the day ``[start, end)``."""
@@ -401,9 +412,11 @@ class Interval:
 def resolve_time(value: Any, now: dt.datetime, tz: dt.tzinfo, *, as_day: bool = False) -> Interval:
     """The instant or day a rule's time value stands for at ``now``.
 
-    Dates and ``today``/``yesterday``/``tomorrow`` are days; datetimes, ``now``
-    and relative times are instants, except that ``as_day`` (used by ``=`` and
-    ``!=``) makes a relative time of days or longer stand for its whole day.
+    Dates and ``today``/``yesterday``/``tomorrow`` are days, ``this month``,
+    ``last month`` and ``next month`` calendar months (in ``tz``); datetimes,
+    ``now`` and relative times are instants, except that ``as_day`` (used by
+    ``=`` and ``!=``) makes a relative time of days or longer stand for its
+    whole day.
     """
     if isinstance(value, Relative):
         instant = shift(now, -value.amount if value.ago else value.amount, value.unit, tz)
@@ -413,7 +426,10 @@ def resolve_time(value: Any, now: dt.datetime, tz: dt.tzinfo, *, as_day: bool = 
     if isinstance(value, Anchor):
         if value is Anchor.NOW:
             return Interval(now)
-        offset = {Anchor.TODAY: 0, Anchor.YESTERDAY: -1, Anchor.TOMORROW: 1}[value]
+        if value in _MONTH_ANCHORS:
+            months = _MONTH_ANCHORS[value]
+            return Interval(month_start(now, tz, months), month_start(now, tz, months + 1))
+        offset = _DAY_ANCHORS[value]
         return Interval(day_start(now, tz, offset), day_start(now, tz, offset + 1))
     if isinstance(value, dt.datetime):
         return Interval(value if value.tzinfo else value.replace(tzinfo=tz))
