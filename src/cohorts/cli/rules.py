@@ -146,9 +146,10 @@ def _check(args: argparse.Namespace) -> int:
 
 def _check_host(args: argparse.Namespace, node: Node, host: HostSpec) -> int:
     """``check --config`` with a ``[host]`` section: the rule against the host's mapping, and its SQL there."""
-    sql_module("the [host] section")
+    sql = sql_module("the [host] section")
     host_table = host.host_table()
-    phones = f"{host.state_prefix}phones" if args.dialect == "postgresql" else None  # as a HostRepository keeps it
+    reads_phones = sql.dialects.dialect(args.dialect).host_phones
+    phones = None if reads_phones else f"{host.state_prefix}phones"  # the table a HostRepository keeps
     sql_text, params = host_table.to_sql(node, dialect=args.dialect, phone_table=phones)
     result: dict[str, Any] = {"ok": True, "rule": str(node), "host_table": host_table.table}
     if args.sql:
