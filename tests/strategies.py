@@ -120,12 +120,20 @@ def _is_pattern(text: str) -> bool:
     return True
 
 
-_PATTERN_PIECES = [
-    "a", "B", "é", "e\u0301", "ß", "日", " ", ".", "^", "$", "\\d", "\\W", "\\s", "\\.", "\\\\", '"', "'", "\\'",
-    "[a-z]", "[^0-9]", "[\\]x-]", "(", ")", "|", "*", "+", "?", "{2}", "{1,3}", "*?",
-]
-#: Patterns of the ``matches`` dialect, built from its pieces (those the dialect refuses are left out).
-patterns = st.lists(st.sampled_from(_PATTERN_PIECES), min_size=1, max_size=8).map("".join).filter(_is_pattern)
+_PATTERN_ATOMS = st.sampled_from([
+    "a", "B", "é", "e\u0301", "ß", "日", " ", ".", "\\d", "\\W", "\\s", "\\.", "\\\\", '"', "\\'",
+    "[a-z]", "[^0-9]", "[\\]x-]",
+])
+_REPEATS = st.sampled_from(["", "", "", "*", "+", "?", "{2}", "{1,3}", "*?"])
+_PATTERN_PARTS = st.one_of(
+    st.tuples(_PATTERN_ATOMS, _REPEATS).map("".join),
+    st.tuples(st.lists(_PATTERN_ATOMS, min_size=1, max_size=3).map("".join), _REPEATS).map(lambda p: f"({p[0]}){p[1]}"),
+    st.lists(_PATTERN_ATOMS, min_size=2, max_size=3).map(lambda alternatives: f"({'|'.join(alternatives)})"),
+)
+#: Patterns of the ``matches`` dialect, built to be valid (anchors, repetitions, groups, alternatives).
+patterns = st.tuples(
+    st.sampled_from(["", "^"]), st.lists(_PATTERN_PARTS, min_size=1, max_size=4), st.sampled_from(["", "$"])
+).map(lambda p: p[0] + "".join(p[1]) + p[2]).filter(_is_pattern)
 
 _SCALAR_OPS = [Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE, Op.CONTAINS, Op.NOT_CONTAINS, Op.STARTS_WITH, Op.ENDS_WITH]
 
