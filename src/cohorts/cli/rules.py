@@ -132,16 +132,7 @@ def _check(args: argparse.Namespace) -> int:
         to_sql = sql_module("--sql").to_sql
         sql_text, params = to_sql(node, dialect=args.dialect)
         result.update(dialect=args.dialect, sql=sql_text, params=plain(params))
-    if args.json:
-        print_json(result)
-        return EXIT_OK
-    print(result["rule"])
-    if args.sql:
-        print(f"-- SQL ({args.dialect})")
-        print(result["sql"])
-        print("-- parameters")
-        print(json.dumps(result["params"], ensure_ascii=False))
-    return EXIT_OK
+    return _show_check(args, result, args.dialect)
 
 
 def _check_host(args: argparse.Namespace, node: Node, host: HostSpec) -> int:
@@ -154,12 +145,17 @@ def _check_host(args: argparse.Namespace, node: Node, host: HostSpec) -> int:
     result: dict[str, Any] = {"ok": True, "rule": str(node), "host_table": host_table.table}
     if args.sql:
         result.update(dialect=args.dialect, sql=sql_text, params=plain(params))
+    return _show_check(args, result, f"{args.dialect}, over the host's table {host_table.table}")
+
+
+def _show_check(args: argparse.Namespace, result: dict[str, Any], where: str) -> int:
+    """Print what ``check`` found: JSON, or the canonical rule and (with ``--sql``) its SQL, ``where`` it runs."""
     if args.json:
         print_json(result)
         return EXIT_OK
     print(result["rule"])
     if args.sql:
-        print(f"-- SQL ({args.dialect}, over the host's table {host_table.table})")
+        print(f"-- SQL ({where})")
         print(result["sql"])
         print("-- parameters")
         print(json.dumps(result["params"], ensure_ascii=False))
