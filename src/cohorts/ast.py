@@ -388,7 +388,7 @@ def quote_pattern(pattern: str) -> str:
         >>> print(quote_pattern(r"^[^@]+@dealer\.ca$"), quote_pattern('say "hi"'))
         "^[^@]+@dealer\.ca$" 'say "hi"'
     """
-    bare = set(_BARE_QUOTE.findall(pattern))
+    bare = bare_quotes(pattern)
     odd_end = (len(pattern) - len(pattern.rstrip("\\"))) % 2 == 1  # a last backslash would escape the quote
     if "\n" in pattern or odd_end or len(bare) == 2:
         return _quote_string(pattern)
@@ -396,7 +396,12 @@ def quote_pattern(pattern: str) -> str:
     return quote + pattern + quote
 
 
-_BARE_QUOTE = re.compile(r"(?<!\\)(?:\\\\)*([\"'])")
+_BARE_QUOTE = re.compile(r"(?<!\\)(?:\\\\)*([\"'])")  # a quote after an even number of backslashes
+
+
+def bare_quotes(pattern: str) -> set[str]:
+    """The quote characters ``pattern`` holds unescaped (after an even number of backslashes)."""
+    return set(_BARE_QUOTE.findall(pattern))
 
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 

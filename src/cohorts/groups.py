@@ -96,6 +96,7 @@ class _Catalog:
                 self.readers.setdefault(key, set()).add(plan.gid)
         self.keys = tuple(sorted(keys))
         self.keys_version = digest_keys_version(self.keys)
+        self.event_names = frozenset(key[len("event:") :] for key in self.keys if key.startswith("event:"))
         self.ruled = frozenset(gid for gid, plan in self.plans.items() if plan.rule is not None)
 
     def closure(self, gids: Iterable[int]) -> list[int]:
@@ -971,8 +972,7 @@ class Groups:
     def _read_customers(self, catalog: _Catalog, ids: Sequence[CustomerId]) -> Mapping[CustomerId, Customer]:
         """These customers, with only the events some rule reads where the repository can leave the others."""
         if isinstance(self.repository, ReadsSomeEvents):
-            names = {key[len("event:") :] for key in catalog.keys if key.startswith("event:")}
-            return self.repository.get_many_reading(ids, names)
+            return self.repository.get_many_reading(ids, catalog.event_names)
         return self.repository.get_many(ids)
 
     def _catch_up(

@@ -38,7 +38,7 @@ from typing import Any
 import attrs
 import re2
 
-from .ast import quote_pattern
+from .ast import bare_quotes, quote_pattern
 
 __all__ = ["MAX_PATTERN_CHARS", "Pattern", "PatternError", "compile_pattern"]
 
@@ -49,7 +49,6 @@ _MAX_DEPTH = 50
 _CLASSES = {"d": "0-9", "w": "0-9a-z_", "s": " \\t\\n\\r\\f\\v"}
 _CONTROL = {"t": "\t", "n": "\n", "r": "\r", "f": "\f", "v": "\v"}
 _CLASS_SPECIAL = frozenset("\\]-^[")
-_BARE_QUOTE = re.compile(r"(?<!\\)(?:\\\\)*([\"'])")  # a quote after an even number of backslashes
 
 
 class PatternError(ValueError):
@@ -309,8 +308,7 @@ def compile_pattern(text: str) -> Pattern:
     for offset, char in enumerate(text):
         if unicodedata.category(char) in ("Cc", "Cs"):
             raise PatternError(f"{char!r} cannot be written in a rule: write \\t, \\n or \\r for those", offset)
-    bare = _BARE_QUOTE.findall(text)
-    if '"' in bare and "'" in bare:
+    if bare_quotes(text) == {'"', "'"}:
         raise PatternError("a pattern in a rule holds bare quotes of one kind at most: write \\\" for the other", 0)
     reader = _Reader(unicodedata.normalize("NFC", text) if not text.isascii() else text)
     reader.read()
