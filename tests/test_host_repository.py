@@ -504,3 +504,41 @@ def test_audiences_read_only_the_mapped_attributes(people: Any) -> None:
     mapped_groups = Groups(mapped)
     mapped_groups.create("Laval", 'customer.city = "laval"')
     assert audience(Campaign("All", group="Laval", **window), mapped, mapped_groups, NOW).unsubscribed == {"a"}
+
+
+def test_many_host_writes_are_caught_up_in_the_database(people: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hundreds of rows written by the host: the next read re-evaluates them in SQL, restricted to them."""
+    repository = HostRepository(people, PEOPLE)
+    cities = ["Laval", "Lévis", "Québec"]
+    rows = ", ".join(f"('p{i}', :d{i % 3}, 1)" for i in range(700))
+    docs = {f"d{k}": json.dumps({"city": city}) for k, city in enumerate(cities)}
+    _host_write(people, f"INSERT INTO people VALUES {rows}", **docs)
+    groups = Groups(repository)
+    groups.create("Laval", 'customer.city = "laval"')
+    groups.create("Visited lately", "visit.last_time within last 3 days")
+    groups.create("Lapsed Laval", 'customer in group "Laval" and customer not in group "Visited lately"')
+    assert groups.count("Laval", NOW) == 234
+    store = groups._store
+    scopes: list[int] = []
+    start = store.start_pass  # type: ignore[attr-defined]
+
+    def spy(scope: Any = None) -> None:
+        scopes.append(-1 if scope is None else len(scope))
+        start(scope)
+
+    monkeypatch.setattr(store, "start_pass", spy)
+    moved = ", ".join(f"'p{i}'" for i in range(0, 700, 7))
+    _host_write(people, f"UPDATE people SET doc = :d, modified = 2 WHERE pid IN ({moved})", d=docs["d0"])
+    visits = ", ".join(f"('p{i}', :at, 2)" for i in range(0, 700, 2))
+    yesterday = (NOW - dt.timedelta(days=1)).isoformat()
+    _host_write(people, f"INSERT INTO visits (pid, at, modified) VALUES {visits}", at=yesterday)
+    reference = MemoryRepository(list(repository))
+    for name, rule in [("Laval", 'customer.city = "laval"'), ("Visited lately", "visit.last_time within last 3 days")]:
+        assert set(groups.members(name, NOW)) == reference.select(rule, NOW), name
+    assert len(scopes) == 1 and scopes[0] >= 400  # 400 written (watermarks may name more): one pass, in SQL
+    laval, lately = reference.select('customer.city = "laval"', NOW), reference.select(
+        "visit.last_time within last 3 days", NOW
+    )
+    assert set(groups.members("Lapsed Laval", NOW)) == laval - lately
+    later = NOW + dt.timedelta(days=3)
+    assert set(groups.members("Visited lately", later)) == reference.select("visit.last_time within last 3 days", later)

@@ -17,6 +17,9 @@ What is stored, per group and customer:
 Per customer, a *digest* of what the rules read (one short hash per attribute
 or event name), so a refresh of changed customers knows which groups to
 re-evaluate.
+
+A store that is also :class:`DiffsInDatabase` (``SQLGroupStore``) evaluates a
+group over every customer without the customers leaving the database.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ import datetime as dt
 import heapq
 import itertools
 import weakref
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Collection, Container, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
 
 import attrs
 
@@ -34,7 +37,13 @@ from .errors import GroupError
 from .model import CustomerId
 from .values import fold_text
 
-__all__ = ["MARKS", "GroupDef", "GroupStore", "MemoryGroupStore", "RuleRow", "Slot"]
+if TYPE_CHECKING:
+    from .ast import Node
+    from .timing import Plan
+
+__all__ = ["MARKS", "DiffsInDatabase", "GroupDef", "GroupStore", "MemoryGroupStore", "RuleRow", "Slot"]
+
+GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
 
 MARKS = ("manual", "imported", "excluded")
 """The kinds of mark a customer can have in a group."""
@@ -238,6 +247,55 @@ class GroupStore(Protocol):
 
     def forget_history(self, before: dt.datetime) -> None:
         """Delete the entries found before ``before``."""
+        ...
+
+
+@runtime_checkable
+class DiffsInDatabase(Protocol):
+    """A group store in the repository's own database, which evaluates a group's rule over every customer
+    and writes the difference with the stored rows there: a full refresh costs a few statements per
+    group, not a round trip per customer.
+
+    A pass calls :meth:`start_pass`, then for each group :meth:`stage_rule` and later
+    :meth:`apply_rule` (groups of groups in dependency order), in one transaction.
+    """
+
+    def start_pass(self, scope: Collection[CustomerId] | None = None) -> None:
+        """Forget what an earlier pass staged; with ``scope``, the pass evaluates and writes only these
+        customers (when :attr:`scopes`)."""
+        ...
+
+    @property
+    def scopes(self) -> bool:
+        """Whether a pass restricted to some customers is computed in the database too."""
+        ...
+
+    def stage_rule(self, group_id: int, rule: Node, now: dt.datetime, groups: GroupLookup | None) -> None:
+        """Evaluate ``rule`` over every customer at ``now`` and keep the matches for :meth:`apply_rule`."""
+        ...
+
+    def stage_dues(self, group_id: int, plan: Plan, now: dt.datetime, groups: GroupLookup | None) -> bool:
+        """Find, in the database, the next instant time alone could change each answer of ``plan``'s
+        rule (kept for :meth:`apply_rule`); False when they must be computed in Python."""
+        ...
+
+    def staged_members(self, group_id: int) -> set[CustomerId]:
+        """The members the group has once its staged matches are applied (or kept after)."""
+        ...
+
+    def apply_rule(
+        self,
+        group_id: int,
+        version: int,
+        now: dt.datetime,
+        dues: Mapping[CustomerId, dt.datetime],
+        cause: str,
+        *,
+        keep: bool = False,
+    ) -> list[tuple[CustomerId, int, int]]:
+        """Store the staged matches and ``dues`` as the group's rule rows, with their history rows;
+        returns each change as (customer, origins before, origins after), in the bits of
+        :class:`HistoryRow`. ``keep``: :meth:`staged_members` still answers for the group."""
         ...
 
 

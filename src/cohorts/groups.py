@@ -22,6 +22,7 @@ import heapq
 import itertools
 import json
 from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, TypeAlias
 
 import attrs
@@ -35,7 +36,17 @@ from .ast import (
 )
 from .errors import GroupError, GroupNotEmptyError, RuleError, UnknownGroupError
 from .evaluate import compile  # noqa: A004
-from .group_store import EMPTY, GroupDef, GroupStore, HistoryRow, MemoryGroupStore, RuleRow, Slot, group_key
+from .group_store import (
+    EMPTY,
+    DiffsInDatabase,
+    GroupDef,
+    GroupStore,
+    HistoryRow,
+    MemoryGroupStore,
+    RuleRow,
+    Slot,
+    group_key,
+)
 from .membership import (
     NO_ORIGINS,
     Change,
@@ -178,6 +189,7 @@ _AS_OF = "as_of"
 _CHANGES = "changes"  # the position in the repository's change log up to which the stored state follows it
 _HISTORY_TRIMMED = "history_trimmed"
 _ERRORS = "rule_errors"  # JSON: {group id: [rule version, message]} for rules that failed at evaluation
+_IN_DATABASE = 500  # changed customers from which a catch-up is computed by the database, group by group
 _BATCH = 1000
 
 
@@ -257,6 +269,7 @@ class Groups:
         self.progress = progress
         self.history_retention = history
         self._unreported: list[Change] = []  # changes made for the history only (the importer's bulk path)
+        self._historied: list[Change] = []  # changes whose history rows the store wrote itself
         self._store: GroupStore = store if store is not None else repository.group_store()
         self._subscribers: list[tuple[Callable[[Change], object], str | None, bool, bool]] = []
         self._plans: dict[tuple[int, int, str | None], Plan] = {}
@@ -278,31 +291,34 @@ class Groups:
     def _atomic(self) -> Iterator[list[Change]]:
         changes: list[Change] = []
         store = self._store
-        unreported = len(self._unreported)
+        marks = len(self._unreported), len(self._historied)
         if isinstance(store, MemoryGroupStore):
             mark = store.snapshot()
             try:
                 yield changes
-                self._record(changes, unreported)
+                self._record(changes, *marks)
             except BaseException:
                 store.restore(mark)
-                del self._unreported[unreported:]
+                del self._unreported[marks[0] :], self._historied[marks[1] :]
                 raise
             store.release(mark)
         else:
             try:
                 with self.repository.transaction():
                     yield changes
-                    self._record(changes, unreported)
+                    self._record(changes, *marks)
             except BaseException:
                 store.forget()  # cached definitions may come from the rolled-back transaction
-                del self._unreported[unreported:]
+                del self._unreported[marks[0] :], self._historied[marks[1] :]
                 raise
         self._notify(changes)
 
-    def _record(self, changes: Sequence[Change], unreported: int) -> None:
-        """Write the block's changes to the membership history, in its transaction."""
-        found = [*changes, *self._unreported[unreported:]]
+    def _record(self, changes: Sequence[Change], unreported: int, historied: int) -> None:
+        """Write the block's changes to the membership history, in its transaction (but those whose
+        rows the store wrote)."""
+        written = {id(change) for change in self._historied[historied:]}
+        del self._historied[historied:]
+        found = [change for change in (*changes, *self._unreported[unreported:]) if id(change) not in written]
         del self._unreported[unreported:]
         if not found:
             return
@@ -808,13 +824,15 @@ class Groups:
         """Evaluate some groups (and those referring to them) over every customer, group by group.
 
         Rules run through ``repository.select`` (pushed down as SQL on SQL
-        repositories). One pass over the customers then takes the digests and,
-        for time-based rules, the next instant each answer could change.
-        Customers whose data changed since their last evaluation (or who are
-        new) are also re-evaluated for the other groups.
+        repositories); a store in the repository's database
+        (:class:`cohorts.group_store.DiffsInDatabase`) also compares the matches with the stored
+        rows and writes the difference there. One pass over the customers then takes the digests
+        and, for time-based rules, the next instant each answer could change.
         """
         self._remember_keys(catalog)
         order = [gid for gid in catalog.closure(forced) if gid not in catalog.broken]
+        if isinstance(self._store, DiffsInDatabase):
+            return self._pass_in_database(catalog, self._store, order, now)
         store = self._store
         old = {gid: store.group_slots(gid) for gid in order}
         effective: dict[int, set[CustomerId]] = {}
@@ -824,14 +842,7 @@ class Groups:
                 effective[gid] = set(self._stored_members(gid))
             return effective[gid]
 
-        known: dict[str, int] = {}
-
-        def lookup(name: str) -> set[CustomerId]:
-            gid = known.get(name)
-            if gid is None:
-                gid = known[name] = catalog.known(name)
-            return members(gid)
-
+        lookup = self._lookup_of(catalog, members)
         matched_by: dict[int, set[CustomerId]] = {}
         for index, gid in enumerate(order):
             self._report(Progress(index, index / len(order), what="groups", stage="refresh: rules"))
@@ -853,38 +864,7 @@ class Groups:
 
         order = [gid for gid in order if gid not in catalog.broken]
         timed = [gid for gid in order if catalog.plans[gid].time]
-        dues: dict[int, dict[CustomerId, dt.datetime]] = {gid: {} for gid in timed}
-        others = catalog.ruled - set(order)
-        stale_customers: dict[CustomerId, set[int]] = {}
-        seen: set[CustomerId] = set()
-        iterator = iter(self.repository)
-        total = len(self.repository) if self.progress is not None else None
-        while batch := list(itertools.islice(iterator, _BATCH)):
-            self._report(Progress(len(seen), _share(len(seen), total), what="customers", stage="refresh: customers"))
-            previous = store.digests([c.id for c in batch])
-            digests: dict[CustomerId, tuple[str, bytes] | None] = {}
-            for customer in batch:
-                cid = customer.id
-                seen.add(cid)
-                new = digest_of(catalog.keys, customer)
-                digests[cid] = (catalog.keys_version, new)
-                if others:
-                    changed = catalog.changed_groups(previous.get(cid), new, self._key_set) & others
-                    if changed:
-                        stale_customers[cid] = changed
-                memo: dict[int, dt.datetime | None] = {}
-                for gid in timed:
-                    if gid in catalog.broken:
-                        continue
-                    try:
-                        due = catalog.plans[gid].next_change(customer, now, lookup, memo)
-                    except Exception as error:
-                        self._fail(catalog, gid, error)
-                        continue
-                    if due is not None:
-                        dues[gid][cid] = due
-            store.put_digests(digests)
-        self._report(Progress(len(seen), 1.0, what="customers", stage="refresh: customers"))
+        dues, stale_customers, seen = self._customer_pass(catalog, timed, catalog.ruled - set(order), now, lookup)
 
         order = [gid for gid in order if gid not in catalog.broken]
         changes: list[Change] = []
@@ -916,13 +896,182 @@ class Groups:
                 store.put_rules(gid, rows)
             if fresh:
                 store.put_rules(gid, fresh, new=True)
+        return self._end_pass(catalog, order, stale_customers, seen, now, changes)
+
+    def _pass_in_database(
+        self, catalog: _Catalog, store: DiffsInDatabase, order: list[int], now: dt.datetime
+    ) -> list[Change]:
+        """:meth:`_full_pass` computed by the database: each group's matches are staged there and
+        compared with its stored rows there; Python reads the customers only for the next instants
+        of time-based rules."""
+        store.start_pass()
+        staged: set[int] = set()  # whose staged matches the store keeps: read by the groups referring to them
+        effective: dict[int, set[CustomerId]] = {}
+
+        def members(gid: int) -> set[CustomerId]:
+            if gid not in effective:
+                effective[gid] = store.staged_members(gid) if gid in staged else set(self._stored_members(gid))
+            return effective[gid]
+
+        lookup = self._lookup_of(catalog, members)
+        changes: list[Change] = []
+        timed: list[int] = []
+        for index, gid in enumerate(order):
+            self._report(Progress(index, index / len(order), what="groups", stage="refresh: rules"))
+            plan = catalog.plans[gid]
+            later = False  # the next instants of its answers come from the customers' pass
+            if plan.rule is not None:
+                try:
+                    with self._guarded():
+                        store.stage_rule(gid, plan.rule, now, lookup)
+                        later = bool(plan.time) and not store.stage_dues(gid, plan, now, lookup)
+                except Exception as error:  # isolated: this group reports it, the others go on
+                    self._fail(catalog, gid, error)
+                    continue
+            keep = bool(catalog.dependents[gid])
+            if keep or later:
+                staged.add(gid)
+            if later:
+                timed.append(gid)
+            else:  # a group without a rule stages no match: its rule rows go
+                changes.extend(self._apply_in_database(store, plan, now, {}, keep))
+        self._report(Progress(len(order), 1.0, what="groups", stage="refresh: rules"))
+        order = [gid for gid in order if gid not in catalog.broken]
+        dues, stale_customers, seen = self._customer_pass(catalog, timed, catalog.ruled - set(order), now, lookup)
+        for gid in timed:
+            if gid not in catalog.broken:
+                keep = bool(catalog.dependents[gid])
+                changes.extend(self._apply_in_database(store, catalog.plans[gid], now, dues[gid], keep))
+        order = [gid for gid in order if gid not in catalog.broken]
+        return self._end_pass(catalog, order, stale_customers, seen, now, changes)
+
+    def _pass_in_database_for(
+        self, catalog: _Catalog, store: DiffsInDatabase, ids: list[CustomerId], now: dt.datetime
+    ) -> list[Change]:
+        """Re-evaluate these customers (whose data changed) for every group, computed by the database as a
+        full pass is but restricted to them; those no longer stored leave every group."""
+        existing = self.repository.existing(ids)
+        changes = self._drop(catalog, [cid for cid in ids if cid not in existing], now)
+        store.start_pass(existing)
+        self._store.put_digests(dict.fromkeys(existing))  # what they read changed: their digests are stale
+        effective: dict[int, set[CustomerId]] = {}
+
+        def members(gid: int) -> set[CustomerId]:  # every group a rule refers to comes before it
+            if gid not in effective:
+                effective[gid] = set(self._stored_members(gid))
+            return effective[gid]
+
+        lookup = self._lookup_of(catalog, members)
+        customers: Mapping[CustomerId, Customer] | None = None
+        for gid in catalog.order:
+            plan, definition = catalog.plans[gid], catalog.defs[gid]
+            if plan.rule is None or gid in catalog.broken or definition.evaluated != definition.version:
+                continue  # a rule not evaluated yet is evaluated in full next
+            dues: dict[CustomerId, dt.datetime] = {}
+            try:
+                with self._guarded():
+                    store.stage_rule(gid, plan.rule, now, lookup)
+                    if plan.time and not store.stage_dues(gid, plan, now, lookup):
+                        if customers is None:
+                            customers = self._read_customers(catalog, list(existing))
+                        for cid, customer in customers.items():
+                            if (due := plan.next_change(customer, now, lookup)) is not None:
+                                dues[cid] = due
+            except Exception as error:  # isolated: this group reports it, the others go on
+                self._fail(catalog, gid, error)
+                continue
+            changes.extend(self._apply_in_database(store, plan, now, dues, False, "data"))
+        return changes
+
+    def _apply_in_database(
+        self,
+        store: DiffsInDatabase,
+        plan: Plan,
+        now: dt.datetime,
+        dues: Mapping[CustomerId, dt.datetime],
+        keep: bool,
+        cause: str = "rule",
+    ) -> list[Change]:
+        name = plan.definition.name
+        found = [
+            Change(name, cid, origins_of_bits(before), origins_of_bits(after), now, cause)
+            for cid, before, after in store.apply_rule(plan.gid, plan.version, now, dues, cause, keep=keep)
+        ]
+        self._historied.extend(found)  # the store wrote their history rows
+        return found
+
+    def _lookup_of(self, catalog: _Catalog, members: Callable[[int], set[CustomerId]]) -> GroupLookup:
+        known: dict[str, int] = {}
+
+        def lookup(name: str) -> set[CustomerId]:
+            gid = known.get(name)
+            if gid is None:
+                gid = known[name] = catalog.known(name)
+            return members(gid)
+
+        return lookup
+
+    def _customer_pass(
+        self, catalog: _Catalog, timed: Sequence[int], others: AbstractSet[int], now: dt.datetime, lookup: GroupLookup
+    ) -> tuple[dict[int, dict[CustomerId, dt.datetime]], dict[CustomerId, set[int]], set[CustomerId] | None]:
+        """One pass over every customer, for the groups of a full pass: the next instant time could change
+        each answer of the ``timed`` ones, and the digests. Returns the dues by group, the customers whose
+        data changed for the ``others`` groups since their last evaluation, and every customer seen
+        (None: no pass was needed, the store computes without the digests)."""
+        dues: dict[int, dict[CustomerId, dt.datetime]] = {gid: {} for gid in timed}
+        stale_customers: dict[CustomerId, set[int]] = {}
+        if not timed and isinstance(self._store, DiffsInDatabase):
+            return dues, stale_customers, None
+        store = self._store
+        seen: set[CustomerId] = set()
+        iterator = iter(self.repository)
+        total = len(self.repository) if self.progress is not None else None
+        while batch := list(itertools.islice(iterator, _BATCH)):
+            self._report(Progress(len(seen), _share(len(seen), total), what="customers", stage="refresh: customers"))
+            previous = store.digests([c.id for c in batch])
+            digests: dict[CustomerId, tuple[str, bytes] | None] = {}
+            for customer in batch:
+                cid = customer.id
+                seen.add(cid)
+                new = digest_of(catalog.keys, customer)
+                digests[cid] = (catalog.keys_version, new)
+                if others:
+                    changed = catalog.changed_groups(previous.get(cid), new, self._key_set) & others
+                    if changed:
+                        stale_customers[cid] = changed
+                memo: dict[int, dt.datetime | None] = {}
+                for gid in timed:
+                    if gid in catalog.broken:
+                        continue
+                    try:
+                        due = catalog.plans[gid].next_change(customer, now, lookup, memo)
+                    except Exception as error:
+                        self._fail(catalog, gid, error)
+                        continue
+                    if due is not None:
+                        dues[gid][cid] = due
+            store.put_digests(digests)
+        self._report(Progress(len(seen), 1.0, what="customers", stage="refresh: customers"))
+        return dues, stale_customers, seen
+
+    def _end_pass(
+        self,
+        catalog: _Catalog,
+        order: Sequence[int],
+        stale_customers: Mapping[CustomerId, set[int]],
+        seen: set[CustomerId] | None,
+        now: dt.datetime,
+        changes: list[Change],
+    ) -> list[Change]:
+        """Record the groups evaluated, revisit the customers found stale, and drop those deleted."""
+        store = self._store
         store.save_definitions(
             [attrs.evolve(catalog.defs[gid], evaluated=catalog.defs[gid].version, evaluated_at=now) for gid in order]
         )
-
         if stale_customers:
             changes.extend(self._revisit(catalog, stale_customers, now, check_data=False, cause="rule"))
-        gone = store.customer_ids() - seen
+        stored = store.customer_ids()
+        gone = stored - (seen if seen is not None else self.repository.existing(stored))
         if gone:
             changes.extend(self._drop(catalog, gone, now))
         return changes
@@ -1004,7 +1153,11 @@ class Groups:
                 changes.extend(
                     self._revisit(catalog, {c: g for c, g in due.items() if c not in written}, now, False, "time")
                 )
-            if written:  # the data changed: the groups whose rules read what changed (and any due)
+            store_diffs = isinstance(store, DiffsInDatabase) and store.scopes
+            if store_diffs and len(written) >= _IN_DATABASE:  # many customers changed: every group, in SQL
+                assert isinstance(store, DiffsInDatabase)
+                changes.extend(self._pass_in_database_for(catalog, store, list(written), now))
+            elif written:  # the data changed: the groups whose rules read what changed (and any due)
                 todo = {cid: due.get(cid, set()) for cid in written}
                 changes.extend(self._revisit(catalog, todo, now, check_data=True, cause="data"))
         stale = set(catalog.defs) if force_all else {gid for gid, d in catalog.defs.items() if d.evaluated != d.version}

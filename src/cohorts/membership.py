@@ -320,8 +320,11 @@ def origin_bits(found: frozenset[Origin]) -> int:
     return sum(_ORIGIN_BITS[o] for o in found)
 
 
+_OF_BITS = tuple(frozenset(o for o, bit in _ORIGIN_BITS.items() if bits & bit) for bits in range(8))
+
+
 def origins_of_bits(bits: int) -> frozenset[Origin]:
-    return frozenset(o for o, bit in _ORIGIN_BITS.items() if bits & bit)
+    return _OF_BITS[bits]
 
 
 @attrs.frozen

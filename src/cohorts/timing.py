@@ -81,6 +81,9 @@ _FIXED_ZONES = frozenset({"UTC", "Etc/UTC", "GMT", "Etc/GMT", "Zulu", "Etc/Zulu"
 _ANCHOR_DAYS = {Anchor.TODAY: 0, Anchor.YESTERDAY: -1, Anchor.TOMORROW: 1}
 _MONTH_ANCHORS = frozenset({Anchor.THIS_MONTH, Anchor.LAST_MONTH, Anchor.NEXT_MONTH})
 _EXACT = (dt.timedelta(0), _SECOND)
+# A calendar day's turning point moves from 24 hours by at most the daylight-saving change (at most 2
+# hours anywhere), and :meth:`TimeCondition.candidates` allows 2 hours around it: both, either way.
+_DAYLIGHT = dt.timedelta(hours=4)
 
 
 def moves(value: object) -> bool:
@@ -165,6 +168,37 @@ class TimeCondition:
                     out.extend(self._clamped(v, sign, unit))
         return out
 
+    def offsets(self) -> list[tuple[dt.timedelta, dt.timedelta, dt.timedelta]] | None:
+        """The turning points as fixed offsets from the value, when every one is (None otherwise).
+
+        Each ``(offset, early, late)`` says the test of ``v`` can flip only within
+        ``[v + offset - early, v + offset + late]``: the same instants :meth:`candidates` gives, with
+        margins wide enough for daylight saving (a day on the calendar is 23 to 25 hours), so a
+        database can find the next turning point with integer arithmetic. Calendar months and
+        years, and days named by the calendar (``today``, ``= 3 days ago``), are not fixed offsets.
+        """
+        items = self.value if isinstance(self.value, tuple) else (self.value,)
+        out: list[tuple[dt.timedelta, dt.timedelta, dt.timedelta]] = []
+        for item in items:
+            match item:
+                case Relative(amount, unit, ago) if unit in _STEPS:
+                    if self.op in (Op.EQ, Op.IN) and unit not in (Unit.MINUTES, Unit.HOURS):
+                        return None  # the edges of a day of the calendar
+                    out.append(self._offset(amount if ago else -amount, unit))
+                case Duration(amount, unit) if unit in _STEPS:
+                    out.append((dt.timedelta(0), *_EXACT))
+                    out.append(self._offset(amount if self.op is Op.WITHIN_LAST else -amount, unit))
+                case Anchor.NOW:
+                    out.append((dt.timedelta(0), *_EXACT))
+                case _:
+                    return None
+        return out
+
+    def _offset(self, amount: int, unit: Unit) -> tuple[dt.timedelta, dt.timedelta, dt.timedelta]:
+        if self.fixed or unit in (Unit.MINUTES, Unit.HOURS):  # exact: no daylight saving, or absolute units
+            return (amount * _STEPS[unit], *_EXACT)
+        return (amount * _STEPS[unit], _DAYLIGHT, _DAYLIGHT)
+
     def _clamped(self, v: dt.datetime, amount: int, unit: Unit) -> list[tuple[dt.datetime, dt.timedelta, dt.timedelta]]:
         """The extra turning points of a month-end ``v``, where ``now ± N months`` clamps to the month's end.
 
@@ -226,25 +260,29 @@ class TimeCondition:
 
     def next_flip(self, customer: Customer, now: dt.datetime) -> dt.datetime | None:
         """The earliest instant after ``now`` at which this condition could change for ``customer``."""
+        found = [t for v in self.values(customer) if (t := self.turning_point(v, now)) is not None]
+        return min(found, default=None)
+
+    def turning_point(self, v: dt.datetime, now: dt.datetime) -> dt.datetime | None:
+        """The earliest instant after ``now`` at which the test of the value ``v`` could change."""
+        try:
+            candidates = self.candidates(v)
+        except (OverflowError, ValueError):
+            return None  # beyond the calendar's range: no turning point time can reach
         best: dt.datetime | None = None
-        for v in self.values(customer):
+        for instant, early, late in candidates:
+            found: dt.datetime | None
             try:
-                candidates = self.candidates(v)
-            except (OverflowError, ValueError):
-                continue  # beyond the calendar's range: no turning point time can reach
-            for instant, early, late in candidates:
-                found: dt.datetime | None
-                try:
-                    if instant - early > now:
-                        found = instant - early
-                    elif instant + late > now:
-                        found = self.first_flip(v, now, instant + late)
-                    else:
-                        found = None
-                except (OverflowError, ValueError):
+                if instant - early > now:
+                    found = instant - early
+                elif instant + late > now:
+                    found = self.first_flip(v, now, instant + late)
+                else:
                     found = None
-                if found is not None and (best is None or found < best):
-                    best = found
+            except (OverflowError, ValueError):
+                found = None
+            if found is not None and (best is None or found < best):
+                best = found
         return best
 
 
@@ -266,6 +304,10 @@ class Plan:
         self.reads: frozenset[str] = frozenset()
         self.refs: frozenset[int] = frozenset()
         self.time: tuple[TimeCondition, ...] = ()
+        # The rule with its time conditions replaced by an unknown (None: nothing else in it), and the
+        # schema that reads it: a customer it is true or false for never changes with time.
+        self.static: Node | None = None
+        self.static_schema: Schema | None = schema
         self._static: tuple[Predicate, Predicate] | None = None
         if self.rule is None:
             return
@@ -293,6 +335,7 @@ class Plan:
             if all(isinstance(n, And | Or | Not) or n == placeholder for n in walk(static)):
                 return  # nothing but time: the answer always depends on it
             static_schema = None if schema is None else schema.add("customer", _PLACEHOLDER, "text")
+            self.static, self.static_schema = static, static_schema
             self._static = (
                 compile(static, schema=static_schema, tz=tz, region=region),
                 compile(Not(static), schema=static_schema, tz=tz, region=region),

@@ -14,11 +14,11 @@ import datetime as dt
 import itertools
 import re
 from collections.abc import Callable, Collection, Container, Iterable, Sequence
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
-from ..ast import Aggregate, Condition, DatePart, InGroup, Node, Op, RuleLike
+from ..ast import EVENT_TIME, Aggregate, Condition, DatePart, InGroup, Node, Not, Op, RuleLike
 from ..errors import RuleError
 from ..model import CustomerId
 from ..repository import members_of
@@ -41,6 +41,9 @@ from ..semantics import (
 from ..values import Kind, resolve_tz
 from .dialects import Dialect, ParamStyle, dialect, sql_type
 from .storage import KIND_FIELD, PART_FIELD, micros, shadow_key
+
+if TYPE_CHECKING:
+    from ..timing import TimeCondition
 
 __all__ = ["Compiler", "Params", "compile_rule", "to_sql"]
 
@@ -155,8 +158,12 @@ class Compiler:
     def bind(self, value: Any, cast: str | None = None) -> str:
         return self.param(value, cast)
 
-    def select(self, rule: Node) -> str:
+    def select(self, rule: Node, among: str | None = None) -> str:
+        """The query of the ids ``rule`` is true for (among the customers whose key, as
+        :attr:`customer_key`, the query ``among`` returns, when given)."""
         where = self.where(rule)
+        if among is not None:
+            where = f"{self.customer_key} IN ({among}) AND {where}"
         return f"{self.with_clause()}SELECT c.id, c.int_id FROM {self.layout.customers} AS c WHERE {where}"  # noqa: S608 - names are ours; values are bound
 
     def rows(self) -> tuple[str, str]:
@@ -483,6 +490,78 @@ def compile_rule(
     node = as_rule(rule)
     compiler = Compiler(found, schema, tz, moment(now, tz), groups, layout, staged=staged)
     return compiler.select(node), compiler
+
+
+_MICRO = dt.timedelta(microseconds=1)
+
+
+def dues_query(
+    conditions: Sequence[TimeCondition],
+    undecided: Node | None,
+    dialect_name: str | Dialect,
+    schema: Schema | None,
+    tz: dt.tzinfo,
+    now: dt.datetime,
+    groups: GroupLookup | None,
+    insert: str,
+    group_id: int,
+    *,
+    among: str | None = None,
+) -> tuple[str, Compiler] | None:
+    """The statement ``insert`` + ``SELECT group_id, key, due`` of the next instant at which time alone could change
+    a rule's answer, for every customer it could change for, compiled with ``staged=True``.
+
+    ``conditions`` are the rule's conditions that move with time; the query reads the times of
+    their events and adds each turning point's offset (:meth:`TimeCondition.offsets`), keeping the
+    earliest after ``now``, or ``now`` plus a microsecond when a turning point's margin spans
+    ``now`` (the next catch-up then looks closer). ``undecided`` is the rule with those conditions
+    replaced by an unknown: a customer it is true or false for never changes with time. ``among``,
+    a query of customers' ``pk``, restricts it to them. None when a condition's turning points are
+    not fixed offsets of event times (the caller computes them).
+    """
+    found = dialect(dialect_name)
+    at = moment(now, tz)
+    compiler = Compiler(found, schema, tz, at, groups, Layout(), staged=True)
+    events, n = compiler.layout.events, micros(at)
+    parts = []
+    for condition in conditions:
+        path, offsets = condition.path, condition.offsets()
+        if offsets is None or path.is_customer:
+            return None
+        name = compiler.bind(path.category, "TEXT")
+        if among is not None:
+            name = f"{name} AND customer_pk IN ({among})"
+        if path.aggregate in (Aggregate.LAST_TIME, Aggregate.FIRST_TIME):
+            extreme = "MAX" if path.aggregate is Aggregate.LAST_TIME else "MIN"
+            source = (
+                f"SELECT customer_pk AS pk, {extreme}(at) AS x FROM {events}"  # noqa: S608 - names are ours; values are bound
+                f" WHERE name = {name} GROUP BY customer_pk"
+            )
+        elif path.aggregate is None and path.attribute == EVENT_TIME:
+            source = f"SELECT customer_pk AS pk, at AS x FROM {events} WHERE name = {name}"  # noqa: S608 - ours
+        else:
+            return None
+        for offset, early, late in offsets:
+            low, high = (offset - early) // _MICRO, (offset + late) // _MICRO
+            parts.append(
+                f"SELECT s.pk, CASE WHEN s.x + {low:d} > {n:d} THEN s.x + {low:d}"  # noqa: S608 - numbers and our names
+                f" WHEN s.x + {high:d} > {n:d} THEN {n + 1:d} END AS due FROM ({source}) AS s"
+            )
+    if not parts:
+        return None
+    moving = TRUE  # the customers whose answer depends on the conditions that move
+    if undecided is not None:
+        # where() is true exactly when the rule is: it may be NULL otherwise.
+        true, false = compiler.where(undecided), compiler.where(Not(undecided))
+        moving = f"NOT COALESCE({true}, {FALSE}) AND NOT COALESCE({false}, {FALSE})"
+    sql = (
+        f"{compiler.with_clause()}{insert} SELECT {group_id:d},"  # noqa: S608 - numbers and our names
+        " CASE WHEN c.int_id THEN 'i:' ELSE 's:' END || c.id, u.due"
+        f" FROM (SELECT a.pk, MIN(a.due) AS due FROM ({' UNION ALL '.join(parts)}) AS a"
+        f" WHERE a.due IS NOT NULL GROUP BY a.pk) AS u"
+        f" JOIN {compiler.layout.customers} AS c ON c.pk = u.pk WHERE {moving}"
+    )
+    return sql, compiler
 
 
 def to_sql(

@@ -258,6 +258,15 @@ class Dialect:
         """Remove what :meth:`install_change_triggers` installed for ``watched``; missing ones are skipped."""
         self.install_change_triggers(conn, "", watched)  # the same refusal
 
+    def scope_id(self, alias: str, sql_type: str | None) -> str:
+        """The id of a row ``alias`` of a group store's scope table (``id`` as text, ``int_id``), typed as
+        the host's id column (of ``sql_type``, None when it declares none) holds it."""
+        return f"CAST({alias}.id AS {sql_type})" if sql_type else f"{alias}.id"
+
+    def empty(self, conn: sa.Connection, table: str) -> None:
+        """Delete every row of the (quoted) table, a temporary one emptied many times in a transaction."""
+        conn.exec_driver_sql(f"DELETE FROM {table}")  # noqa: S608 - a quoted name of ours
+
     def lock(self, conn: sa.Connection, key: int) -> None:
         """Hold a lock on ``key`` until the transaction ends (nothing where writes are serial anyway)."""
 
@@ -490,6 +499,10 @@ class SQLite(Dialect):
             for event in self._TRIGGER_EVENTS:
                 conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {quote(f'{name}_{event}')}")
 
+    def scope_id(self, alias: str, sql_type: str | None) -> str:
+        # A column's values keep their own types (an undeclared id column holds integers and text).
+        return f"CASE WHEN {alias}.int_id THEN CAST({alias}.id AS INTEGER) ELSE {alias}.id END"
+
     def busy(self, error: Exception) -> bool:
         return "locked" in str(error)
 
@@ -721,6 +734,11 @@ class PostgreSQL(Dialect):
 
     def host_time(self, bind: Binder, value: Any) -> str:
         return bind(value, "TIMESTAMPTZ")  # times are timestamptz values on host tables, not microseconds
+
+    def empty(self, conn: sa.Connection, table: str) -> None:
+        # Deleted rows stay until a vacuum, and autovacuum never visits temporary tables: every later
+        # scan would read them again. TRUNCATE gives the table new, empty storage.
+        conn.exec_driver_sql(f"TRUNCATE {table}")
 
     def lock(self, conn: sa.Connection, key: int) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))

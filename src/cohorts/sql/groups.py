@@ -22,6 +22,11 @@ Tables (created on first use; every statement has bound parameters only):
 ``cohorts_group_meta``
     settings such as the moment the stored memberships are valid at.
 
+A full evaluation of a group is computed by the database (:meth:`SQLGroupStore.stage_rule`,
+:meth:`SQLGroupStore.apply_rule`): the rule's matches go into a temporary table, which is compared
+with the stored rule rows and marks, and the joiners, leavers and history rows are written by a few
+``INSERT ... SELECT`` and ``DELETE`` statements, whatever the number of customers.
+
 Customer ids are stored as text with a type prefix (``i:42``, ``s:c1``) so
 integer and text ids stay distinct. Times are microseconds since the epoch.
 """
@@ -37,8 +42,11 @@ from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
+from ..ast import Node
 from ..group_store import MARKS, GroupDef, HistoryRow, RuleRow, Slot, group_key
 from ..model import CustomerId
+from ..repository import GroupLookup
+from ..timing import Plan
 from .compiler import Params
 from .dialects import dialect
 from .host import driver_params
@@ -51,10 +59,20 @@ _DDL_LOCK = 7302018  # creating the group tables, where the dialect has a lock
 _STORE_LOCK = 7302019  # a catch-up in progress
 _GENERATION = "definitions_generation"
 T = TypeVar("T")
+# The temporary tables of a pass computed in the database (see SQLGroupStore.apply_rule).
+_TEMP_COLUMNS = {
+    "staged": "group_id INTEGER NOT NULL, customer TEXT NOT NULL, PRIMARY KEY (group_id, customer)",
+    "dues": "group_id INTEGER NOT NULL, customer TEXT NOT NULL, due BIGINT NOT NULL, PRIMARY KEY (group_id, customer)",
+    "diff": "customer TEXT PRIMARY KEY, matched BOOLEAN NOT NULL, due BIGINT",
+    "changed": "customer TEXT NOT NULL, before SMALLINT NOT NULL, after SMALLINT NOT NULL",
+    "writes": "customer TEXT NOT NULL, matched BOOLEAN NOT NULL, since BIGINT, due BIGINT",
+    "scope": "customer TEXT PRIMARY KEY, id TEXT NOT NULL, int_id BOOLEAN NOT NULL",
+}
 
 
 class Database(Protocol):
-    """Where a store keeps its tables: an engine, and the connection of the transaction in progress."""
+    """Where a store keeps its tables: an engine, the connection of the transaction in progress, and
+    the rules run in that database."""
 
     @property
     def engine(self) -> sa.Engine:
@@ -63,6 +81,29 @@ class Database(Protocol):
 
     def connect(self) -> contextlib.AbstractContextManager[sa.Connection]:
         """A connection in the current transaction, or in a new one committed at the block's end."""
+        ...
+
+    @property
+    def restricts_rules(self) -> bool:
+        """Whether :meth:`insert_matches` and :meth:`insert_dues` restrict themselves to a ``scope`` in the
+        database (else the store re-evaluates few customers in Python)."""
+        ...
+
+    def insert_matches(
+        self, rule: Node, now: dt.datetime, groups: GroupLookup | None, table: str, group_id: int, scope: str | None
+    ) -> None:
+        """Insert ``(group_id, key)`` into the table named ``table`` for every customer ``rule`` is true
+        for at ``now`` (keys as the store writes them: ``i:42``, ``s:c1``), in the current transaction.
+        ``scope`` names a table of the customers to consider (columns ``customer``, the key, and ``id``
+        and ``int_id``, its two parts), or is None for all."""
+        ...
+
+    def insert_dues(
+        self, plan: Plan, now: dt.datetime, groups: GroupLookup | None, table: str, group_id: int, scope: str | None
+    ) -> bool:
+        """Insert ``(group_id, key, due)`` into the table named ``table`` for every customer (of ``scope``)
+        whose answer to ``plan``'s rule time alone could change (``due``: the earliest instant, in
+        microseconds), or return False when the database cannot compute them for this rule."""
         ...
 
 
@@ -160,6 +201,8 @@ class SQLGroupStore:
             dialect(conn).lock(conn, _DDL_LOCK)
             metadata.create_all(conn)
         self._definitions: tuple[str | None, tuple[GroupDef, ...]] | None = None
+        self._temp_names = {part: f"{prefix}pass_{part}" for part in _TEMP_COLUMNS}
+        self._scope: str | None = None  # the table of the customers the pass in progress is restricted to
 
     def _connect(self) -> Any:
         return self.repository.connect()
@@ -400,6 +443,145 @@ class SQLGroupStore:
         with self._connect() as conn:
             conn.execute(sa.delete(self.meta).where(self.meta.c.key == key))
             conn.execute(sa.insert(self.meta).values(key=key, value=value))
+
+    # -- rules evaluated in the database -----------------------------------------
+
+    def _temp(self, conn: Any) -> dict[str, str]:
+        """The quoted names of the pass's temporary tables (each connection's own)."""
+        quote = conn.dialect.identifier_preparer.quote
+        return {part: quote(name) for part, name in self._temp_names.items()}
+
+    def start_pass(self, scope: Collection[CustomerId] | None = None) -> None:
+        """Create (on this connection) or empty the tables :meth:`stage_rule` and :meth:`apply_rule` fill;
+        with ``scope``, the pass evaluates and writes only these customers."""
+        with self._connect() as conn:
+            for part, name in self._temp(conn).items():
+                conn.exec_driver_sql(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({_TEMP_COLUMNS[part]})")
+                dialect(conn).empty(conn, name)
+            self._scope = None
+            if scope is not None:
+                rows = [(encode_id(cid), str(cid), isinstance(cid, int)) for cid in scope]
+                dialect(conn).bulk_load(conn, self._temp_names["scope"], ["customer", "id", "int_id"], rows)
+                self._scope = self._temp_names["scope"]
+
+    @property
+    def scopes(self) -> bool:
+        """Whether a pass can be restricted to some customers in the database (see :meth:`start_pass`)."""
+        return self.repository.restricts_rules
+
+    def stage_rule(self, group_id: int, rule: Node, now: dt.datetime, groups: GroupLookup | None) -> None:
+        """Evaluate ``rule`` over every customer (of the pass's scope), in the database, keeping its matches
+        for :meth:`apply_rule` (once per group and pass)."""
+        self.repository.insert_matches(rule, now, groups, self._temp_names["staged"], group_id, self._scope)
+
+    def stage_dues(self, group_id: int, plan: Plan, now: dt.datetime, groups: GroupLookup | None) -> bool:
+        """Find, in the database, when time alone could change each answer of ``plan``'s rule, for
+        :meth:`apply_rule`; False when the rule's turning points need Python (nothing staged)."""
+        return self.repository.insert_dues(plan, now, groups, self._temp_names["dues"], group_id, self._scope)
+
+    def staged_members(self, group_id: int) -> set[CustomerId]:
+        """The members a group has once its staged matches are applied (or kept after): marks and
+        matches, less the excluded."""
+        with self._connect() as conn:
+            t = self._temp(conn)
+            quote = conn.dialect.identifier_preparer.quote
+            marks = quote(self.marks.name)
+            g = f"{group_id:d}"
+            rows = conn.exec_driver_sql(
+                f"SELECT customer FROM {t['staged']} WHERE group_id = {g}"  # noqa: S608 - our own quoted names
+                f" UNION SELECT customer FROM {marks} WHERE group_id = {g} AND kind IN ('manual', 'imported')"
+                f" EXCEPT SELECT customer FROM {marks} WHERE group_id = {g} AND kind = 'excluded'"
+            )
+            return {decode_id(key) for (key,) in rows}
+
+    def apply_rule(
+        self,
+        group_id: int,
+        version: int,
+        now: dt.datetime,
+        dues: Mapping[CustomerId, dt.datetime],
+        cause: str,
+        *,
+        keep: bool = False,
+    ) -> list[tuple[CustomerId, int, int]]:
+        """Make the staged matches (and ``dues``, the next instant time could change each answer) the
+        group's rule rows, add the history rows, and return each change as (customer, origins before,
+        origins after) in bits. Computed by the database: a few statements whatever the size.
+        ``keep`` keeps the staged matches for :meth:`staged_members` until the next pass."""
+        at = micros(now)
+        with self._connect() as conn:
+            t = self._temp(conn)
+            quote = conn.dialect.identifier_preparer.quote
+            rules, marks, history = (quote(x.name) for x in (self.rules, self.marks, self.history_table))
+            g = f"{group_id:d}"
+
+            def run(sql: str, *params: Any) -> None:
+                conn.exec_driver_sql(sql, tuple(params) if conn.dialect.paramstyle == "qmark" else params)
+
+            marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+            def among(column: str) -> str:  # the customers of the pass's scope, when it has one
+                if self._scope is None:
+                    return ""
+                return f" AND EXISTS (SELECT 1 FROM {t['scope']} AS p WHERE p.customer = {column})"  # noqa: S608
+
+            for name in ("diff", "changed", "writes"):
+                dialect(conn).empty(conn, t[name])
+            if dues:
+                rows = [(group_id, encode_id(cid), _micros(due)) for cid, due in dues.items()]
+                dialect(conn).insert_many(conn, self._temp_names["dues"], ["group_id", "customer", "due"], rows)
+            # The answers: matches, and non-matches whose answer time could change.
+            run(
+                f"INSERT INTO {t['diff']} (customer, matched, due)"  # noqa: S608 - our own quoted names
+                " SELECT k.customer, MAX(k.hit) = 1, MAX(k.due) FROM ("
+                f" SELECT customer, 1 AS hit, NULL AS due FROM {t['staged']} WHERE group_id = {g}"
+                f" UNION ALL SELECT customer, 0, due FROM {t['dues']} WHERE group_id = {g}) AS k"
+                " GROUP BY k.customer"
+            )
+            # Who joins or leaves through the rules: not excluded, origins from the marks.
+            run(
+                f"INSERT INTO {t['changed']} (customer, before, after)"  # noqa: S608 - our own quoted names
+                " SELECT x.customer, COALESCE(mk.bits, 0) + 4 * x.was, COALESCE(mk.bits, 0) + 4 * x.is_now FROM ("
+                f" SELECT d.customer, 0 AS was, 1 AS is_now FROM {t['diff']} AS d"
+                f" LEFT JOIN {rules} AS r ON r.group_id = {g} AND r.customer = d.customer"
+                " WHERE d.matched AND (r.customer IS NULL OR NOT r.matched)"
+                f" UNION ALL SELECT r.customer, 1, 0 FROM {rules} AS r WHERE r.group_id = {g} AND r.matched"
+                f" AND NOT EXISTS (SELECT 1 FROM {t['diff']} AS d WHERE d.customer = r.customer AND d.matched)"
+                f"{among('r.customer')}"
+                ") AS x LEFT JOIN (SELECT customer,"
+                " SUM(CASE kind WHEN 'manual' THEN 1 WHEN 'imported' THEN 2 ELSE 0 END) AS bits,"
+                " MAX(CASE kind WHEN 'excluded' THEN 1 ELSE 0 END) AS excluded"
+                f" FROM {marks} WHERE group_id = {g} GROUP BY customer) AS mk ON mk.customer = x.customer"
+                " WHERE COALESCE(mk.excluded, 0) = 0"
+            )
+            run(
+                f"INSERT INTO {history} (group_id, customer, before, after, version, at, cause)"  # noqa: S608 - ours
+                f" SELECT {g}, customer, before, after, {version:d}, {at:d}, {marker} FROM {t['changed']}",
+                cause,
+            )
+            # The rows that differ from the stored ones (a kept match keeps its ``since``).
+            run(
+                f"INSERT INTO {t['writes']} (customer, matched, since, due)"  # noqa: S608 - our own quoted names
+                " SELECT d.customer, d.matched,"
+                f" CASE WHEN NOT d.matched THEN NULL WHEN r.matched THEN r.since ELSE {at:d} END, d.due"
+                f" FROM {t['diff']} AS d LEFT JOIN {rules} AS r ON r.group_id = {g} AND r.customer = d.customer"
+                f" WHERE r.customer IS NULL OR r.matched <> d.matched OR r.version <> {version:d}"
+                " OR COALESCE(r.due, -1) <> COALESCE(d.due, -1)"
+            )
+            run(
+                f"DELETE FROM {rules} WHERE group_id = {g} AND (("  # noqa: S608 - our own quoted names
+                f"NOT EXISTS (SELECT 1 FROM {t['diff']} AS d WHERE d.customer = {rules}.customer)"
+                f"{among(f'{rules}.customer')})"
+                f" OR EXISTS (SELECT 1 FROM {t['writes']} AS w WHERE w.customer = {rules}.customer))"
+            )
+            run(
+                f"INSERT INTO {rules} (group_id, customer, matched, version, since, evaluated_at, due)"  # noqa: S608
+                f" SELECT {g}, customer, matched, {version:d}, since, {at:d}, due FROM {t['writes']}"
+            )
+            found = conn.exec_driver_sql(f"SELECT customer, before, after FROM {t['changed']}").all()  # noqa: S608
+            if not keep:
+                run(f"DELETE FROM {t['staged']} WHERE group_id = {g}")  # noqa: S608 - our own quoted names
+        return [(decode_id(key), before, after) for key, before, after in found]
 
     # -- the catch-up lock and the history ---------------------------------------
 

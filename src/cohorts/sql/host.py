@@ -579,8 +579,10 @@ class HostCompiler(Compiler):
     def tz_name(self) -> str:
         return self.host.tz
 
-    def select(self, rule: Node) -> str:
+    def select(self, rule: Node, among: str | None = None) -> str:
         where = self.where(rule)
+        if among is not None:
+            where = f"{self.customer_key} IN ({among}) AND {where}"
         return f"{self.with_clause()}SELECT {self.customer_key} FROM {quoted(self.host.table)} AS c WHERE {where}"  # noqa: S608 - names are ours; values are bound
 
     def rows(self) -> tuple[str, str]:

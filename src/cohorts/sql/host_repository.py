@@ -29,23 +29,26 @@ import uuid
 from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path as FilePath
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 import attrs
 import sqlalchemy as sa
 
-from ..ast import Condition, Path, RuleLike, walk
+from ..ast import Condition, Node, Path, RuleLike, walk
 from ..errors import HostWriteError
 from ..model import Customer, CustomerId, Event
 from ..repository import UnknownCustomerError, check_customer, check_events, consent_attribute, new_events
 from ..schema import AttributeType, Schema, default_schema
-from ..semantics import as_rule
+from ..semantics import as_rule, moment
 from ..values import resolve_tz, to_phone
 from .compose import RuleClause, ids_where, install_functions, where
 from .dialects import Dialect, dialect
-from .host import HostEvents, HostTable, JsonField, Mapped
+from .host import HostCompiler, HostEvents, HostTable, JsonField, Mapped, driver_params
 from .session import Session, Transactional, log_changes
-from .storage import change_log, decode_id
+from .storage import change_log, decode_id, encode_id
+
+if TYPE_CHECKING:
+    from ..timing import Plan
 
 __all__ = ["HostRepository", "HostWriter"]
 
@@ -712,6 +715,38 @@ class HostRepository(Transactional):
             self._sync_phones(rule)
             found = self._mapping().select(conn, rule, now, groups=groups, limit=limit, phone_table=self.phone_table)
         return {i for i in map(_plain_id, found) if i is not None}
+
+    restricts_rules = True
+
+    def insert_matches(
+        self, rule: Node, now: dt.datetime, groups: GroupLookup | None, table: str, group_id: int, scope: str | None
+    ) -> None:
+        """Insert ``(group_id, key)`` into the table named ``table`` for every customer (of the table named
+        ``scope``: column ``id``, the id as text) ``rule`` is true for at ``now``, keys as the group store
+        writes them (``i:42`` / ``s:c1``): the ids the host's query finds, loaded in bulk."""
+        with self.connect() as conn:
+            self._sync_phones(rule)
+            mapping = self._mapping()
+            tz = resolve_tz(mapping.tz)
+            compiler = HostCompiler(mapping, self.dialect, tz, moment(now, tz), groups, phone_table=self.phone_table)
+            among = None
+            if scope is not None:  # the scope's ids, as the host's id column types them
+                column_type = self._customers.c[self.host_table.id].type
+                id_type = None if isinstance(column_type, sa.types.NullType) else column_type.compile(conn.dialect)
+                quoted = conn.dialect.identifier_preparer.quote(scope)
+                among = f"SELECT {self.dialect.scope_id('p', id_type)} FROM {quoted} AS p"  # noqa: S608 - ours
+            sql, params = compiler.param.render(compiler.select(as_rule(rule), among=among))
+            self.dialect.host_connection(conn)
+            found = (_plain_id(row[0]) for row in conn.exec_driver_sql(sql, driver_params(params)))
+            rows = [(group_id, encode_id(cid)) for cid in found if cid is not None]
+            self.dialect.bulk_load(conn, table, ["group_id", "customer"], rows)
+
+    def insert_dues(
+        self, plan: Plan, now: dt.datetime, groups: GroupLookup | None, table: str, group_id: int, scope: str | None
+    ) -> bool:
+        """False: the next instants of time-based rules over the host's tables are found in Python, from
+        the customers read in batches (the host's time columns come in the host's own types)."""
+        return False
 
     def count(self, rule: RuleLike, now: dt.datetime | None = None, *, groups: GroupLookup | None = None) -> int:
         """How many of the host's customers ``rule`` is true for at ``now``, counted by the database."""

@@ -15,11 +15,11 @@ import re
 import weakref
 from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path as FilePath
-from typing import Any, ClassVar, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 import sqlalchemy as sa
 
-from ..ast import RuleLike
+from ..ast import Node, RuleLike
 from ..model import Customer, CustomerId, Event
 from ..repository import (
     CustomerDataError,
@@ -31,8 +31,9 @@ from ..repository import (
     new_events,
 )
 from ..schema import AttributeType, Schema, default_schema
+from ..semantics import moment
 from ..values import DEFAULT_REGION, resolve_tz
-from .compiler import Params, compile_rule, run_staged
+from .compiler import Compiler, Layout, Params, compile_rule, dues_query, run_staged
 from .dialects import Dialect, dialect, names
 from .host import driver_params
 from .session import Session, Transactional, log_changes
@@ -47,6 +48,9 @@ from .storage import (
     shadow_text_of,
     tables,
 )
+
+if TYPE_CHECKING:
+    from ..timing import Plan
 
 __all__ = ["SCHEMA_VERSION", "SQLRepository"]
 
@@ -86,6 +90,16 @@ def _engine(url_or_engine: str | FilePath | sa.Engine) -> sa.Engine:
 
 
 _PREPARED: weakref.WeakSet[sa.Engine] = weakref.WeakSet()  # engines whose connections have our settings
+
+
+def _run_statement(conn: sa.Connection, compiler: Compiler, sql: str) -> None:
+    """Run a statement compiled with ``staged=True`` (its stages first) that returns no rows."""
+
+    def execute(text: str, params: dict[str, Any] | list[Any]) -> Iterable[Sequence[Any]]:
+        result = conn.exec_driver_sql(text, driver_params(params))
+        return result.all() if result.returns_rows else ()
+
+    run_staged(compiler, sql, execute)
 
 
 def _phones(schema: Schema | None, category: str) -> frozenset[str]:
@@ -641,6 +655,57 @@ class SQLRepository(Transactional):
                 return conn.exec_driver_sql(text, driver_params(params)).all()
 
             return run_staged(compiler, final(sql), execute)
+
+    restricts_rules = True
+
+    def _scope_keys(self, scope: str | None) -> str | None:
+        """The query of the ``pk`` of the customers named in the table ``scope`` (None: every customer)."""
+        if scope is None:
+            return None
+        quoted = self.engine.dialect.identifier_preparer.quote(scope)
+        return f"SELECT c2.pk FROM cohorts_customers AS c2 JOIN {quoted} AS p ON c2.id = p.id AND c2.int_id = p.int_id"  # noqa: S608
+
+    def insert_matches(
+        self, rule: Node, now: dt.datetime, groups: GroupLookup | None, table: str, group_id: int, scope: str | None
+    ) -> None:
+        """Insert ``(group_id, key)`` into the table named ``table`` for every customer (of the table named
+        ``scope``: columns ``id`` and ``int_id``) ``rule`` is true for at ``now``, keys as the group store
+        writes them (``i:42`` / ``s:c1``), without the customers leaving the database."""
+        compiler = Compiler(self.dialect, self._schema, self._tz, moment(now, self._tz), groups, Layout(), staged=True)
+        sql = compiler.select(rule, among=self._scope_keys(scope))
+        with self.connect() as conn:
+            insert = (
+                f"INSERT INTO {conn.dialect.identifier_preparer.quote(table)} (group_id, customer)"  # noqa: S608 - ours
+                f" SELECT {group_id:d}, CASE WHEN m.int_id THEN 'i:' ELSE 's:' END || m.id FROM ({sql}) AS m"
+            )
+            _run_statement(conn, compiler, insert)
+
+    def insert_dues(
+        self, plan: Plan, now: dt.datetime, groups: GroupLookup | None, table: str, group_id: int, scope: str | None
+    ) -> bool:
+        """Insert ``(group_id, key, due)`` into the table named ``table`` for every customer (of ``scope``)
+        whose answer to ``plan``'s rule time alone could change, ``due`` being the earliest instant it
+        could (microseconds), computed by the database from the event times. False, and nothing
+        inserted, when the rule's turning points are not fixed offsets of event times."""
+        with self.connect() as conn:
+            insert = f"INSERT INTO {conn.dialect.identifier_preparer.quote(table)} (group_id, customer, due)"
+            found = dues_query(
+                plan.time,
+                plan.static,
+                self.dialect,
+                plan.static_schema,
+                self._tz,
+                now,
+                groups,
+                insert,
+                group_id,
+                among=self._scope_keys(scope),
+            )
+            if found is None:
+                return False
+            sql, compiler = found
+            _run_statement(conn, compiler, sql)
+        return True
 
     def explain(self, rule: RuleLike, now: dt.datetime | None = None, *, groups: GroupLookup | None = None) -> str:
         """The database's query plan for ``rule`` (EXPLAIN QUERY PLAN / EXPLAIN), as text."""

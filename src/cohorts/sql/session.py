@@ -23,9 +23,13 @@ from .dialects import dialect
 from .storage import encode_id
 
 if TYPE_CHECKING:
-    from ..group_store import GroupStore
+    import datetime as dt
+
+    from ..ast import Node
+    from ..group_store import GroupLookup, GroupStore
     from ..ledger import Ledger
     from ..schema import Schema
+    from ..timing import Plan
 
 __all__ = ["Session", "Transactional", "log_changes"]
 
@@ -109,6 +113,24 @@ class Transactional:
             self._schema = schema  # a schema declared inside goes with the rolled-back writes
 
         return self._session.transaction(rolled_back)
+
+    restricts_rules = False
+    """Whether :meth:`insert_matches` and :meth:`insert_dues` restrict themselves to a scope in the database."""
+
+    def insert_matches(
+        self, rule: Node, now: dt.datetime, groups: GroupLookup | None, table: str, group_id: int, scope: str | None
+    ) -> None:
+        """Insert ``(group_id, key)`` into the table named ``table`` for every customer (of the table named
+        ``scope``) ``rule`` is true for at ``now``, in the current transaction (each repository runs its
+        rules its own way)."""
+        raise NotImplementedError
+
+    def insert_dues(
+        self, plan: Plan, now: dt.datetime, groups: GroupLookup | None, table: str, group_id: int, scope: str | None
+    ) -> bool:
+        """Insert ``(group_id, key, due)`` into the table named ``table`` for the customers whose answer to
+        ``plan``'s rule time alone could change, or return False when this repository cannot."""
+        raise NotImplementedError
 
     def group_store(self) -> GroupStore:
         """The groups' tables (see :mod:`cohorts.sql.groups`), written in this repository's transactions."""
