@@ -283,6 +283,10 @@ class DiffsInDatabase(Protocol):
         """The members the group has once its staged matches are applied (or kept after)."""
         ...
 
+    def members(self, group_id: int) -> set[CustomerId]:
+        """The group's stored members (its ids only)."""
+        ...
+
     def apply_rule(
         self,
         group_id: int,

@@ -227,8 +227,9 @@ class Groups:
     Reads (``members``, ``origins``, ``count``, ``groups_of``, ``why``) first
     bring the stored memberships up to date at their ``now``: new or changed
     rules are evaluated, and memberships whose rules could have changed their
-    answer since the last evaluation (time-based rules) are revisited.
-    After changing customers' data, call ``refresh(customer_ids=...)``.
+    answer since the last evaluation (time-based rules) are revisited, and
+    the customers the repository's change log names are re-evaluated: a host
+    never has to call ``refresh`` for reads to be right.
     ``progress``, when given, is called with a :class:`cohorts.Progress` as a
     full evaluation goes through the rules and then the customers.
 
@@ -910,7 +911,7 @@ class Groups:
 
         def members(gid: int) -> set[CustomerId]:
             if gid not in effective:
-                effective[gid] = store.staged_members(gid) if gid in staged else set(self._stored_members(gid))
+                effective[gid] = store.staged_members(gid) if gid in staged else store.members(gid)
             return effective[gid]
 
         lookup = self._lookup_of(catalog, members)
@@ -958,7 +959,7 @@ class Groups:
 
         def members(gid: int) -> set[CustomerId]:  # every group a rule refers to comes before it
             if gid not in effective:
-                effective[gid] = set(self._stored_members(gid))
+                effective[gid] = store.members(gid)
             return effective[gid]
 
         lookup = self._lookup_of(catalog, members)
@@ -1125,9 +1126,17 @@ class Groups:
         return self.repository.get_many(ids)
 
     def _catch_up(
-        self, now: dt.datetime, *, force_all: bool = False, as_of: dt.datetime | None = None
+        self,
+        now: dt.datetime,
+        *,
+        force_all: bool = False,
+        as_of: dt.datetime | None = None,
+        also: Sequence[CustomerId] = (),
     ) -> tuple[_Catalog, list[Change]] | None:
-        """Bring stored memberships to ``now``; None when ``now`` is before the stored state."""
+        """Bring stored memberships to ``now``; None when ``now`` is before the stored state.
+
+        ``also`` are customers to re-evaluate as if the change log named them.
+        """
         as_of = as_of if as_of is not None else self._as_of()
         if as_of is not None and now < as_of and not force_all:
             return None
@@ -1148,7 +1157,7 @@ class Groups:
             for gid, cid in store.due(now):
                 if gid in catalog.defs and gid not in catalog.broken:
                     due.setdefault(cid, set()).add(gid)
-            written = dict.fromkeys(changed)
+            written = dict.fromkeys([*changed, *also])
             if due:
                 changes.extend(
                     self._revisit(catalog, {c: g for c, g in due.items() if c not in written}, now, False, "time")
@@ -1205,12 +1214,9 @@ class Groups:
                         raise UnknownCustomerError(cid)
             as_of = self._as_of()
             rewind = as_of is not None and moment < as_of
-            caught = self._catch_up(moment, force_all=full or rewind, as_of=as_of)
+            caught = self._catch_up(moment, force_all=full or rewind, as_of=as_of, also=ids or ())
             assert caught is not None
-            catalog, found = caught
-            changes.extend(found)
-            if ids:
-                changes.extend(self._revisit(catalog, {cid: set() for cid in ids}, moment, check_data=True))
+            changes.extend(caught[1])  # the customers given were re-evaluated with the changed ones
         return changes
 
     # -- reading ---------------------------------------------------------------
@@ -1272,7 +1278,11 @@ class Groups:
         catalog, moment, stored = self._read(now)
         gid = catalog.known(name)
         self._check_working(catalog, gid)
-        return len(self._stored_members(gid) if stored else self._members_at(catalog, gid, moment, {}))
+        if not stored:
+            return len(self._members_at(catalog, gid, moment, {}))
+        if isinstance(self._store, DiffsInDatabase):
+            return len(self._store.members(gid))  # the ids only, from the database
+        return len(self._stored_members(gid))
 
     def origins(self, name: str, customer_id: CustomerId, now: dt.datetime | None = None) -> frozenset[Origin]:
         """Why a customer is in the group at ``now`` (empty: not a member)."""

@@ -267,6 +267,9 @@ class Dialect:
         """Delete every row of the (quoted) table, a temporary one emptied many times in a transaction."""
         conn.exec_driver_sql(f"DELETE FROM {table}")  # noqa: S608 - a quoted name of ours
 
+    def analyze(self, conn: sa.Connection, table: str) -> None:
+        """Give the planner the size of a (quoted) temporary table just filled (nothing where it looks)."""
+
     def lock(self, conn: sa.Connection, key: int) -> None:
         """Hold a lock on ``key`` until the transaction ends (nothing where writes are serial anyway)."""
 
@@ -739,6 +742,11 @@ class PostgreSQL(Dialect):
         # Deleted rows stay until a vacuum, and autovacuum never visits temporary tables: every later
         # scan would read them again. TRUNCATE gives the table new, empty storage.
         conn.exec_driver_sql(f"TRUNCATE {table}")
+
+    def analyze(self, conn: sa.Connection, table: str) -> None:
+        # Autovacuum never analyzes temporary tables: without this the planner guesses their size and
+        # may scan one once per customer.
+        conn.exec_driver_sql(f"ANALYZE {table}")
 
     def lock(self, conn: sa.Connection, key: int) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))

@@ -462,6 +462,7 @@ class SQLGroupStore:
             if scope is not None:
                 rows = [(encode_id(cid), str(cid), isinstance(cid, int)) for cid in scope]
                 dialect(conn).bulk_load(conn, self._temp_names["scope"], ["customer", "id", "int_id"], rows)
+                dialect(conn).analyze(conn, self._temp(conn)["scope"])
                 self._scope = self._temp_names["scope"]
 
     @property
@@ -483,16 +484,26 @@ class SQLGroupStore:
         """The members a group has once its staged matches are applied (or kept after): marks and
         matches, less the excluded."""
         with self._connect() as conn:
-            t = self._temp(conn)
-            quote = conn.dialect.identifier_preparer.quote
-            marks = quote(self.marks.name)
-            g = f"{group_id:d}"
-            rows = conn.exec_driver_sql(
-                f"SELECT customer FROM {t['staged']} WHERE group_id = {g}"  # noqa: S608 - our own quoted names
-                f" UNION SELECT customer FROM {marks} WHERE group_id = {g} AND kind IN ('manual', 'imported')"
-                f" EXCEPT SELECT customer FROM {marks} WHERE group_id = {g} AND kind = 'excluded'"
-            )
-            return {decode_id(key) for (key,) in rows}
+            staged = self._temp(conn)["staged"]
+            matched = f"SELECT customer FROM {staged} WHERE group_id = {group_id:d}"  # noqa: S608 - our own names
+            return self._members(conn, matched, group_id)
+
+    def members(self, group_id: int) -> set[CustomerId]:
+        """The group's stored members: rule matches and marks, less the excluded."""
+        with self._connect() as conn:
+            rules = conn.dialect.identifier_preparer.quote(self.rules.name)
+            matched = f"SELECT customer FROM {rules} WHERE group_id = {group_id:d} AND matched"  # noqa: S608 - ours
+            return self._members(conn, matched, group_id)
+
+    def _members(self, conn: Any, matched: str, group_id: int) -> set[CustomerId]:
+        marks = conn.dialect.identifier_preparer.quote(self.marks.name)
+        g = f"{group_id:d}"
+        rows = conn.exec_driver_sql(
+            f"{matched} UNION SELECT customer FROM {marks} WHERE group_id = {g}"  # noqa: S608 - our own quoted names
+            f" AND kind IN ('manual', 'imported') EXCEPT SELECT customer FROM {marks} WHERE group_id = {g}"
+            " AND kind = 'excluded'"
+        )
+        return {decode_id(key) for (key,) in rows}
 
     def apply_rule(
         self,
@@ -520,10 +531,13 @@ class SQLGroupStore:
 
             marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
-            def among(column: str) -> str:  # the customers of the pass's scope, when it has one
-                if self._scope is None:
-                    return ""
-                return f" AND EXISTS (SELECT 1 FROM {t['scope']} AS p WHERE p.customer = {column})"  # noqa: S608
+            # The group's stored rows the pass can change: all of them, or those of the scope's customers
+            # (found from the scope, so a pass over a few customers never reads a large group's rows).
+            stored = f"{rules} AS r WHERE r.group_id = {g}"
+            if self._scope is not None:
+                stored = (
+                    f"{t['scope']} AS p JOIN {rules} AS r ON r.group_id = {g} AND r.customer = p.customer WHERE 1 = 1"
+                )
 
             for name in ("diff", "changed", "writes"):
                 dialect(conn).empty(conn, t[name])
@@ -545,9 +559,8 @@ class SQLGroupStore:
                 f" SELECT d.customer, 0 AS was, 1 AS is_now FROM {t['diff']} AS d"
                 f" LEFT JOIN {rules} AS r ON r.group_id = {g} AND r.customer = d.customer"
                 " WHERE d.matched AND (r.customer IS NULL OR NOT r.matched)"
-                f" UNION ALL SELECT r.customer, 1, 0 FROM {rules} AS r WHERE r.group_id = {g} AND r.matched"
+                f" UNION ALL SELECT r.customer, 1, 0 FROM {stored} AND r.matched"
                 f" AND NOT EXISTS (SELECT 1 FROM {t['diff']} AS d WHERE d.customer = r.customer AND d.matched)"
-                f"{among('r.customer')}"
                 ") AS x LEFT JOIN (SELECT customer,"
                 " SUM(CASE kind WHEN 'manual' THEN 1 WHEN 'imported' THEN 2 ELSE 0 END) AS bits,"
                 " MAX(CASE kind WHEN 'excluded' THEN 1 ELSE 0 END) AS excluded"
@@ -568,12 +581,19 @@ class SQLGroupStore:
                 f" WHERE r.customer IS NULL OR r.matched <> d.matched OR r.version <> {version:d}"
                 " OR COALESCE(r.due, -1) <> COALESCE(d.due, -1)"
             )
-            run(
-                f"DELETE FROM {rules} WHERE group_id = {g} AND (("  # noqa: S608 - our own quoted names
-                f"NOT EXISTS (SELECT 1 FROM {t['diff']} AS d WHERE d.customer = {rules}.customer)"
-                f"{among(f'{rules}.customer')})"
-                f" OR EXISTS (SELECT 1 FROM {t['writes']} AS w WHERE w.customer = {rules}.customer))"
-            )
+            if self._scope is None:
+                run(
+                    f"DELETE FROM {rules} WHERE group_id = {g} AND ("  # noqa: S608 - our own quoted names
+                    f"NOT EXISTS (SELECT 1 FROM {t['diff']} AS d WHERE d.customer = {rules}.customer)"
+                    f" OR EXISTS (SELECT 1 FROM {t['writes']} AS w WHERE w.customer = {rules}.customer))"
+                )
+            else:
+                run(
+                    f"DELETE FROM {rules} WHERE group_id = {g} AND customer IN ("  # noqa: S608 - our own quoted names
+                    f"SELECT p.customer FROM {t['scope']} AS p"
+                    f" WHERE NOT EXISTS (SELECT 1 FROM {t['diff']} AS d WHERE d.customer = p.customer)"
+                    f" UNION ALL SELECT customer FROM {t['writes']})"
+                )
             run(
                 f"INSERT INTO {rules} (group_id, customer, matched, version, since, evaluated_at, due)"  # noqa: S608
                 f" SELECT {g}, customer, matched, {version:d}, since, {at:d}, due FROM {t['writes']}"
