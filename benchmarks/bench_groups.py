@@ -8,7 +8,12 @@ Usage::
 
 For each backend it reports, in the same run:
 
-- the full refresh (every rule over every customer), in seconds and customers/s;
+- the full refresh (every rule over every customer), in seconds and customers/s, wall and CPU,
+  against what a user would write instead, measured in the same run: in memory, hand-written Python
+  over plain dicts computing every group's members as sets; on SQL, hand-written ``INSERT ...
+  SELECT`` statements filling a memberships table from a typed customers table (loaded untimed).
+  Neither keeps origins, history nor the next instants time could change an answer: they are the
+  floor, not an equivalent;
 - a read right after one customer changed (an attribute; a new event), with no refresh: the
   read catches up on the change log (median of several), in ms, against the issue's goals
   (under 5 ms in memory, under 20 ms on PostgreSQL);
@@ -26,6 +31,7 @@ import datetime as dt
 import gc
 import importlib.util
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -100,6 +106,122 @@ def group_rules(count: int) -> list[tuple[str, str]]:
     return rules
 
 
+_ATTR = (
+    (re.compile(r'customer\.city = "([^"]+)"$'), "city"),
+    (re.compile(r'customer\.vehicle_model contains "([^"]+)" AND customer\.vehicle_year >= (\d+)$'), "model"),
+    (re.compile(r'customer\.status = "([^"]+)" AND customer\.city != "([^"]+)"$'), "status"),
+    (
+        re.compile(
+            r'repair_order\.closed\.last_time < (\d+) days ago( AND customer\.vehicle_model contains "([^"]+)")?$'
+        ),
+        "recent",
+    ),
+    (
+        re.compile(r'customer in group "([^"]+)" AND customer not in group "([^"]+)" OR customer in group "([^"]+)"$'),
+        "refs",
+    ),
+)
+
+
+def _template(rule: str) -> tuple[str, tuple[str, ...]]:
+    for pattern, kind in _ATTR:
+        found = pattern.match(rule)
+        if found:
+            return kind, found.groups()
+    raise ValueError(rule)
+
+
+def plain_records(n: int) -> list[dict[str, Any]]:
+    """The same customers as plain dicts, with the latest repair as a datetime: what a host would hold."""
+    out = []
+    for c in customers(n):
+        repairs = [e.at for e in c.events if e.name == "repair_order.closed"]
+        out.append({"id": c.id, **c.attributes, "last_repair": max(repairs) if repairs else None})
+    return out
+
+
+def hand_written_python(records: list[dict[str, Any]], rules: list[tuple[str, str]]) -> dict[str, set[Any]]:
+    """Every group's members, as a user would compute them by hand over plain dicts."""
+    members: dict[str, set[Any]] = {}
+    for name, rule in rules:
+        kind, args = _template(rule)
+        if kind == "city":
+            found = {r["id"] for r in records if r["city"] == args[0]}
+        elif kind == "model":
+            model, year = args[0].lower(), int(args[1])
+            found = {r["id"] for r in records if model in r["vehicle_model"].lower() and r["vehicle_year"] >= year}
+        elif kind == "status":
+            found = {r["id"] for r in records if r["status"] == args[0] and r["city"] != args[1]}
+        elif kind == "recent":  # "< 30 days ago": less than 30 days ago, so after the cutoff
+            cutoff, model = NOW - dt.timedelta(days=int(args[0])), (args[2] or "").lower()
+            found = {
+                r["id"]
+                for r in records
+                if r["last_repair"] is not None and r["last_repair"] > cutoff and model in r["vehicle_model"].lower()
+            }
+        else:
+            found = (members[args[0]] - members[args[1]]) | members[args[2]]
+        members[name] = found
+    return members
+
+
+def hand_written_sql(engine: Any, records: list[dict[str, Any]], rules: list[tuple[str, str]]) -> float:
+    """Seconds to fill a memberships table with hand-written SQL over a typed customers table (loaded
+    untimed with one executemany): the floor a refresh in the database can be compared with."""
+    import sqlalchemy as sa
+
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS bench_typed")
+        conn.exec_driver_sql("DROP TABLE IF EXISTS bench_members")
+        conn.exec_driver_sql(
+            "CREATE TABLE bench_typed (id INTEGER PRIMARY KEY, city TEXT, model TEXT, year INTEGER,"
+            " status TEXT, last_repair BIGINT)"
+        )
+        conn.exec_driver_sql(
+            "CREATE TABLE bench_members (group_id INTEGER, customer INTEGER, PRIMARY KEY (group_id, customer))"
+        )
+        micro = dt.timedelta(microseconds=1)
+        rows = [
+            {
+                "id": r["id"],
+                "city": r["city"],
+                "model": r["vehicle_model"].lower(),
+                "year": r["vehicle_year"],
+                "status": r["status"],
+                "last": None if r["last_repair"] is None else (r["last_repair"] - epoch) // micro,
+            }
+            for r in records
+        ]
+        conn.execute(sa.text("INSERT INTO bench_typed VALUES (:id, :city, :model, :year, :status, :last)"), rows)
+    ids = {name: i for i, (name, _) in enumerate(rules)}
+    start = time.perf_counter()
+    with engine.begin() as conn:
+        for name, rule in rules:
+            kind, args = _template(rule)
+            g = ids[name]
+            head = f"INSERT INTO bench_members SELECT {g}, id FROM bench_typed WHERE "
+            if kind == "city":
+                conn.execute(sa.text(head + "city = :a"), {"a": args[0]})
+            elif kind == "model":
+                params = {"m": f"%{args[0].lower()}%", "y": int(args[1])}
+                conn.execute(sa.text(head + "model LIKE :m AND year >= :y"), params)
+            elif kind == "status":
+                conn.execute(sa.text(head + "status = :s AND city <> :c"), {"s": args[0], "c": args[1]})
+            elif kind == "recent":
+                cutoff = (NOW - dt.timedelta(days=int(args[0])) - epoch) // dt.timedelta(microseconds=1)
+                params = {"t": cutoff, "m": f"%{(args[2] or '').lower()}%"}
+                conn.execute(sa.text(head + "last_repair > :t AND model LIKE :m"), params)
+            else:
+                a, t, b = (ids[x] for x in args)
+                conn.exec_driver_sql(
+                    f"INSERT INTO bench_members SELECT {g}, customer FROM bench_members WHERE group_id = {a}"
+                    f" AND customer NOT IN (SELECT customer FROM bench_members WHERE group_id = {t})"
+                    f" UNION SELECT {g}, customer FROM bench_members WHERE group_id = {b}"
+                )
+    return time.perf_counter() - start
+
+
 def _load_pg() -> Any:
     path = Path(__file__).resolve().parent.parent / "tests" / "pg.py"
     spec = importlib.util.spec_from_file_location("cohorts_bench_pg", path)
@@ -122,7 +244,28 @@ def run(backend: str, repo: Any, n: int, rules: list[tuple[str, str]], repeats: 
     groups = Groups(repo)
     for name, rule in rules:
         groups.create(name, rule)
+    records = plain_records(n)
+    if backend == "memory":
+        cpu = time.process_time()
+        base_s, expected = _timed(lambda: hand_written_python(records, rules))
+        base_cpu = time.process_time() - cpu
+        label = "hand-written Python over plain dicts"
+    else:
+        cpu = time.process_time()
+        base_s = hand_written_sql(repo.engine, records, rules)
+        base_cpu = time.process_time() - cpu
+        expected = None
+        label = "hand-written SQL over a typed table"
+    cpu = time.process_time()
     full_s, changes = _timed(lambda: groups.refresh(NOW))
+    full_cpu = time.process_time() - cpu
+    if expected is not None:
+        assert {name: set(groups.members(name, NOW)) for name, _ in rules} == expected
+    print(
+        f"{backend:>10}: full refresh {full_s:.2f} s ({full_cpu:.2f} s CPU) against {label} {base_s:.2f} s"
+        f" ({base_cpu:.2f} s CPU): {full_s / base_s:.1f}x",
+        flush=True,
+    )
     gc.collect()
     gc.freeze()  # a long-running host does this after loading: millions of long-lived objects, no GC pauses
     joins = sum(1 for c in changes if c.joined)

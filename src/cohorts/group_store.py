@@ -24,11 +24,12 @@ group over every customer without the customers leaving the database.
 
 from __future__ import annotations
 
+import array
 import datetime as dt
 import heapq
 import itertools
 import weakref
-from collections.abc import Callable, Collection, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
 
 import attrs
@@ -303,6 +304,37 @@ class DiffsInDatabase(Protocol):
         ...
 
 
+_SHARED_ROWS = 4096
+
+
+class _HistoryChunk:
+    """History rows added together, kept column by column: a row costs about 40 bytes, not an object."""
+
+    __slots__ = ("after", "at", "before", "causes", "customers", "groups", "versions")
+
+    def __init__(self, rows: Iterable[HistoryRow]) -> None:
+        self.groups, self.versions = array.array("q"), array.array("q")
+        self.before, self.after = bytearray(), bytearray()
+        self.customers: list[CustomerId] = []
+        self.at: list[dt.datetime] = []  # one refresh's rows share their moment and cause objects
+        self.causes: list[str] = []
+        for row in rows:
+            self.groups.append(row.group_id)
+            self.customers.append(row.customer_id)
+            self.before.append(row.before)
+            self.after.append(row.after)
+            self.versions.append(row.version)
+            self.at.append(row.at)
+            self.causes.append(row.cause)
+
+    def __len__(self) -> int:
+        return len(self.customers)
+
+    def rows(self) -> Iterator[HistoryRow]:
+        columns = (self.groups, self.customers, self.before, self.after, self.versions, self.at, self.causes)
+        return itertools.starmap(HistoryRow, zip(*columns, strict=True))
+
+
 class _Mark:
     """A snapshot handle: the journal position when the snapshot was taken."""
 
@@ -334,12 +366,13 @@ class MemoryGroupStore:
         self._defs: dict[int, GroupDef] = {}
         self._marks: dict[str, dict[int, set[CustomerId]]] = {kind: {} for kind in MARKS}
         self._rules: dict[int, dict[CustomerId, RuleRow]] = {}
+        self._shared: dict[RuleRow, RuleRow] = {}  # equal rows share one object (a membership costs its entry)
         self._digests: dict[CustomerId, tuple[str, bytes]] = {}
         self._meta: dict[str, str] = {}
         self._ids = itertools.count(1)
         self._heap: list[tuple[dt.datetime, int, int, CustomerId]] = []
         self._seq = itertools.count()
-        self._history: list[HistoryRow] = []
+        self._history: list[_HistoryChunk] = []
         self._journal: list[Callable[[], None]] = []
         self._live: weakref.WeakSet[_Mark] = weakref.WeakSet()
 
@@ -408,7 +441,7 @@ class MemoryGroupStore:
         old_marks = {kind: self._marks[kind].pop(group_id, None) for kind in MARKS}
         old_rules = self._rules.pop(group_id, None)
         old_history = self._history
-        self._history = [row for row in old_history if row.group_id != group_id]
+        self._history = self._kept_history(lambda row: row.group_id != group_id)
 
         def undo() -> None:
             self._history = old_history
@@ -468,11 +501,15 @@ class MemoryGroupStore:
         table = self._rules.setdefault(group_id, {})
         journal = bool(self._live)
         old: list[tuple[CustomerId, RuleRow | None]] = []
+        if len(self._shared) > _SHARED_ROWS:
+            self._shared.clear()  # rows of older refreshes: those still stored stay as they are
         for cid, row in rows.items():
             previous = table.pop(cid, None) if row is None else table.get(cid)
             if journal:
                 old.append((cid, previous))
             if row is not None:
+                if row.due is None:  # most rows of a refresh are alike: one object for all of them
+                    row = self._shared.setdefault(row, row)
                 table[cid] = row
                 if row.due is not None:
                     heapq.heappush(self._heap, (row.due, next(self._seq), group_id, cid))
@@ -595,7 +632,7 @@ class MemoryGroupStore:
         if not rows:
             return
         size = len(self._history)
-        self._history.extend(rows)
+        self._history.append(_HistoryChunk(rows))
         self._undo(lambda: self._history.__delitem__(slice(size, None)))
 
     def history(
@@ -608,7 +645,8 @@ class MemoryGroupStore:
         """History entries in the order they were added (``start <= at < end``)."""
         return [
             row
-            for row in self._history
+            for chunk in self._history
+            for row in chunk.rows()
             if (group_id is None or row.group_id == group_id)
             and (customer_id is None or (row.customer_id == customer_id and type(row.customer_id) is type(customer_id)))
             and (start is None or row.at >= start)
@@ -617,8 +655,19 @@ class MemoryGroupStore:
 
     def forget_history(self, before: dt.datetime) -> None:
         """Delete the entries found before ``before``."""
-        kept = [row for row in self._history if row.at >= before]
-        if len(kept) != len(self._history):
+        if any(moment < before for chunk in self._history for moment in chunk.at):
             old = self._history
-            self._history = kept
+            self._history = self._kept_history(lambda row: row.at >= before)
             self._undo(lambda: setattr(self, "_history", old))
+
+    def _kept_history(self, keep: Callable[[HistoryRow], bool]) -> list[_HistoryChunk]:
+        """The history without the rows ``keep`` refuses (chunks without any are kept as they are)."""
+        out = []
+        for chunk in self._history:
+            rows = list(chunk.rows())
+            kept = [row for row in rows if keep(row)]
+            if len(kept) == len(rows):
+                out.append(chunk)
+            elif kept:
+                out.append(_HistoryChunk(kept))
+        return out
