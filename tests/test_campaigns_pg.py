@@ -97,7 +97,7 @@ def test_two_processes_at_once_run_each_action_once(database: tuple[str, str], t
 
 
 def test_two_processes_at_once_on_sqlite(sqlite_database: tuple[str, str], tmp_path: Path) -> None:
-    """The same on one SQLite file: the runners take turns on the database lock, nothing runs twice."""
+    """The same on one SQLite file: nothing runs twice."""
     check_two_at_once(sqlite_database, tmp_path, both_work=False)  # SQLite's lock may favour one runner
 
 
@@ -131,6 +131,16 @@ def test_killed_process_loses_nothing_and_repeats_at_most_the_message_in_flight(
     database: tuple[str, str], tmp_path: Path
 ) -> None:
     """SIGKILL mid-run: the next run finishes the job; only the action in flight may run again, with its key."""
+    check_killed(database, tmp_path)
+
+
+def test_killed_process_on_sqlite(sqlite_database: tuple[str, str], tmp_path: Path) -> None:
+    """The same on a SQLite file, where the row in flight is marked running by the dead process: the
+    next run sees that its claimant is gone and takes the row at once."""
+    check_killed(sqlite_database, tmp_path)
+
+
+def check_killed(database: tuple[str, str], tmp_path: Path) -> None:
     url, schema = database
     log, go = tmp_path / "log", tmp_path / "go"
     log.touch()

@@ -29,8 +29,8 @@ import datetime as dt
 import heapq
 import itertools
 import weakref
-from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
 
@@ -40,11 +40,11 @@ from .values import fold_text
 
 if TYPE_CHECKING:
     from .ast import Node
+    from .repository import GroupLookup
     from .timing import Plan
 
 __all__ = ["MARKS", "DiffsInDatabase", "GroupDef", "GroupStore", "MemoryGroupStore", "RuleRow", "Slot"]
 
-GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
 
 MARKS = ("manual", "imported", "excluded")
 """The kinds of mark a customer can have in a group."""

@@ -306,6 +306,9 @@ class Groups:
         else:
             try:
                 with self.repository.transaction():
+                    # Writes of group state queue behind one another across processes (PostgreSQL would
+                    # otherwise give two creates the same new id, or deadlock two catch-ups).
+                    store.lock()
                     yield changes
                     self._record(changes, *marks)
             except BaseException:
@@ -920,15 +923,9 @@ class Groups:
         for index, gid in enumerate(order):
             self._report(Progress(index, index / len(order), what="groups", stage="refresh: rules"))
             plan = catalog.plans[gid]
-            later = False  # the next instants of its answers come from the customers' pass
-            if plan.rule is not None:
-                try:
-                    with self._guarded():
-                        store.stage_rule(gid, plan.rule, now, lookup)
-                        later = bool(plan.time) and not store.stage_dues(gid, plan, now, lookup)
-                except Exception as error:  # isolated: this group reports it, the others go on
-                    self._fail(catalog, gid, error)
-                    continue
+            later = self._stage_in_database(catalog, store, gid, now, lookup)
+            if later is None:
+                continue
             keep = bool(catalog.dependents[gid])
             if keep or later:
                 staged.add(gid)
@@ -968,21 +965,40 @@ class Groups:
             plan, definition = catalog.plans[gid], catalog.defs[gid]
             if plan.rule is None or gid in catalog.broken or definition.evaluated != definition.version:
                 continue  # a rule not evaluated yet is evaluated in full next
+            later = self._stage_in_database(catalog, store, gid, now, lookup)
+            if later is None:
+                continue
             dues: dict[CustomerId, dt.datetime] = {}
-            try:
-                with self._guarded():
-                    store.stage_rule(gid, plan.rule, now, lookup)
-                    if plan.time and not store.stage_dues(gid, plan, now, lookup):
-                        if customers is None:
-                            customers = self._read_customers(catalog, list(existing))
+            if later:  # few customers: read them and ask each (the full pass streams every customer instead)
+                if customers is None:
+                    customers = self._read_customers(catalog, list(existing))
+                try:
+                    with self._guarded():
                         for cid, customer in customers.items():
                             if (due := plan.next_change(customer, now, lookup)) is not None:
                                 dues[cid] = due
-            except Exception as error:  # isolated: this group reports it, the others go on
-                self._fail(catalog, gid, error)
-                continue
+                except Exception as error:  # isolated: this group reports it, the others go on
+                    self._fail(catalog, gid, error)
+                    continue
             changes.extend(self._apply_in_database(store, plan, now, dues, False, "data"))
         return changes
+
+    def _stage_in_database(
+        self, catalog: _Catalog, store: DiffsInDatabase, gid: int, now: dt.datetime, lookup: GroupLookup
+    ) -> bool | None:
+        """Stage a group's matches in the store, and the next instants of its answers where the database
+        computes them. None when the rule failed (recorded on the group: the others go on); else whether
+        those instants are left to Python."""
+        plan = catalog.plans[gid]
+        if plan.rule is None:
+            return False
+        try:
+            with self._guarded():
+                store.stage_rule(gid, plan.rule, now, lookup)
+                return bool(plan.time) and not store.stage_dues(gid, plan, now, lookup)
+        except Exception as error:
+            self._fail(catalog, gid, error)
+            return None
 
     def _apply_in_database(
         self,

@@ -11,12 +11,18 @@ The ledger lives in the repository, so the cron job's memory is the data's:
   key) and ``cohorts_campaign_keys`` (the action keys each campaign's rows
   were created for).
 
-An action row is claimed in a transaction that stays open while its handler
-runs and that records the outcome before the next action starts. On
-PostgreSQL the claim is a row lock taken with ``SELECT ... FOR UPDATE SKIP
-LOCKED`` (a second runner skips the row); on SQLite it is the database write
-lock taken by a conditional ``UPDATE``. A process that dies holding a claim
-loses its transaction, so the row is due again for the next run.
+On PostgreSQL an action row is claimed in a transaction that stays open while
+its handler runs and that records the outcome before the next action starts:
+the claim is a row lock taken with ``SELECT ... FOR UPDATE SKIP LOCKED`` (a
+second runner skips the row). A process that dies holding a claim loses its
+transaction, so the row is due again for the next run.
+
+SQLite has one write lock for the whole database, which no runner may hold
+while a handler runs (a handler that hangs would stop every writer). There a
+claim marks the row ``running`` with the claimant's name and commits at once;
+the handler's repository writes and the outcome then share one transaction,
+begun by the first of them, so a handler that only sends holds no lock. A row
+whose claimant died is due again at once (see :mod:`cohorts.sql.claimants`).
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ FAILED = "failed"
 SUPPRESSED = "suppressed"
 DEFERRED = "deferred"
 SKIPPED = "skipped"
+#: SQLite: claimed by the runner named in ``claimed_by``, whose handler is running (due again if it died).
+RUNNING = "running"
 #: The states in which an action is run again on the next run (failed ones within the retry limit too).
 AGAIN = (PENDING, DEFERRED, SUPPRESSED)
 

@@ -23,7 +23,11 @@ from ..errors import RuleError
 from ..pattern import Pattern
 from ..values import FALSE_WORDS, TRUE_WORDS, Kind, exact_number
 
-__all__ = ["Dialect", "PostgreSQL", "SQLite", "dialect", "register"]
+__all__ = ["WRITES", "Dialect", "PostgreSQL", "SQLite", "dialect", "register"]
+
+#: The execution option that marks a connection's transactions as writes: on SQLite they take the
+#: database's write lock as they begin (the host's own transactions on the same engine do not).
+WRITES = "cohorts_writes"
 
 ParamStyle: TypeAlias = Literal["qmark", "pyformat", "named"]
 Test: TypeAlias = Callable[[str], str]
@@ -94,6 +98,9 @@ class Dialect:
     advisory_locks: ClassVar[bool] = False
     """Whether the database has session-level advisory locks (``pg_advisory_lock``), which the campaign
     runner lock uses; without them the lock is a file lock beside the database file."""
+    row_locks: ClassVar[bool] = False
+    """Whether a transaction can lock single rows (``FOR UPDATE SKIP LOCKED``): a campaign claim then
+    holds its row's lock while the handler runs; without them a claimed row is marked running."""
 
     def __repr__(self) -> str:
         return f"<Dialect {self.name}>"
@@ -273,8 +280,10 @@ class Dialect:
     def lock(self, conn: sa.Connection, key: int) -> None:
         """Hold a lock on ``key`` until the transaction ends (nothing where writes are serial anyway)."""
 
-    def busy(self, error: Exception) -> bool:
-        """Whether ``error`` says the database was busy, so the transaction can be tried again."""
+    def busy(self, error: Exception, *, conflict: bool = False) -> bool:
+        """Whether ``error`` came from a concurrent transaction, so the work can be tried again: the
+        database was busy, a deadlock or serialisation failure, and with ``conflict`` a unique key
+        that another transaction inserted meanwhile."""
         return False
 
     def placeholder(self, name: str, cast: str | None = None) -> str:
@@ -437,7 +446,11 @@ class SQLite(Dialect):
 
         @sa.event.listens_for(engine, "begin")
         def begin(connection: sa.Connection) -> None:
-            connection.exec_driver_sql("BEGIN")
+            # A transaction that reads and then writes cannot wait for the write lock: its upgrade fails
+            # at once ("database is locked") if another connection wrote since it read. So cohorts'
+            # writing transactions take the lock as they begin, waiting up to the busy timeout.
+            writes = connection.get_execution_options().get(WRITES, False)
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
         if engine.url.database in (None, "", ":memory:") or "mode=memory" in str(engine.url):
             # Disposing of an in-memory database's connection would drop the database: set it up in place.
@@ -506,7 +519,7 @@ class SQLite(Dialect):
         # A column's values keep their own types (an undeclared id column holds integers and text).
         return f"CASE WHEN {alias}.int_id THEN CAST({alias}.id AS INTEGER) ELSE {alias}.id END"
 
-    def busy(self, error: Exception) -> bool:
+    def busy(self, error: Exception, *, conflict: bool = False) -> bool:
         return "locked" in str(error)
 
     def claim_rows(self, select: sa.Select[Any], table: sa.Table, where: Sequence[Any], columns: Sequence[Any]) -> Any:
@@ -571,6 +584,7 @@ class PostgreSQL(Dialect):
     typed_parameters = True
     host_native_times = True
     advisory_locks = True
+    row_locks = True
 
     def parameter(self, value: Any) -> Any:
         """Floats of 2**53 and more bound as the integers they are, as the shadow writes them (exact numerics)."""
@@ -750,6 +764,14 @@ class PostgreSQL(Dialect):
 
     def lock(self, conn: sa.Connection, key: int) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+    # serialization_failure, deadlock_detected; unique_violation
+    _TRANSIENT: ClassVar[frozenset[str]] = frozenset({"40001", "40P01"})
+
+    def busy(self, error: Exception, *, conflict: bool = False) -> bool:
+        # SQLAlchemy wraps the driver's error (``orig``); COPY raises the driver's own.
+        state = getattr(getattr(error, "orig", None) or error, "sqlstate", None)
+        return state in self._TRANSIENT or (conflict and state == "23505")
 
     # Writers commit in any order, so a seq is no position: a transaction that took seq 7 may commit
     # after one that took seq 8. Each change row records its transaction (xid8); every transaction

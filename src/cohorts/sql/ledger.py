@@ -7,14 +7,29 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import os
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from ..ledger import AGAIN, DEFERRED, DONE, FAILED, PENDING, SKIPPED, SUPPRESSED, ActionSpec, Connect, LedgerEntry, iso
+from ..ledger import (
+    AGAIN,
+    DEFERRED,
+    DONE,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SKIPPED,
+    SUPPRESSED,
+    ActionSpec,
+    Connect,
+    LedgerEntry,
+    iso,
+)
 from ..model import CustomerId
+from .claimants import Claimants
 from .dialects import dialect
 from .storage import decode_id, encode_id
 
@@ -35,11 +50,20 @@ class SQLLedger:
     commit with the ledger row that records them.
     """
 
-    def __init__(self, engine: Any, connect: Connect | None = None, prefix: str = "cohorts_") -> None:
-
+    def __init__(
+        self,
+        engine: Any,
+        connect: Connect | None = None,
+        prefix: str = "cohorts_",
+        lazily: Callable[[], contextlib.AbstractContextManager[None]] | None = None,
+    ) -> None:
         self.engine = engine
         self._connect: Connect = connect if connect is not None else engine.begin
+        self._lazily = lazily if lazily is not None else contextlib.nullcontext
         self.dialect = dialect(engine)
+        # Without row locks (SQLite), a claim is a row marked running, committed before the handler runs.
+        self._claimants = None if self.dialect.row_locks or os.name != "posix" else Claimants(_file_of(engine))
+        self._dead: set[str] = set()  # claimants found dead: their running rows are due
         meta = sa.MetaData()
         self.audience = sa.Table(
             f"{prefix}campaign_audience", meta,
@@ -59,6 +83,7 @@ class SQLLedger:
             sa.Column("error", sa.Text),
             sa.Column("updated_at", sa.String(40)),
             sa.Column("done_at", sa.String(40)),
+            sa.Column("claimed_by", sa.String(80)),  # SQLite: the claimant of a running row
             sa.Index(f"ix_{prefix}campaign_actions_due", "campaign", "state"),
             sa.Index(f"ix_{prefix}campaign_actions_sent", "customer", "kind", "done_at"),
         )
@@ -75,17 +100,30 @@ class SQLLedger:
         due = sa.or_(act.c.state.in_(AGAIN), retry)
         columns = (act.c.state, act.c.attempts, act.c.error, act.c.done_at)
         self._claim_statement = self.dialect.claim_rows(sa.select(*columns).where(*key, due), act, (*key, due), columns)
+        orphan = sa.and_(act.c.state == RUNNING, act.c.claimed_by.in_(sa.bindparam("b_dead", expanding=True)))
+        self._find_statement = sa.select(*columns).where(*key, sa.or_(due, orphan))
+        self._mark_statement = sa.update(act).where(*key).values(state=RUNNING, claimed_by=sa.bindparam("b_owner"))
+        self._release_statement = (
+            sa.update(act)
+            .where(*key, act.c.state == RUNNING, act.c.claimed_by == sa.bindparam("b_owner"))
+            .values(state=sa.bindparam("b_state"), claimed_by=None)
+        )
         self._outcome_statement = sa.update(act).where(*key).values(
             state=sa.bindparam("b_state"), attempts=sa.bindparam("b_attempts"), reason=sa.bindparam("b_reason"),
             error=sa.bindparam("b_error"), updated_at=sa.bindparam("b_updated_at"), done_at=sa.bindparam("b_done_at"),
+            claimed_by=None,
         )
         self._create_tables()
 
     def _create_tables(self) -> None:
         with self.engine.connect() as conn:
-            present = set(sa.inspect(conn).get_table_names())
+            inspector = sa.inspect(conn)
+            present = set(inspector.get_table_names())
             legacy = present >= {self.audience.name} and conn.execute(self._legacy_ids().limit(1)).first() is not None
-        if {t.name for t in self.metadata.sorted_tables} <= present and not legacy:
+            unclaimed = self.actions.name in present and "claimed_by" not in {
+                c["name"] for c in inspector.get_columns(self.actions.name)
+            }
+        if {t.name for t in self.metadata.sorted_tables} <= present and not legacy and not unclaimed:
             return
         for attempt in itertools.count(1):
             try:
@@ -93,6 +131,7 @@ class SQLLedger:
                     self.dialect.lock(conn, _DDL_LOCK)  # runners starting together must not create the tables twice
                     self.metadata.create_all(conn)
                     self._migrate_ids(conn)
+                    self._add_claimants(conn)
                 return
             except sa.exc.OperationalError as error:
                 # SQLite refuses a read transaction's upgrade to a write while another runner writes
@@ -100,6 +139,12 @@ class SQLLedger:
                 if not self.dialect.busy(error) or attempt >= 100:
                     raise
                 time.sleep(0.05)
+
+    def _add_claimants(self, conn: sa.Connection) -> None:
+        """Add the ``claimed_by`` column to a ledger made before cohorts kept it (one ALTER, rows kept)."""
+        if "claimed_by" not in {c["name"] for c in sa.inspect(conn).get_columns(self.actions.name)}:
+            quote = conn.dialect.identifier_preparer.quote
+            conn.exec_driver_sql(f"ALTER TABLE {quote(self.actions.name)} ADD COLUMN claimed_by VARCHAR(80)")
 
     def _legacy_ids(self) -> sa.Select[Any]:
         """Audience rows whose customer is in the JSON encoding of cohorts 0.1 (``42``, ``"c1"``)."""
@@ -185,21 +230,53 @@ class SQLLedger:
         act = self.actions
         if not keys:
             return []
-        query = sa.select(act.c.customer, act.c.action).where(
-            act.c.campaign == campaign, act.c.action.in_(list(keys)), self._due_clause(retries)
-        )
+        due = self._due_clause(retries)
         with self._connect() as conn:
+            if self._claimants is not None:  # rows left running by a claimant that died are due again
+                claimants = conn.execute(
+                    sa.select(act.c.claimed_by).where(act.c.campaign == campaign, act.c.state == RUNNING).distinct()
+                ).scalars()
+                self._dead.update(c for c in claimants if c is not None and not self._claimants.alive(c))
+                orphans = sa.and_(act.c.state == RUNNING, act.c.claimed_by.in_(sorted(self._dead)))
+                due = sa.or_(due, orphans)
+            query = sa.select(act.c.customer, act.c.action).where(
+                act.c.campaign == campaign, act.c.action.in_(list(keys)), due
+            )
             return [(decode_id(c), a) for c, a in conn.execute(query)]
 
     @contextlib.contextmanager
     def claim(self, campaign: str, customer_id: CustomerId, key: str, retries: int) -> Iterator[_SQLClaim | None]:
         params = {"b_campaign": campaign, "b_customer": encode_id(customer_id), "b_action": key, "b_retries": retries}
-        with self._connect() as conn:
-            row = conn.execute(self._claim_statement, params).first()
-            if row is None:  # locked by another runner, done, or out of retries
-                yield None
-                return
-            yield _SQLClaim(self, conn, params, row.attempts, row.error, row.done_at, customer_id)
+        if self._claimants is None:  # a row lock held by the claim's transaction
+            with self._connect() as conn:
+                row = conn.execute(self._claim_statement, params).first()
+                if row is None:  # locked by another runner, done, or out of retries
+                    yield None
+                    return
+                yield _SQLClaim(self, conn, params, row.attempts, row.error, row.done_at, customer_id)
+            return
+        # SQLite: mark the row running and commit, so that no lock is held while the handler runs. The
+        # handler's repository writes and the outcome then share one transaction, begun by the first
+        # of them; a block that raises puts the row back as it was.
+        owner = {**params, "b_owner": self._claimants.me()}
+        with self._connect() as conn:  # a short write: the row is ours, or another runner's
+            row = conn.execute(self._find_statement, {**params, "b_dead": sorted(self._dead)}).first()
+            if row is not None:
+                conn.execute(self._mark_statement, owner)
+        if row is None:  # claimed by another runner, done, or out of retries
+            yield None
+            return
+        claim = _SQLClaim(self, None, params, row.attempts, row.error, row.done_at, customer_id)
+        recorded = False
+        try:
+            with self._lazily():
+                yield claim
+            recorded = claim.recorded
+        finally:
+            if not recorded:
+                back = PENDING if row.state == RUNNING else row.state
+                with self._connect() as conn:
+                    conn.execute(self._release_statement, {**owner, "b_state": back})
 
     def sent(self, customer_id: CustomerId, channel: str, since: dt.datetime) -> int:
         act = self.actions
@@ -225,7 +302,18 @@ class SQLLedger:
             ]
 
 
+def _file_of(engine: Any) -> str | None:
+    """The path of ``engine``'s SQLite database file, None in memory."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return str(database)
+
+
 class _SQLClaim:
+    """A claim on one row: ``conn`` is the transaction holding its row lock, or None where the row is
+    marked running (then each write goes through the ledger's transactions)."""
+
     def __init__(
         self,
         ledger: SQLLedger,
@@ -243,6 +331,15 @@ class _SQLClaim:
         self._error = error
         self._done_at = done_at
         self._customer = customer_id
+        self.recorded = False
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Any]:
+        if self._conn is not None:
+            yield self._conn
+        else:
+            with self._ledger._connect() as conn:
+                yield conn
 
     @property
     def attempts(self) -> int:
@@ -251,15 +348,17 @@ class _SQLClaim:
     def _set(self, state: str, now: dt.datetime, reason: str | None = None, *, done: bool = False,
              error: str | None = None) -> None:
         failed = error is not None
-        self._conn.execute(self._ledger._outcome_statement, {
-            **self._key,
-            "b_state": state,
-            "b_attempts": self._attempts + 1 if failed else self._attempts,
-            "b_reason": reason,
-            "b_error": error if failed else self._error,
-            "b_updated_at": iso(now),
-            "b_done_at": iso(now) if done else self._done_at,
-        })
+        with self._connection() as conn:
+            conn.execute(self._ledger._outcome_statement, {
+                **self._key,
+                "b_state": state,
+                "b_attempts": self._attempts + 1 if failed else self._attempts,
+                "b_reason": reason,
+                "b_error": error if failed else self._error,
+                "b_updated_at": iso(now),
+                "b_done_at": iso(now) if done else self._done_at,
+            })
+        self.recorded = True
 
     def done(self, now: dt.datetime, channel: str | None = None) -> None:
         self._set(DONE, now, done=True)
@@ -278,6 +377,9 @@ class _SQLClaim:
 
     def lock_customer(self) -> None:
         digest = hashlib.blake2b(encode_id(self._customer).encode(), digest_size=8).digest()
-        self._ledger.dialect.lock(self._conn, int.from_bytes(digest, "big", signed=True))
+        # SQLite: the claim's transaction begins here, with the database's write lock, held until the
+        # outcome is recorded (frequency caps are checked one runner at a time).
+        with self._connection() as conn:
+            self._ledger.dialect.lock(conn, int.from_bytes(digest, "big", signed=True))
 
 

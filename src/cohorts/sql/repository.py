@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import json
+import random
 import re
+import time
 import weakref
 from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path as FilePath
@@ -62,6 +65,7 @@ SCHEMA_VERSION = 2
 _DDL_LOCK = 7302016  # the advisory lock taken while creating the tables, where the dialect has one
 
 _CHUNK = 5000
+_RETRIES = 8  # tries of a chunk that concurrent writers got in the way of
 
 
 def _engine(url_or_engine: str | FilePath | sa.Engine) -> sa.Engine:
@@ -232,7 +236,7 @@ class SQLRepository(Transactional):
     @property
     def schema_version(self) -> int:
         """The version of the tables, as recorded in ``cohorts_meta``."""
-        with self.connect() as conn:
+        with self.read() as conn:
             return int(
                 conn.execute(sa.select(self.meta.c.value).where(self.meta.c.key == "schema_version")).scalar_one()
             )
@@ -373,10 +377,24 @@ class SQLRepository(Transactional):
             for customer in customers:
                 batch.append(check_customer(customer))
                 if len(batch) >= _CHUNK:
-                    self._upsert_chunk(conn, batch)
+                    self._upsert_retried(conn, batch)
                     batch = []
             if batch:
-                self._upsert_chunk(conn, batch)
+                self._upsert_retried(conn, batch)
+
+    def _upsert_retried(self, conn: sa.Connection, batch: list[Customer]) -> None:
+        """Write one chunk in a savepoint, again when a concurrent writer got in the way: on PostgreSQL,
+        two transactions that insert the same new id (the second fails once the first commits, and its
+        retry reads the first's row and updates it), a deadlock or a serialisation failure."""
+        for attempt in itertools.count(1):
+            try:
+                with conn.begin_nested():
+                    self._upsert_chunk(conn, batch)
+                return
+            except Exception as error:
+                if attempt >= _RETRIES or not self.dialect.busy(error, conflict=True):
+                    raise
+                time.sleep(random.uniform(0, 0.005 * 2**attempt))
 
     def _upsert_chunk(self, conn: sa.Connection, batch: list[Customer]) -> None:
         # Merge repeated ids in order, as consecutive upserts would.
@@ -515,7 +533,7 @@ class SQLRepository(Transactional):
         """The stored customer, or None."""
         if isinstance(customer_id, bool) or not isinstance(customer_id, str | int):
             return None
-        with self.connect() as conn:
+        with self.read() as conn:
             pk = self._lookup(conn, [customer_id]).get(customer_id)
             if pk is None:
                 return None
@@ -526,7 +544,7 @@ class SQLRepository(Transactional):
     def __iter__(self) -> Iterator[Customer]:
         last = 0
         while True:
-            with self.connect() as conn:
+            with self.read() as conn:
                 rows = conn.execute(
                     sa.select(
                         self.customers.c.pk, self.customers.c.id, self.customers.c.int_id, self.customers.c.attributes
@@ -543,13 +561,13 @@ class SQLRepository(Transactional):
             last = rows[-1][0]
 
     def __len__(self) -> int:
-        with self.connect() as conn:
+        with self.read() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(self.customers)).scalar_one())
 
     def __contains__(self, customer_id: object) -> bool:
         if isinstance(customer_id, bool) or not isinstance(customer_id, str | int):
             return False
-        with self.connect() as conn:
+        with self.read() as conn:
             return customer_id in self._lookup(conn, [customer_id])
 
     def _log(self, conn: sa.Connection, customer_ids: Iterable[CustomerId]) -> None:
@@ -557,12 +575,12 @@ class SQLRepository(Transactional):
 
     def change_position(self) -> str:
         """The position after every write committed so far."""
-        with self.connect() as conn:
+        with self.read() as conn:
             return self.dialect.change_position(conn, self.changes.name)
 
     def changes_since(self, position: str) -> tuple[list[CustomerId], str]:
         """The ids of the customers written after ``position`` (repeats possible), and the new position."""
-        with self.connect() as conn:
+        with self.read() as conn:
             keys, after = self.dialect.changes_since(conn, self.changes.name, position)
         return [decode_id(key) for key in keys], after
 
@@ -586,7 +604,7 @@ class SQLRepository(Transactional):
     ) -> dict[CustomerId, Customer]:
         valid = [i for i in customer_ids if isinstance(i, str | int) and not isinstance(i, bool)]
         out: dict[CustomerId, Customer] = {}
-        with self.connect() as conn:
+        with self.read() as conn:
             for start in range(0, len(valid), _CHUNK):
                 pks = self._lookup(conn, valid[start : start + _CHUNK])
                 if not pks:
@@ -604,13 +622,13 @@ class SQLRepository(Transactional):
 
     def existing(self, customer_ids: Iterable[CustomerId]) -> set[CustomerId]:
         """The ids among ``customer_ids`` that are stored (one query per 500 ids)."""
-        with self.connect() as conn:
+        with self.read() as conn:
             valid = [i for i in customer_ids if isinstance(i, str | int) and not isinstance(i, bool)]
             return set(self._lookup(conn, valid))
 
     def ids(self) -> set[CustomerId]:
         """Every stored id."""
-        with self.connect() as conn:
+        with self.read() as conn:
             rows = conn.execute(sa.select(self.customers.c.id, self.customers.c.int_id))
             return {self._id(key, is_int) for key, is_int in rows}
 
@@ -649,7 +667,7 @@ class SQLRepository(Transactional):
     ) -> list[Sequence[Any]]:
         """The rows of the rule's query, ``final`` wrapping its last statement."""
         sql, compiler = compile_rule(rule, self.dialect, self._schema, self._tz, now, groups, staged=True)
-        with self.connect() as conn:
+        with self.read() as conn:
 
             def execute(text: str, params: dict[str, Any] | list[Any]) -> Iterable[Sequence[Any]]:
                 return conn.exec_driver_sql(text, driver_params(params)).all()
@@ -710,7 +728,7 @@ class SQLRepository(Transactional):
     def explain(self, rule: RuleLike, now: dt.datetime | None = None, *, groups: GroupLookup | None = None) -> str:
         """The database's query plan for ``rule`` (EXPLAIN QUERY PLAN / EXPLAIN), as text."""
         sql, params = self.sql(rule, now, groups=groups)
-        with self.connect() as conn:
+        with self.read() as conn:
             rows = conn.exec_driver_sql(self.dialect.explain_prefix + sql, driver_params(params)).all()
         return "\n".join(str(row[-1]) for row in rows)
 

@@ -19,15 +19,16 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from ..ledger import held
-from .dialects import dialect
+from .dialects import WRITES, dialect
 from .storage import encode_id
 
 if TYPE_CHECKING:
     import datetime as dt
 
     from ..ast import Node
-    from ..group_store import GroupLookup, GroupStore
+    from ..group_store import GroupStore
     from ..ledger import Ledger
+    from ..repository import GroupLookup
     from ..schema import Schema
     from ..timing import Plan
 
@@ -44,31 +45,73 @@ class Session:
     def __init__(self, engine: sa.Engine, name: str) -> None:
         self.engine = engine
         self._current: contextvars.ContextVar[sa.Connection | None] = contextvars.ContextVar(name, default=None)
-
-    @property
-    def active(self) -> bool:
-        """Whether a transaction is in progress here."""
-        return self._current.get() is not None
+        self._lazy: contextvars.ContextVar[contextlib.ExitStack | None] = contextvars.ContextVar(
+            f"{name}-lazy", default=None
+        )
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[sa.Connection]:
         """A connection in the current transaction, or in a new one committed at the block's end."""
+        current = self._joined()
+        if current is not None:
+            yield current
+            return
+        with self._begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        """A connection for reads only: the transaction in progress, or a snapshot of its own that takes
+        no write lock (and does not begin a :meth:`lazily` block's transaction)."""
         current = self._current.get()
         if current is not None:
             yield current
             return
         with self.engine.begin() as conn:
-            token = self._current.set(conn)
+            yield conn
+
+    def _joined(self) -> sa.Connection | None:
+        """The transaction in progress, begun now if a :meth:`lazily` block waits for one."""
+        current = self._current.get()
+        if current is None and (lazy := self._lazy.get()) is not None:
+            current = lazy.enter_context(self._begin())  # open until the block ends
+        return current
+
+    @contextlib.contextmanager
+    def _begin(self) -> Iterator[sa.Connection]:
+        """A transaction that may write: on SQLite it waits for the write lock as it begins."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{WRITES: True})
+            with conn.begin():
+                token = self._current.set(conn)
+                try:
+                    yield conn
+                finally:
+                    self._current.reset(token)
+
+    @contextlib.contextmanager
+    def lazily(self) -> Iterator[None]:
+        """One transaction for the block, begun by its first statement (none if nothing runs inside)
+        and committed at its end, or rolled back if it raises.
+
+        On SQLite a transaction holds the database's write lock from its start: a block that may write
+        nothing (a campaign handler that only sends) then holds no lock at all.
+        """
+        if self._current.get() is not None or self._lazy.get() is not None:
+            yield  # inside a transaction already
+            return
+        with contextlib.ExitStack() as stack:
+            token = self._lazy.set(stack)
             try:
-                yield conn
+                yield
             finally:
-                self._current.reset(token)
+                self._lazy.reset(token)
 
     @contextlib.contextmanager
     def transaction(self, rolled_back: Callable[[], None] | None = None) -> Iterator[None]:
         """Writes inside the block are committed at its end, or rolled back if it raises; nested blocks
         are savepoints."""
-        current = self._current.get()
+        current = self._joined()
         try:
             if current is not None:
                 with current.begin_nested():
@@ -103,6 +146,10 @@ class Transactional:
         Other modules' stores write through it, so :meth:`transaction` covers them too.
         """
         return self._session.connect()
+
+    def read(self) -> contextlib.AbstractContextManager[sa.Connection]:
+        """A connection for reads only (see :meth:`Session.read`)."""
+        return self._session.read()
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """Writes inside the block (this repository's and other stores' through :meth:`connect`) are
@@ -155,7 +202,7 @@ class Transactional:
                 with self.transaction(), self.connect() as conn:
                     yield conn
 
-            self._ledger = SQLLedger(self.engine, inside, self.state_prefix)
+            self._ledger = SQLLedger(self.engine, inside, self.state_prefix, self._session.lazily)
         return self._ledger
 
 
