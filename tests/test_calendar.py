@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cohorts import Customer, Event, from_json, parse, to_json
+from cohorts import Customer, Event, from_json, parse, to_dict
 from cohorts.ast import Anchor
 from cohorts.groups import Groups
 from cohorts.repository import MemoryRepository
@@ -27,7 +27,7 @@ MONTREAL = ZoneInfo("America/Montreal")
 def test_the_words_parse_print_and_round_trip() -> None:
     rule = parse("customer.renewal_date = THIS  Month OR invoice.at after last month OR customer.x < next month")
     assert str(rule) == "customer.renewal_date = this month OR invoice.at after last month OR customer.x < next month"
-    assert from_json(to_json(rule)) == rule
+    assert from_json(to_dict(rule)) == rule
     window = parse("appointment.count(since last month) >= 2")
     assert str(window) == "appointment.count(since last month) >= 2"
 

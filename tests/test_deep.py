@@ -31,7 +31,7 @@ from cohorts import (
     explain,
     from_json,
     parse,
-    to_json,
+    to_dict,
     validate,
 )
 from cohorts.ast import (
@@ -164,12 +164,12 @@ def test_parses_deep_text() -> None:
 def test_json_round_trip(deep: Deep) -> None:
     """to_json and from_json of a deep rule give it back."""
     rule = deep.rule
-    assert from_json(to_json(rule)) == rule
+    assert from_json(to_dict(rule)) == rule
 
 
 def test_json_error_deep_down_names_its_place() -> None:
     """A fault 10,000 groups down is reported with its full JSON pointer."""
-    data = to_json(_chain(X, "!", DEPTH))
+    data = to_dict(_chain(X, "!", DEPTH))
     row = data["rules"][0]["sub_rules"][0]
     while "not" in row:
         row = row["not"]["rules"][0]["sub_rules"][0]

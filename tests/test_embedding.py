@@ -80,7 +80,7 @@ def test_rules_may_refer_to_groups_and_come_as_json(client: Any) -> None:
     rule = 'customer in group "VIP" AND customer.vehicle_model contains "escape"'
     preview = client.post("/rules/preview", json={"rule": rule})
     assert preview.get_json()["sample"] == ["c1"]
-    as_json = cohorts.to_json(cohorts.parse('customer.vehicle_model = "civic"'))
+    as_json = cohorts.to_dict(cohorts.parse('customer.vehicle_model = "civic"'))
     from_form = client.post("/rules/preview", json={"rule_json": as_json})
     assert from_form.get_json() == {"rule": 'customer.vehicle_model = "civic"', "count": 1, "sample": ["c3"]}
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from cohorts import RuleError, parse
 from cohorts.ast import Node
 from cohorts.errors import RuleJsonError
-from cohorts.jsonform import from_json, to_json
+from cohorts.jsonform import from_json, to_dict
 
 from .strategies import conditions, deep_rules, in_groups, rules
 
@@ -29,7 +29,7 @@ def _row(attribute: str, operator: str, value: Any = None, category: str = "cust
 @settings(max_examples=300, deadline=None)
 def test_round_trip(rule: Node) -> None:
     """Every rule survives to_json, JSON text and from_json unchanged."""
-    data = to_json(rule)
+    data = to_dict(rule)
     assert from_json(data) == rule
     assert from_json(json.dumps(data)) == rule
 
@@ -38,7 +38,7 @@ def test_round_trip(rule: Node) -> None:
 @settings(max_examples=25, deadline=None)
 def test_deep_round_trip(rule: Node) -> None:
     """A rule thousands of levels deep survives to_json and from_json (as data: Python's json recurses)."""
-    assert from_json(to_json(rule)) == rule
+    assert from_json(to_dict(rule)) == rule
 
 
 def test_rules_are_all_and_sub_rules_any() -> None:
@@ -46,7 +46,7 @@ def test_rules_are_all_and_sub_rules_any() -> None:
     rule = parse(
         'customer.vehicle_model contains "Escape" AND (customer.vehicle_year = 2019 OR customer.vehicle_year = 2020)'
     )
-    assert to_json(rule) == {
+    assert to_dict(rule) == {
         "rules": [
             {"sub_rules": [_row("vehicle_model", "contains", "Escape")]},
             {"sub_rules": [_row("vehicle_year", "=", 2019), _row("vehicle_year", "=", 2020)]},
@@ -62,7 +62,7 @@ def test_typed_values() -> None:
         " AND customer.g.month in [january, february] AND customer.h.weekday = sunday"
         " AND customer.i between 1 and 2.5 AND customer.j is unknown"
     )
-    rows = [r["sub_rules"][0] for r in to_json(rule)["rules"]]
+    rows = [r["sub_rules"][0] for r in to_dict(rule)["rules"]]
     assert [r.get("value") for r in rows] == [
         {"type": "date", "value": "2025-01-31"},
         {"type": "datetime", "value": "2025-01-31T09:30:00+05:30"},
@@ -77,7 +77,7 @@ def test_typed_values() -> None:
     ]
     assert rows[6]["part"] == "month"
     assert "value" not in rows[9]
-    assert from_json(json.loads(json.dumps(to_json(rule)))) == rule
+    assert from_json(json.loads(json.dumps(to_dict(rule)))) == rule
 
 
 def test_what_two_levels_cannot_hold_is_nested() -> None:
@@ -86,7 +86,7 @@ def test_what_two_levels_cannot_hold_is_nested() -> None:
         'customer in group "VIP" OR NOT (customer.a = 1 OR customer.b = 2) OR (customer.c = 3 AND customer.d'
         ' = 4) OR customer not in group "Gone"'
     )
-    assert to_json(rule) == {
+    assert to_dict(rule) == {
         "rules": [
             {
                 "sub_rules": [
@@ -98,13 +98,13 @@ def test_what_two_levels_cannot_hold_is_nested() -> None:
             }
         ]
     }
-    assert from_json(to_json(rule)) == rule
+    assert from_json(to_dict(rule)) == rule
 
 
 def test_event_paths_keep_category_aggregate_and_part() -> None:
     """Dotted event names, aggregates and date parts land in category, attribute and part."""
     rule = parse("repair_order.closed.last_time.year = 2024")
-    assert to_json(rule)["rules"][0]["sub_rules"][0] == {
+    assert to_dict(rule)["rules"][0]["sub_rules"][0] == {
         "category": "repair_order.closed",
         "attribute": "last_time",
         "part": "year",
@@ -217,16 +217,28 @@ def test_pointer_escapes_slashes_and_tildes() -> None:
     assert caught.value.pointer == "/rules/0/sub_rules/0/a~1b~0c"
 
 
-def test_to_json_rejects_what_is_not_a_rule() -> None:
-    """to_json takes an AST; passing rule text is a TypeError that says so."""
-    with pytest.raises(TypeError, match=r"cohorts\.parse"):
-        to_json("customer.x = 1")  # type: ignore[arg-type]
+def test_to_dict_and_to_json_take_any_rule() -> None:
+    """Rule text, an AST and a compiled predicate give the same JSON form: data from to_dict, text from
+    to_json (as every to_json of cohorts gives text); from_dict reads the data back, from_json either."""
+    import cohorts
+    from cohorts import from_dict, to_json
+
+    text = 'customer.city = "Laval" AND customer.visits > 2'
+    forms = [to_dict(text), to_dict(parse(text)), to_dict(cohorts.compile(text))]
+    assert forms[0] == forms[1] == forms[2]
+    assert json.loads(to_json(text)) == forms[0] and to_json(text, indent=2).startswith('{\n  "rules"')
+    assert from_dict(forms[0]) == from_json(to_json(text)) == parse(text)
+    assert to_json('customer.city = "Québec"').endswith('"value": "Québec"}]}]}')  # text, not escapes
+    with pytest.raises(TypeError, match="from_json reads text"):
+        from_dict(to_json(text))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        to_dict(42)  # type: ignore[arg-type]
 
 
 def test_datetime_values_keep_their_offset() -> None:
     """A datetime's UTC offset survives the round trip."""
     rule = parse("customer.x < 2025-06-01T12:00:00-04:00")
-    value = from_json(json.dumps(to_json(rule))).value  # type: ignore[attr-defined]
+    value = from_json(json.dumps(to_dict(rule))).value  # type: ignore[attr-defined]
     assert value.utcoffset() == dt.timedelta(hours=-4)
 
 
@@ -274,13 +286,13 @@ def test_random_documents_raise_only_rule_json_error(data: Any) -> None:
         rule = from_json(data)
     except RuleJsonError:
         return
-    assert from_json(to_json(rule)) == rule
+    assert from_json(to_dict(rule)) == rule
 
 
 def test_windows_round_trip_as_a_row_key() -> None:
     """A count's window is the row's "window": its kind and value, typed like condition values."""
     rule = parse("appointment.count(last 90 days) >= 3 AND invoice.count(between 2026-01-01 and today) = 0")
-    data = to_json(rule)
+    data = to_dict(rule)
     rows = [r["sub_rules"][0] for r in data["rules"]]
     assert rows[0]["window"] == {"kind": "last", "value": {"type": "duration", "amount": 90, "unit": "days"}}
     assert rows[1]["window"] == {

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cohorts import Customer, RuleSyntaxError, RuleTypeError, from_json, parse, to_json, validate
+from cohorts import Customer, RuleSyntaxError, RuleTypeError, from_json, parse, to_dict, validate
 from cohorts.ast import Condition, Op, Path
 from cohorts.pattern import MAX_PATTERN_CHARS, PatternError, compile_pattern
 from cohorts.repository import MemoryRepository
@@ -103,7 +103,7 @@ def test_quotes_round_trip() -> None:
     condition = Condition(Path("customer", "note"), Op.MATCHES, 'say "hi"')
     assert str(condition) == "customer.note matches 'say \"hi\"'"
     assert parse(str(condition)) == condition
-    assert from_json(to_json(condition)) == condition
+    assert from_json(to_dict(condition)) == condition
 
 
 @given(patterns)

@@ -68,7 +68,7 @@ from .importers import (
     import_file,
     preview_file,
 )
-from .jsonform import from_json, to_json
+from .jsonform import from_dict, from_json, to_dict, to_json
 from .model import Customer, CustomerId, Event
 from .parser import parse
 from .progress import Progress
@@ -158,6 +158,7 @@ __all__ = [
     "default_schema",
     "eligibility",
     "explain",
+    "from_dict",
     "from_json",
     "gate",
     "idempotency_key",
@@ -173,6 +174,7 @@ __all__ = [
     "run_campaigns",
     "select_ids",
     "standard_handlers",
+    "to_dict",
     "to_json",
     "to_sql",
     "validate",

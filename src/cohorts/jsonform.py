@@ -37,6 +37,7 @@ from .ast import (
     Or,
     Path,
     Relative,
+    RuleLike,
     Unit,
     Weekday,
     Window,
@@ -44,8 +45,9 @@ from .ast import (
     fold,
 )
 from .errors import RuleJsonError
+from .semantics import as_rule
 
-__all__ = ["from_json", "to_json"]
+__all__ = ["from_dict", "from_json", "to_dict", "to_json"]
 
 JsonValue = Any  # what json.loads returns
 
@@ -59,14 +61,13 @@ _WINDOW_KINDS = {kind.value: kind for kind in WindowKind}
 # -- to JSON ------------------------------------------------------------------
 
 
-def to_json(rule: Node) -> dict[str, JsonValue]:
-    """The rule as JSON data: ``{"rules": [{"sub_rules": [row, ...]}, ...]}``.
+def to_dict(rule: RuleLike) -> dict[str, JsonValue]:
+    """The rule (text, AST or compiled predicate) as JSON data: ``{"rules": [{"sub_rules": [row, ...]}, ...]}``.
 
-    Every rule has a JSON form, and ``from_json(to_json(rule)) == rule``.
+    Every rule has a JSON form, and ``from_json(to_dict(rule)) == rule``.
 
     Example:
-        >>> from cohorts import parse
-        >>> to_json(parse('customer.city = "Laval" AND customer.created_at < 30 days ago'))
+        >>> to_dict('customer.city = "Laval" AND customer.created_at < 30 days ago')
         ... # doctest: +NORMALIZE_WHITESPACE
         {'rules': [{'sub_rules': [{'category': 'customer', 'attribute': 'city', 'operator': '=',
                                    'value': 'Laval'}]},
@@ -74,12 +75,30 @@ def to_json(rule: Node) -> dict[str, JsonValue]:
                                    'value': {'type': 'relative', 'amount': 30, 'unit': 'days',
                                              'direction': 'ago'}}]}]}
 
-    .. versionadded:: 0.1
+    .. versionadded:: 0.2
     """
-    if not isinstance(rule, Node):
-        raise TypeError(f"to_json() takes a rule AST (see cohorts.parse), not {type(rule).__name__}")
-    as_row, as_rule = fold(rule, _forms)
-    return as_row if isinstance(rule, And | Or) else {"rules": [as_rule]}
+    node = as_rule(rule)
+    row, whole = fold(node, _forms)
+    return row if isinstance(node, And | Or) else {"rules": [whole]}
+
+
+def to_json(rule: RuleLike, *, indent: int | None = None) -> str:
+    """The rule's JSON form (see :func:`to_dict`) as JSON text, as every ``to_json`` of cohorts gives text.
+
+    Example:
+        >>> print(to_json('customer.city = "Laval"'))
+        {"rules": [{"sub_rules": [{"category": "customer", "attribute": "city", "operator": "=", "value": "Laval"}]}]}
+
+    .. versionchanged:: 0.2
+       Returns text; :func:`to_dict` returns the data, as ``to_json`` did before.
+    """
+    data = to_dict(rule)
+    try:
+        return json.dumps(data, indent=indent, ensure_ascii=False)
+    except RecursionError:  # the json module writes nested lists and objects recursively
+        raise ValueError(
+            "the rule is nested too deeply for Python's json module to write: take to_dict()'s data"
+        ) from None
 
 
 # A node's JSON as a sub-rule (a row) and as a rule.
@@ -150,6 +169,20 @@ def _value(value: Any) -> JsonValue:
 
 
 # -- from JSON ----------------------------------------------------------------
+
+
+def from_dict(data: Mapping[str, JsonValue]) -> Node:
+    """The rule JSON data describes (what :func:`to_dict` gives); see :func:`from_json`, which also reads text.
+
+    Example:
+        >>> print(from_dict({"rules": [{"sub_rules": [{"in_group": "VIP"}]}]}))
+        customer in group "VIP"
+
+    .. versionadded:: 0.2
+    """
+    if not isinstance(data, Mapping):
+        raise TypeError(f"from_dict() takes JSON data (a dict), not {type(data).__name__}: from_json reads text")
+    return from_json(data)
 
 
 def from_json(data: Mapping[str, JsonValue] | str | bytes) -> Node:
