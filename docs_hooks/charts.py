@@ -288,3 +288,34 @@ def campaign_funnel() -> Chart:
         f"{SAMPLE_SIZE:,} sample customers, run at {SAMPLE_NOW:%Y-%m-%d %H:%M} UTC; "
         "the unpublished campaign is not eligible and has no funnel",
     )
+
+
+def group_sizes(names: Sequence[str] = ("Escape service", "Escape mailing"), weeks: int = 4, steps: int = 6) -> Chart:
+    """The size of some of the demo's groups every ``weeks`` weeks, from their membership history.
+
+    The groups are read at each moment (each read catches up on the memberships time made due, as a cron
+    or a web app would), and ``groups.sizes`` replays the history those reads recorded.
+    """
+    import datetime as dt
+
+    from cohorts import Groups, MemoryRepository, demo
+    from cohorts.sample import SAMPLE_NOW, SAMPLE_SIZE, sample_customers, sample_schema
+
+    groups = Groups(MemoryRepository(sample_customers(SAMPLE_SIZE), schema=sample_schema()))
+    for name, rule, description in demo.DEMO_GROUPS:
+        groups.create(name, rule, description)
+    every = dt.timedelta(weeks=weeks)
+    moments = [SAMPLE_NOW + every * step for step in range(steps + 1)]
+    for moment in moments:
+        groups.count(names[0], moment)
+    chart_groups = []
+    for series, name in enumerate(names, start=1):
+        rows = groups.sizes(name, moments[0], moments[-1] + dt.timedelta(seconds=1), every)
+        bars = [Bar(f"{row['at']:%Y-%m-%d}", [Segment(row["members"], f"{row['members']:,}", series)]) for row in rows]
+        chart_groups.append(Group(name, bars))
+    return Chart(
+        "Members of two demo groups over time, from the membership history",
+        chart_groups,
+        f"{SAMPLE_SIZE:,} sample customers, read every {weeks} weeks from {SAMPLE_NOW:%Y-%m-%d}: repair orders"
+        " pass 730 days and their owners leave, with no write and no refresh",
+    )

@@ -8,7 +8,8 @@
   or output, ready to paste into a REPL or a file.
 * Charts: ``<!-- chart by="row" title="..." note="..." -->`` above a Markdown
   table adds, under the table, an SVG bar chart of its figures
-  (:func:`charts.table_chart`); ``<!-- chart campaign-funnel -->`` adds the
+  (:func:`charts.table_chart`); ``<!-- chart group-sizes -->`` adds the sizes of
+  two demo groups over time (:func:`charts.group_sizes`); ``<!-- chart campaign-funnel -->`` adds the
   funnel of the demo's campaign run, which the build runs on the bundled
   sample (under a second). The table stays: it is the chart's text.
 """
@@ -69,15 +70,16 @@ def _attributes(text: str) -> dict[str, str]:
     return {match["name"]: match["value"] or "" for match in _ATTRIBUTE.finditer(text)}
 
 
-_funnel: str | None = None
+_drawn: dict[str, str] = {}  # the charts drawn from runs, once per build
+_FROM_RUNS = {"campaign-funnel": charts.campaign_funnel, "group-sizes": charts.group_sizes}
 
 
 def _chart(attributes: dict[str, str], table: list[str], where: str) -> str:
-    global _funnel
-    if "campaign-funnel" in attributes:
-        if _funnel is None:  # one run per build
-            _funnel = charts.svg(charts.campaign_funnel())
-        return _funnel
+    for name, draw in _FROM_RUNS.items():
+        if name in attributes:
+            if name not in _drawn:
+                _drawn[name] = charts.svg(draw())
+            return _drawn[name]
     if not table:
         raise ValueError(f"{where}: a chart marker stands right above a Markdown table")
     chart = charts.table_chart(

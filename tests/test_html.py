@@ -70,9 +70,15 @@ def test_rules_explanations_previews_and_why() -> None:
     assert rule._repr_html_() == "<code>customer.city = &quot;&lt;Laval&gt;&quot;</code>"
     customer = cohorts.Customer(1, {"city": "<laval>"})
     explanation = cohorts.explain(rule, customer, NOW)
-    assert explanation._repr_html_() == "<pre>" + str(explanation).replace("<", "&lt;").replace(">", "&gt;").replace(
-        "'", "&#x27;"
-    ).replace('"', "&quot;") + "</pre>"
+    page = explanation._repr_html_()
+    assert '<span class="cohorts-true" style="color:#1a7f37;font-weight:bold">[true]</span>' in page
+    import html
+    import re
+
+    assert html.unescape(re.sub(r"</?(pre|span)[^>]*>", "", page)) == str(explanation)  # the same facts
+    assert "&lt;laval&gt;" in page and "<laval>" not in page
+    unknown = cohorts.explain('customer.city = "x" or customer.age > 3', cohorts.Customer(2, {"city": "x"}), NOW)
+    assert 'class="cohorts-unknown"' in unknown._repr_html_() and 'class="cohorts-true"' in unknown._repr_html_()
     repository = cohorts.MemoryRepository([customer, cohorts.Customer(2, {"city": "Montréal"})])
     groups = cohorts.Groups(repository)
     groups.create("Laval", 'customer.city = "<Laval>"')
@@ -128,3 +134,24 @@ def test_ipython_shows_the_text_not_the_repr() -> None:
     groups.create("VIP", 'customer.tags contains "VIP"')
     for value in (groups.why("VIP", 1, NOW), groups.preview("VIP", None, NOW), cohorts.report(groups, now=NOW)):
         assert pretty(value) == str(value)
+
+
+def test_members_show_as_a_table_of_origins_with_the_rest_counted() -> None:
+    """A group's members in a notebook: escaped ids, a yes/no column per origin, the first 50 rows
+    and a count of the rest; rows() gives them all, and the mapping equals the plain dict."""
+    from cohorts import Customer, Groups, MemoryRepository
+
+    now = dt.datetime(2026, 11, 16, tzinfo=dt.UTC)
+    repo = MemoryRepository([Customer(f"<c{i:03d}>", {"n": i}) for i in range(120)])
+    groups = Groups(repo)
+    groups.create("Big", "customer.n >= 10")
+    groups.add("Big", "<c000>", now=now)
+    members = groups.members("Big", now)
+    page = members._repr_html_()
+    assert "<caption>Big: 111 members at 2026-11-16T00:00:00+00:00</caption>" in page
+    assert page.count("<tr>") == 51 and "… and 61 more" in page
+    assert "&lt;c000&gt;" in page and "<c000>" not in page
+    assert len(members.rows()) == 111 and members.rows()[0] == {
+        "customer_id": "<c000>", "manual": True, "imported": False, "rules": False,
+    }
+    assert members == dict(members.items()) and list(members)[:2] == ["<c000>", "<c010>"]

@@ -225,3 +225,16 @@ def test_campaign_funnel_comes_from_a_real_run() -> None:
         assert audience.segments[0].value == enrolled.segments[0].value > 0
         assert actions.total == pytest.approx(audience.total)
     assert "<svg" in charts.svg(chart)
+
+
+def test_group_sizes_chart_comes_from_the_history() -> None:
+    """The sizes chart replays the history of real reads: one bar per moment, the sizes groups.sizes gave,
+    the time-based group shrinking as repair orders age, the group of groups within it."""
+    charts = _hook("charts")
+    chart = charts.group_sizes()
+    service, mailing = ([bar.total for bar in group.bars] for group in chart.groups)
+    assert len(service) == len(mailing) == 7
+    assert service[0] > service[-1] > 0 and service == sorted(service, reverse=True)
+    assert all(m <= s for m, s in zip(mailing, service, strict=True))
+    assert [group.title for group in chart.groups] == ["Escape service", "Escape mailing"]
+    assert "<svg" in charts.svg(chart)

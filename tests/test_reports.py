@@ -193,3 +193,25 @@ def test_money_sums_are_exact() -> None:
     rows = report(groups, "sum(invoice.total)", now=NOW)
     assert rows[0]["sum(invoice.total)"] == 1.0
     assert report(groups, "average(invoice.total)", now=NOW)[0]["average(invoice.total)"] == 0.1
+
+
+def test_measures_are_checked_like_rules() -> None:
+    """A misspelt field of an event the schema knows is an error naming the nearest field, on the API as on
+    the CLI; a declared schema checks every measure; events of the host's own pass without one."""
+    import cohorts
+    from cohorts import MemoryRepository, Schema, UnknownAttributeError
+
+    now = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    events = (Event("invoice", "2026-10-01", {"total": 12}), Event("visit", "2026-10-02", {"minutes": 3}))
+    repo = MemoryRepository([Customer(1, {}, events)])
+    groups = Groups(repo)
+    groups.create("All", "invoice.count >= 1")
+    with pytest.raises(UnknownAttributeError, match=r"did you mean 'invoice\.total'"):
+        cohorts.report(groups, "sum(invoice.totl)", now=now)
+    assert cohorts.report(groups, "sum(visit.minutes)", now=now)[0]["sum(visit.minutes)"] == 3
+    repo.declare(Schema({"customer": {}, "invoice": {"total": "number", "note": "text"}}))
+    with pytest.raises(UnknownAttributeError, match="unknown event 'visit'"):
+        cohorts.report(groups, "sum(visit.minutes)", now=now)
+    with pytest.raises(ValueError, match=r"sum\(invoice.note\) needs a number, and invoice.note is text"):
+        cohorts.report(groups, "sum(invoice.note)", now=now)
+    assert cohorts.report(groups, "sum(invoice.total)", now=now)[0]["sum(invoice.total)"] == 12

@@ -58,7 +58,7 @@ from .errors import (
     UnknownGroupError,
 )
 from .evaluate import Explanation, Predicate, compile, explain, matches, validate  # noqa: A004
-from .groups import Change, Group, Groups, HistoryEntry, Origin, Preview, Why, origins
+from .groups import Change, Group, Groups, HistoryEntry, Members, Origin, Preview, Why, origins
 from .importers import (
     ImportFileError,
     ImportPreview,
@@ -125,6 +125,7 @@ __all__ = [
     "JsonField",
     "MappingError",
     "Measure",
+    "Members",
     "MemoryRepository",
     "Message",
     "Origin",

@@ -19,10 +19,11 @@ Example:
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["html_table", "html_text"]
+__all__ = ["html_table", "html_text", "html_verdicts"]
 
 
 def _cell(value: Any) -> str:
@@ -66,3 +67,25 @@ def html_table(rows: Sequence[Mapping[str, Any]], caption: str | None = None) ->
 def html_text(text: str) -> str:
     """Preformatted text (an explanation, a report's summary), escaped."""
     return f"<pre>{html.escape(text)}</pre>"
+
+
+_VERDICT = re.compile(r"^(\s*)\[(true|false|unknown)\]", re.MULTILINE)
+_COLOURS = {"true": "#1a7f37", "false": "#cf222e", "unknown": "#9a6700"}
+
+
+def html_verdicts(text: str) -> str:
+    r"""Preformatted text whose lines open with a verdict (``[true]``, ``[false]``, ``[unknown]``, as
+    explanations do), each verdict coloured and bold; the text itself is unchanged, escaped.
+
+    Example:
+        >>> print(html_verdicts("[false] a AND b\n  [unknown] a"))
+        <pre><span class="cohorts-false" style="color:#cf222e;font-weight:bold">[false]</span> a AND b
+          <span class="cohorts-unknown" style="color:#9a6700;font-weight:bold">[unknown]</span> a</pre>
+    """
+
+    def mark(found: re.Match[str]) -> str:
+        verdict = found.group(2)
+        style = f"color:{_COLOURS[verdict]};font-weight:bold"
+        return f'{found.group(1)}<span class="cohorts-{verdict}" style="{style}">[{verdict}]</span>'
+
+    return f"<pre>{_VERDICT.sub(mark, html.escape(text))}</pre>"

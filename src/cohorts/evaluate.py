@@ -23,7 +23,7 @@ from typing import Any, TypeAlias
 
 import attrs
 
-from ._html import html_text
+from ._html import html_verdicts
 from .ast import (
     Aggregate,
     And,
@@ -600,7 +600,7 @@ class Explanation:
         printer.text(str(self))
 
     def _repr_html_(self) -> str:
-        return html_text(str(self))
+        return html_verdicts(str(self))
 
     def _own(self) -> tuple[Any, ...]:
         return (self.rule, self.result, self.value, self.compared_to, self.window, self.stored)

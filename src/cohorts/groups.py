@@ -52,6 +52,7 @@ from .membership import (
     Change,
     Group,
     HistoryEntry,
+    Members,
     Origin,
     Preview,
     Why,
@@ -69,7 +70,7 @@ from .repository import ReadsSomeEvents, Repository, UnknownCustomerError, requi
 from .schema import Schema
 from .timing import Plan, digest_keys_version, digest_of
 
-__all__ = ["Change", "Group", "Groups", "HistoryEntry", "Origin", "Preview", "Why", "origins"]
+__all__ = ["Change", "Group", "Groups", "HistoryEntry", "Members", "Origin", "Preview", "Why", "origins"]
 
 GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
 
@@ -1281,13 +1282,14 @@ class Groups:
         memo[gid] = result
         return result
 
-    def members(self, name: str, now: dt.datetime | None = None) -> Mapping[CustomerId, frozenset[Origin]]:
-        """The group's members at ``now`` and the origins of each."""
+    def members(self, name: str, now: dt.datetime | None = None) -> Members:
+        """The group's members at ``now`` and the origins of each, in id order (a read-only mapping that
+        shows as a table in notebooks; ``.rows()`` gives plain rows for pandas)."""
         catalog, moment, stored = self._read(now)
         gid = catalog.known(name)
         self._check_working(catalog, gid)
         found = self._stored_members(gid) if stored else self._members_at(catalog, gid, moment, {})
-        return {cid: found[cid] for cid in sorted_ids(found)}
+        return Members(catalog.defs[gid].name, moment, found)
 
     def count(self, name: str, now: dt.datetime | None = None) -> int:
         """How many members the group has at ``now``."""

@@ -13,12 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import itertools
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from typing import Any, TypeAlias
 
 import attrs
 
-from ._html import html_text
+from ._html import html_table, html_text, html_verdicts
 from .ast import Node, RuleLike
 from .evaluate import Explanation, compile  # noqa: A004
 from .group_store import Slot
@@ -27,7 +27,7 @@ from .schema import Schema
 from .semantics import as_rule
 from .values import DEFAULT_REGION
 
-__all__ = ["Change", "Group", "HistoryEntry", "Origin", "Preview", "Why", "origins"]
+__all__ = ["Change", "Group", "HistoryEntry", "Members", "Origin", "Preview", "Why", "origins"]
 
 GroupLookup: TypeAlias = Callable[[str], Container[CustomerId]]
 
@@ -259,7 +259,62 @@ class Why:
         printer.text(str(self))
 
     def _repr_html_(self) -> str:
-        return html_text(str(self))
+        return html_verdicts(str(self))  # the explanation lines keep their coloured verdicts
+
+
+class Members(Mapping[CustomerId, frozenset[Origin]]):
+    """A group's members at a moment and the origins of each, as :meth:`cohorts.Groups.members`
+    returns them: a read-only mapping in id order, equal to the dict of the same items.
+
+    In a notebook it shows as a table with a column per origin; :meth:`rows` gives the same rows as
+    plain dicts, for ``pandas.DataFrame(members.rows())`` or ``csv.DictWriter``.
+
+    Example:
+        >>> import datetime as dt
+        >>> members = Members("VIP", dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
+        ...                   {1: frozenset({Origin.RULES}), 2: frozenset({Origin.MANUAL, Origin.RULES})})
+        >>> members[2] == {Origin.MANUAL, Origin.RULES}, len(members)
+        (True, 2)
+        >>> members.rows()[1]
+        {'customer_id': 2, 'manual': True, 'imported': False, 'rules': True}
+    """
+
+    __slots__ = ("_origins", "at", "group")
+
+    #: How many rows a notebook shows (the rest is counted below the table).
+    SHOWN = 50
+
+    def __init__(self, group: str, at: dt.datetime, origins: Mapping[CustomerId, frozenset[Origin]]) -> None:
+        self.group = group
+        self.at = at
+        self._origins = {cid: origins[cid] for cid in sorted_ids(origins)}
+
+    def __getitem__(self, customer_id: CustomerId) -> frozenset[Origin]:
+        return self._origins[customer_id]
+
+    def __iter__(self) -> Iterator[CustomerId]:
+        return iter(self._origins)
+
+    def __len__(self) -> int:
+        return len(self._origins)
+
+    def __repr__(self) -> str:
+        return repr(self._origins)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per member: ``customer_id`` and a true/false column per origin."""
+        return [_member_row(cid, found) for cid, found in self._origins.items()]
+
+    def _repr_html_(self) -> str:
+        caption = f"{self.group}: {len(self):,} members at {self.at.isoformat()}"
+        rows = [_member_row(cid, found) for cid, found in itertools.islice(self._origins.items(), self.SHOWN)]
+        more = len(self) - len(rows)
+        tail = f"<p>… and {more:,} more (<code>.rows()</code> has them all)</p>" if more else ""
+        return html_table(rows, caption) + tail
+
+
+def _member_row(customer_id: CustomerId, found: frozenset[Origin]) -> dict[str, Any]:
+    return {"customer_id": customer_id, **{origin.value: origin in found for origin in Origin}}
 
 
 def _day(moment: dt.datetime | None) -> str:

@@ -15,6 +15,7 @@ A customer in several groups counts in each. Rows work with
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
@@ -23,7 +24,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ._html import html_table
+from .ast import Path
+from .errors import UnknownAttributeError
 from .model import Customer, CustomerId
+from .schema import AttributeType, Schema
 from .values import day_start, to_number, to_time
 
 if TYPE_CHECKING:
@@ -81,6 +85,29 @@ class Measure:
         if self.kind == "count":
             return f"count({self.event})"
         return f"{self.kind}({self.event}.{self.field})"
+
+    def check(self, schema: Schema) -> None:
+        """Check the measure against ``schema`` as a rule is checked: an unknown event or field raises
+        :class:`cohorts.UnknownAttributeError` with the nearest name, and summing or averaging what is
+        not a number a ValueError.
+
+        Example:
+            >>> from cohorts.schema import default_schema
+            >>> Measure.parse("sum(invoice.totl)").check(default_schema())
+            Traceback (most recent call last):
+            ...
+            cohorts.errors.UnknownAttributeError: unknown attribute 'invoice.totl'; did you mean 'invoice.total'?
+        """
+        if self.event is None:
+            return
+        if self.event not in schema.event_names:
+            close = difflib.get_close_matches(self.event, sorted(schema.event_names), n=1)
+            raise UnknownAttributeError(self.event, close[0] if close else None, what="event")
+        if self.field is None:
+            return
+        kind = schema.type_of(Path(self.event, self.field))
+        if kind is not AttributeType.NUMBER:
+            raise ValueError(f"{self} needs a number, and {self.event}.{self.field} is {kind.value}")
 
 
 class Report(list[dict[str, Any]]):
@@ -195,6 +222,11 @@ def report(
     over events with ``start <= at < end`` (dates are whole days in the
     repository's time zone). Members are taken at ``now``.
 
+    The measure is checked against the repository's declared schema (see :meth:`Measure.check`);
+    without one, a measure of an event the default schema knows must name one of its fields
+    (``sum(invoice.totl)`` is an error that suggests ``invoice.total``; declare a schema for fields
+    of your own).
+
     Example:
         >>> import datetime as dt
         >>> from cohorts import Customer, Event
@@ -227,6 +259,13 @@ def report(
         raise TypeError(f"a measure is text or a Measure, not {type(measure).__name__}")
     if by not in ("group", "origin"):
         raise ValueError(f'by is "group" or "origin", not {by!r}')
+    # Checked against the declared schema; without one, the fields of the events the default schema
+    # knows (a typo in invoice.total), as an undeclared repository takes events of its own in rules.
+    schema = groups.repository.declared_schema
+    if schema is None and chosen.event in groups.repository.schema.event_names:
+        schema = groups.repository.schema
+    if schema is not None:
+        chosen.check(schema)
     tz = groups.repository.tz
     low, high = _bound(start, tz, "start"), _bound(end, tz, "end")
     if low is not None and high is not None and high < low:

@@ -12,14 +12,12 @@ Example:
 from __future__ import annotations
 
 import argparse
-import difflib
 from typing import Any
 
-from ..ast import Path
 from ..errors import UnknownAttributeError
 from ..groups import Groups
 from ..reports import Measure, report
-from ..schema import AttributeType, Schema
+from ..schema import Schema
 from ._common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -33,7 +31,7 @@ from ._common import (
 )
 from ._database import add_config_option, add_db_option, open_groups
 
-__all__ = ["check_measure", "register"]
+__all__ = ["register"]
 
 _EXAMPLES = """\
 examples:
@@ -88,10 +86,12 @@ def _report(args: argparse.Namespace, groups: Groups) -> int:
     schema = _schema(groups, args.schema)
     if schema is not None:
         try:
-            check_measure(measure, schema)
+            measure.check(schema)
         except UnknownAttributeError as error:
             hint = "declare custom events and fields with --schema FILE"
             raise CommandError(f"{error}\n({hint})", details=error_data(error)) from error
+        except ValueError as error:
+            raise CommandError(str(error)) from None
     now = parse_now(args.now, groups.repository.tz)
     try:
         rows = report(groups, measure, by=args.by, start=args.start, end=args.end, names=args.group or None, now=now)
@@ -111,27 +111,3 @@ def _schema(groups: Groups, path: str | None) -> Schema | None:
     if extra is None or known is None:
         return extra or known
     return known.merge(extra)
-
-
-def check_measure(measure: Measure, schema: Schema) -> None:
-    """Raise UnknownAttributeError, with the nearest name, when ``schema`` lacks the measure's event or field.
-
-    A measure that sums or averages something other than numbers is a CommandError.
-
-    Example:
-        >>> from cohorts.schema import default_schema
-        >>> check_measure(Measure.parse("sum(invoice.totl)"), default_schema())
-        Traceback (most recent call last):
-        ...
-        cohorts.errors.UnknownAttributeError: unknown attribute 'invoice.totl'; did you mean 'invoice.total'?
-    """
-    if measure.event is None:
-        return
-    if measure.event not in schema.event_names:
-        close = difflib.get_close_matches(measure.event, sorted(schema.event_names), n=1)
-        raise UnknownAttributeError(measure.event, close[0] if close else None, what="event")
-    if measure.field is None:
-        return
-    kind = schema.type_of(Path(measure.event, measure.field))
-    if kind is not AttributeType.NUMBER:
-        raise CommandError(f"{measure} needs a number, and {measure.event}.{measure.field} is {kind.value}")
