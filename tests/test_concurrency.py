@@ -333,3 +333,26 @@ def test_a_ledger_made_before_claims_were_named_gains_the_column(tmp_path: Path)
 
 if __name__ == "__main__" and len(sys.argv) > 1:
     {"upserter": upserter, "mixed": mixed}[sys.argv[1]](*sys.argv[2:])
+
+
+def test_the_busy_timeout_comes_from_the_url(tmp_path: Path) -> None:
+    """SQLite waits 10 s for another connection's write lock, or the URL's ``?timeout=SECONDS``; a second
+    writer that waits longer than that gets the database's error."""
+    import sqlalchemy as sa
+
+    from cohorts import Customer
+    from cohorts.sql import SQLRepository
+
+    path = tmp_path / "c.db"
+    default, short = SQLRepository(f"sqlite:///{path}"), SQLRepository(f"sqlite:///{path}?timeout=0.3")
+    for repo, expected in ((default, 10_000), (short, 300)):
+        with repo.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == expected
+    with default.transaction():
+        default.upsert([Customer(1)])  # holds the write lock until the block ends
+        began = time.monotonic()
+        with pytest.raises(sa.exc.OperationalError, match="locked"):
+            short.upsert([Customer(2)])
+        assert 0.25 < time.monotonic() - began < 5
+    default.engine.dispose()
+    short.engine.dispose()

@@ -209,6 +209,10 @@ def test_measures_are_checked_like_rules() -> None:
     with pytest.raises(UnknownAttributeError, match=r"did you mean 'invoice\.total'"):
         cohorts.report(groups, "sum(invoice.totl)", now=now)
     assert cohorts.report(groups, "sum(visit.minutes)", now=now)[0]["sum(visit.minutes)"] == 3
+    own = cohorts.default_schema().add("invoice", "discount", "number")  # a field of the host's own
+    assert cohorts.report(groups, "sum(invoice.discount)", now=now, schema=own)[0]["sum(invoice.discount)"] == 0
+    with pytest.raises(UnknownAttributeError):
+        cohorts.report(groups, "sum(invoice.discount)", now=now)
     repo.declare(Schema({"customer": {}, "invoice": {"total": "number", "note": "text"}}))
     with pytest.raises(UnknownAttributeError, match="unknown event 'visit'"):
         cohorts.report(groups, "sum(visit.minutes)", now=now)

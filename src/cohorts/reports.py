@@ -214,6 +214,7 @@ def report(
     *,
     names: Iterable[str] | None = None,
     now: dt.datetime | None = None,
+    schema: Schema | None = None,
 ) -> Report:
     """Aggregate a measure per group (``by="group"``) or per group and origin (``by="origin"``).
 
@@ -222,10 +223,10 @@ def report(
     over events with ``start <= at < end`` (dates are whole days in the
     repository's time zone). Members are taken at ``now``.
 
-    The measure is checked against the repository's declared schema (see :meth:`Measure.check`);
-    without one, a measure of an event the default schema knows must name one of its fields
-    (``sum(invoice.totl)`` is an error that suggests ``invoice.total``; declare a schema for fields
-    of your own).
+    The measure is checked (see :meth:`Measure.check`) against ``schema`` when given, else the
+    repository's declared schema; without either, a measure of an event the default schema knows
+    must name one of its fields (``sum(invoice.totl)`` is an error that suggests ``invoice.total``;
+    pass or declare a schema for fields of your own).
 
     Example:
         >>> import datetime as dt
@@ -261,7 +262,8 @@ def report(
         raise ValueError(f'by is "group" or "origin", not {by!r}')
     # Checked against the declared schema; without one, the fields of the events the default schema
     # knows (a typo in invoice.total), as an undeclared repository takes events of its own in rules.
-    schema = groups.repository.declared_schema
+    if schema is None:
+        schema = groups.repository.declared_schema
     if schema is None and chosen.event in groups.repository.schema.event_names:
         schema = groups.repository.schema
     if schema is not None:

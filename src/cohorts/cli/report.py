@@ -84,17 +84,19 @@ def _report(args: argparse.Namespace, groups: Groups) -> int:
     except ValueError as error:
         raise CommandError(str(error), EXIT_USAGE) from None
     schema = _schema(groups, args.schema)
-    if schema is not None:
-        try:
-            measure.check(schema)
-        except UnknownAttributeError as error:
-            hint = "declare custom events and fields with --schema FILE"
-            raise CommandError(f"{error}\n({hint})", details=error_data(error)) from error
-        except ValueError as error:
-            raise CommandError(str(error)) from None
+    try:
+        measure.check(schema)
+    except UnknownAttributeError as error:
+        hint = "declare custom events and fields with --schema FILE"
+        raise CommandError(f"{error}\n({hint})", details=error_data(error)) from error
+    except ValueError as error:
+        raise CommandError(str(error)) from None
     now = parse_now(args.now, groups.repository.tz)
     try:
-        rows = report(groups, measure, by=args.by, start=args.start, end=args.end, names=args.group or None, now=now)
+        rows = report(
+            groups, measure, by=args.by, start=args.start, end=args.end, names=args.group or None, now=now,
+            schema=schema,
+        )
     except ValueError as error:
         raise CommandError(str(error), EXIT_USAGE) from None
     if args.json:
@@ -104,10 +106,8 @@ def _report(args: argparse.Namespace, groups: Groups) -> int:
     return EXIT_OK
 
 
-def _schema(groups: Groups, path: str | None) -> Schema | None:
-    """The repository's schema with the ``--schema`` file's additions; None when neither is known."""
-    known: Schema | None = getattr(groups.repository, "schema", None)
+def _schema(groups: Groups, path: str | None) -> Schema:
+    """The repository's schema with the ``--schema`` file's additions."""
+    known = groups.repository.schema
     extra = schema_file(path)
-    if extra is None or known is None:
-        return extra or known
-    return known.merge(extra)
+    return known if extra is None else known.merge(extra)

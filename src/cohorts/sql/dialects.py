@@ -433,6 +433,10 @@ class SQLite(Dialect):
         # pysqlite's own transaction handling breaks SAVEPOINT; let SQLAlchemy emit BEGIN itself.
         from . import functions
 
+        # How long a transaction waits for another's write lock: the URL's ``?timeout=SECONDS`` (pysqlite's
+        # own option), else 10 s.
+        busy_ms = round(1000 * float(engine.url.query.get("timeout", _BUSY_SECONDS)))  # type: ignore[arg-type]
+
         @sa.event.listens_for(engine, "connect")
         def connect(dbapi_connection: Any, record: Any) -> None:
             dbapi_connection.isolation_level = None
@@ -440,7 +444,7 @@ class SQLite(Dialect):
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
-            cursor.execute("PRAGMA busy_timeout = 10000")
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms:d}")
             cursor.execute("PRAGMA cache_size = -65536")
             cursor.close()
 
@@ -526,6 +530,8 @@ class SQLite(Dialect):
         # The first write takes SQLite's database lock, held until the outcome commits.
         return sa.update(table).where(*where).values({table.c.attempts: table.c.attempts}).returning(*columns)
 
+
+_BUSY_SECONDS = 10.0  # how long a SQLite transaction waits for the write lock, unless the URL says
 
 _PG_PARTS = {"y": "YEAR", "mo": "MONTH", "d": "DAY", "w": "ISODOW"}
 
