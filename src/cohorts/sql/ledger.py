@@ -31,6 +31,7 @@ from ..ledger import (
 from ..model import CustomerId
 from .claimants import Claimants
 from .dialects import dialect
+from .session import database_file
 from .storage import decode_id, encode_id
 
 __all__ = ["SQLLedger"]
@@ -62,7 +63,7 @@ class SQLLedger:
         self._lazily = lazily if lazily is not None else contextlib.nullcontext
         self.dialect = dialect(engine)
         # Without row locks (SQLite), a claim is a row marked running, committed before the handler runs.
-        self._claimants = None if self.dialect.row_locks or os.name != "posix" else Claimants(_file_of(engine))
+        self._claimants = None if self.dialect.row_locks or os.name != "posix" else Claimants(database_file(engine))
         self._dead: set[str] = set()  # claimants found dead: their running rows are due
         meta = sa.MetaData()
         self.audience = sa.Table(
@@ -100,8 +101,9 @@ class SQLLedger:
         due = sa.or_(act.c.state.in_(AGAIN), retry)
         columns = (act.c.state, act.c.attempts, act.c.error, act.c.done_at)
         self._claim_statement = self.dialect.claim_rows(sa.select(*columns).where(*key, due), act, (*key, due), columns)
-        orphan = sa.and_(act.c.state == RUNNING, act.c.claimed_by.in_(sa.bindparam("b_dead", expanding=True)))
-        self._find_statement = sa.select(*columns).where(*key, sa.or_(due, orphan))
+        # A running row whose claimant died (``b_dead``: their names) is due again.
+        self._orphan = sa.and_(act.c.state == RUNNING, act.c.claimed_by.in_(sa.bindparam("b_dead", expanding=True)))
+        self._find_statement = sa.select(*columns).where(*key, sa.or_(due, self._orphan))
         self._mark_statement = sa.update(act).where(*key).values(state=RUNNING, claimed_by=sa.bindparam("b_owner"))
         self._release_statement = (
             sa.update(act)
@@ -237,12 +239,11 @@ class SQLLedger:
                     sa.select(act.c.claimed_by).where(act.c.campaign == campaign, act.c.state == RUNNING).distinct()
                 ).scalars()
                 self._dead.update(c for c in claimants if c is not None and not self._claimants.alive(c))
-                orphans = sa.and_(act.c.state == RUNNING, act.c.claimed_by.in_(sorted(self._dead)))
-                due = sa.or_(due, orphans)
+                due = sa.or_(due, self._orphan)
             query = sa.select(act.c.customer, act.c.action).where(
                 act.c.campaign == campaign, act.c.action.in_(list(keys)), due
             )
-            return [(decode_id(c), a) for c, a in conn.execute(query)]
+            return [(decode_id(c), a) for c, a in conn.execute(query, {"b_dead": sorted(self._dead)})]
 
     @contextlib.contextmanager
     def claim(self, campaign: str, customer_id: CustomerId, key: str, retries: int) -> Iterator[_SQLClaim | None]:
@@ -300,14 +301,6 @@ class SQLLedger:
                             r.updated_at, r.done_at)
                 for r in conn.execute(query)
             ]
-
-
-def _file_of(engine: Any) -> str | None:
-    """The path of ``engine``'s SQLite database file, None in memory."""
-    database = engine.url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return str(database)
 
 
 class _SQLClaim:

@@ -248,6 +248,14 @@ def _file_lock(path: str, wait: bool) -> Iterator[bool]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+def database_file(engine: sa.Engine) -> str | None:
+    """The path of the file ``engine``'s database lives in (SQLite), None in memory or on a server."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:") or dialect(engine).advisory_locks:
+        return None
+    return str(database)
+
+
 def runner_lock(engine: sa.Engine, name: str, wait: bool) -> contextlib.AbstractContextManager[bool]:
     """The lock named ``name`` that one campaign run at a time holds on ``engine``'s database.
 
@@ -257,8 +265,8 @@ def runner_lock(engine: sa.Engine, name: str, wait: bool) -> contextlib.Abstract
     """
     if dialect(engine).advisory_locks:
         return _advisory(engine, name, wait)
-    database = engine.url.database
-    if database and database != ":memory:" and not database.startswith("file:") and os.name == "posix":
+    database = database_file(engine)
+    if database is not None and os.name == "posix":
         return _file_lock(f"{os.path.abspath(database)}.{name}.lock", wait)
     locks = _LOCAL_LOCKS.setdefault(engine, {})
     return held(locks.setdefault(name, threading.Lock()), wait)
