@@ -23,7 +23,7 @@ from ..errors import RuleError
 from ..pattern import Pattern
 from ..values import FALSE_WORDS, TRUE_WORDS, Kind, exact_number
 
-__all__ = ["WRITES", "Dialect", "PostgreSQL", "SQLite", "dialect", "register"]
+__all__ = ["WRITES", "Dialect", "PostgreSQL", "SQLite", "database_file", "dialect", "register"]
 
 #: The execution option that marks a connection's transactions as writes: on SQLite they take the
 #: database's write lock as they begin (the host's own transactions on the same engine do not).
@@ -964,3 +964,11 @@ def names_with_triggers() -> list[str]:
         for name, found in sorted(_DIALECTS.items())
         if type(found).install_change_triggers is not Dialect.install_change_triggers
     ]
+
+
+def database_file(engine: sa.Engine) -> str | None:
+    """The path of the file ``engine``'s database lives in (SQLite), None in memory or on a server."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:") or dialect(engine).advisory_locks:
+        return None
+    return str(database)

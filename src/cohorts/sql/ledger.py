@@ -30,8 +30,7 @@ from ..ledger import (
 )
 from ..model import CustomerId
 from .claimants import Claimants
-from .dialects import dialect
-from .session import database_file
+from .dialects import database_file, dialect
 from .storage import decode_id, encode_id
 
 __all__ = ["SQLLedger"]

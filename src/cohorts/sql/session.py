@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from ..ledger import held
-from .dialects import WRITES, dialect
+from .dialects import WRITES, database_file, dialect
 from .storage import encode_id
 
 if TYPE_CHECKING:
@@ -246,14 +246,6 @@ def _file_lock(path: str, wait: bool) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def database_file(engine: sa.Engine) -> str | None:
-    """The path of the file ``engine``'s database lives in (SQLite), None in memory or on a server."""
-    database = engine.url.database
-    if not database or database == ":memory:" or database.startswith("file:") or dialect(engine).advisory_locks:
-        return None
-    return str(database)
 
 
 def runner_lock(engine: sa.Engine, name: str, wait: bool) -> contextlib.AbstractContextManager[bool]:
