@@ -50,7 +50,8 @@ _bare_names = st.from_regex(r"[^\W\d]\w{0,7}", fullmatch=True)
 # Anything but a newline: spaces, accents, backquotes, dots, keywords.
 _odd_names = st.text(st.characters(exclude_characters="\n"), min_size=1, max_size=8)
 _keyword_names = st.sampled_from(
-    ["not", "NOT", "and", "or", "in", "is", "year", "Month", "count", "last_time", "today", "days", "group"]
+    ["not", "NOT", "and", "or", "in", "is", "year", "Month", "count", "last_time", "today", "days", "group", "sum",
+     "last", "Since", "between", "next"]
 )
 names = st.one_of(_bare_names, _odd_names, _keyword_names)
 
@@ -95,7 +96,8 @@ def paths(draw: st.DrawFn) -> Path:
     if draw(st.booleans()):
         return Path("customer", draw(names), draw(_parts), window)
     attribute = draw(names | st.sampled_from([a.value for a in Aggregate]) | st.just("at"))
-    return Path(draw(_event_names), attribute, draw(_parts), window)
+    field = draw(st.none() | names)  # validation says which aggregates take one
+    return Path(draw(_event_names), attribute, draw(_parts), window, field=field)
 
 scalars: st.SearchStrategy[Any] = st.one_of(
     st.text(max_size=12),

@@ -642,17 +642,20 @@ def test_explain_shows_the_count_and_the_window() -> None:
     [
         (
             'customer.city(last 90 days) = "Laval"',
-            "a window counts events, as in appointment.count(last 90 days); customer.city is not a count:"
+            "a window restricts an aggregate of events (count, sum, avg, min, max), as in"
+            " appointment.count(last 90 days); customer.city is not one:"
             ' customer.city(last 90 days) = "Laval"',
         ),
         (
             "repair_order.closed.last_time(since 2026-01-01) is known",
-            "a window counts events, as in repair_order.closed.count(since 2026-01-01);"
-            " repair_order.closed.last_time is not a count: repair_order.closed.last_time(since 2026-01-01) is known",
+            "a window restricts an aggregate of events (count, sum, avg, min, max), as in"
+            " repair_order.closed.count(since 2026-01-01); repair_order.closed.last_time is not one:"
+            " repair_order.closed.last_time(since 2026-01-01) is known",
         ),
         (
             'appointment.service(next 3 days) contains "oil"',
-            "a window counts events, as in appointment.count(next 3 days); appointment.service is not a count:"
+            "a window restricts an aggregate of events (count, sum, avg, min, max), as in"
+            " appointment.count(next 3 days); appointment.service is not one:"
             ' appointment.service(next 3 days) contains "oil"',
         ),
         (
@@ -662,7 +665,7 @@ def test_explain_shows_the_count_and_the_window() -> None:
     ],
 )
 def test_a_window_on_what_is_not_a_count_is_a_type_error(rule: str, message: str) -> None:
-    """validate (and compile) reject a window anywhere but on an event count, naming the fix."""
+    """validate (and compile) reject a window anywhere but on an aggregate of events, naming the fix."""
     with pytest.raises(RuleTypeError) as caught:
         validate(rule)
     assert str(caught.value) == message

@@ -155,7 +155,7 @@ def event_rows(draw: st.DrawFn, pg: bool, ids: list[int]) -> dict[str, list[dict
             "issued_at": at,
             "status": st.sampled_from(["final", "final", "draft"]),
             "data": st.fixed_dictionaries(
-                {}, optional={"total": st.integers(0, 500) | st.sampled_from(["120", "n/a"])}
+                {}, optional={"total": st.integers(0, 500) | st.sampled_from(["120", "n/a", 0.1, 0.2, 120.3])}
             ),
         }
     )
@@ -244,7 +244,16 @@ _ORDER = [Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE]
 @st.composite
 def host_conditions(draw: st.DrawFn) -> Node:
     """Conditions on what strategies.typed_rules leaves out: JSON times, JSON numbers, filtered events, parts."""
-    kind = draw(st.sampled_from(["renewal", "part", "total", "rating", "repair", "window", "list"]))
+    kind = draw(st.sampled_from(["renewal", "part", "total", "rating", "repair", "window", "list", "aggregate"]))
+    if kind == "aggregate":  # a sum, average, minimum or maximum of a JSON field, in a window or not
+        field = draw(st.sampled_from([("invoice", "total"), ("appointment", "rating")]))
+        aggregate = draw(st.sampled_from(["sum", "avg", "min", "max"]))
+        path = Path(field[0], aggregate, window=draw(st.none() | typed_windows), field=field[1])
+        op = draw(st.sampled_from([*_ORDER, Op.IN, Op.IS_KNOWN, Op.IS_UNKNOWN]))
+        if op in (Op.IS_KNOWN, Op.IS_UNKNOWN):
+            return Condition(path, op)
+        sums = st.sampled_from([0, 0.3, 3, 4.5, 120, 120.3, 240, 500])
+        return Condition(path, op, tuple(draw(st.lists(sums, min_size=1, max_size=3))) if op is Op.IN else draw(sums))
     if kind == "renewal":
         op = draw(st.sampled_from([*_ORDER, Op.BEFORE, Op.AFTER, Op.WITHIN_LAST, Op.WITHIN_NEXT, Op.IS_KNOWN]))
         if op is Op.IS_KNOWN:

@@ -30,7 +30,12 @@ CITIES = ["Laval", "LAVAL", "Lévis", None, "Montréal"]
 TAGS = [[], ["VIP"], ["vip", "gold"], ["gold"]]
 RULES = {
     "Laval": ['customer.city = "laval"', 'customer.city in ["laval", "levis"]'],
-    "Recent": ["visit.last_time within last 30 days", "visit.count(last 10 days) >= 1"],
+    "Recent": [
+        "visit.last_time within last 30 days",
+        "visit.count(last 10 days) >= 1",
+        "visit.sum(spent, last 10 days) >= 0.3",  # 0.1 + 0.2 is 0.3: a sum is exact
+        "visit.max(spent) > 1 or visit.avg(spent, last 20 days) = 0.15",
+    ],
     "VIP": ['customer.tags contains "vip"', 'customer.tags contains "gold" and customer.subscribed is not false'],
     "Both": [
         'customer in group "Laval" and customer in group "VIP"',
@@ -102,10 +107,10 @@ class LiveGroups(RuleBasedStateMachine):
         self.customers[cid] = customer
 
     @precondition(lambda self: self.customers)
-    @rule(data=st.data(), days=st.integers(-40, 2))
-    def add_event(self, data: st.DataObject, days: int) -> None:
+    @rule(data=st.data(), days=st.integers(-40, 2), spent=st.sampled_from([None, 0.1, 0.2, 20, "n/a"]))
+    def add_event(self, data: st.DataObject, days: int, spent: Any) -> None:
         cid = data.draw(st.sampled_from(sorted(self.customers, key=repr)))
-        event = Event("visit", self.now + dt.timedelta(days=days, hours=1))
+        event = Event("visit", self.now + dt.timedelta(days=days, hours=1), {} if spent is None else {"spent": spent})
         self.repository.add_events(cid, [event])
         self.customers[cid] = self.customers[cid].with_events([event])
 
@@ -144,10 +149,11 @@ class LiveGroups(RuleBasedStateMachine):
 
     # -- group state
 
-    @rule(name=st.sampled_from(ORDER), which=st.integers(0, 1))
+    @rule(name=st.sampled_from(ORDER), which=st.integers(0, 3))
     def set_rule(self, name: str, which: int) -> None:
-        self.groups().set_rule(name, RULES[name][which])
-        self.rules[name] = RULES[name][which]
+        chosen = RULES[name][which % len(RULES[name])]
+        self.groups().set_rule(name, chosen)
+        self.rules[name] = chosen
 
     @precondition(lambda self: self.customers)
     @rule(data=st.data(), name=st.sampled_from(ORDER), kind=st.sampled_from(["manual", "excluded"]), on=st.booleans())

@@ -20,6 +20,7 @@ import attrs
 __all__ = [
     "AGGREGATES",
     "DATE_PARTS",
+    "FIELD_AGGREGATES",
     "Aggregate",
     "Anchor",
     "And",
@@ -205,6 +206,14 @@ class Aggregate(enum.Enum):
     COUNT = "count"
     FIRST_TIME = "first_time"
     LAST_TIME = "last_time"
+    SUM = "sum"
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+
+
+FIELD_AGGREGATES = frozenset({Aggregate.SUM, Aggregate.AVG, Aggregate.MIN, Aggregate.MAX})
+"""The aggregates of one field of the events (``invoice.sum(total)``); the others read the events themselves."""
 
 
 class DatePart(enum.Enum):
@@ -230,6 +239,14 @@ def _quote_name(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+# The words that open a window: a field spelled like one is quoted where a window could start.
+_WINDOW_WORDS = frozenset({"last", "next", "since", "between"})
+
+
+def _quote_argument(name: str) -> str:
+    return f"`{name}`" if name.lower() in _WINDOW_WORDS else _quote_name(name)
+
+
 def _category(name: str) -> str:
     return CUSTOMER if name.lower() == CUSTOMER else name
 
@@ -242,14 +259,16 @@ class Path:
     ``repair_order.closed``); ``attribute`` is a field of it, or for events an
     aggregate (``count``, ``first_time``, ``last_time``); ``part`` picks a part
     of a date; ``window`` restricts an aggregate to the events of a time window
-    (``appointment.count(last 90 days)``). ``Path.of("customer.created_at.year")``
-    reads dotted text.
+    (``appointment.count(last 90 days)``); ``field`` is the field of the events
+    that ``sum``, ``avg``, ``min`` and ``max`` aggregate (``invoice.sum(total)``).
+    ``Path.of("customer.created_at.year")`` reads dotted text.
     """
 
     category: str = attrs.field(converter=_category)
     attribute: str
     part: DatePart | None = None
     window: Window | None = None
+    field: str | None = attrs.field(default=None, kw_only=True)
 
     @classmethod
     def of(cls, segments: str | Iterable[str], *, last_is_quoted: bool = False) -> Path:
@@ -297,12 +316,16 @@ class Path:
             text += "." + _quote_name(self.attribute)
         if self.part:
             text += f".{self.part.value}"
-        return f"{text}({self.window})" if self.window is not None else text
+        arguments = [] if self.field is None else [_quote_argument(self.field)]
+        if self.window is not None:
+            arguments.append(str(self.window))
+        return f"{text}({', '.join(arguments)})" if arguments else text
 
     def __repr__(self) -> str:
-        # The window shows only when there is one, so paths without one print as they always did.
+        # The window and field show only when there is one, so paths without print as they always did.
         window = "" if self.window is None else f", window={self.window!r}"
-        return f"Path(category={self.category!r}, attribute={self.attribute!r}, part={self.part!r}{window})"
+        field = "" if self.field is None else f", field={self.field!r}"
+        return f"Path(category={self.category!r}, attribute={self.attribute!r}, part={self.part!r}{window}{field})"
 
 
 class Node:

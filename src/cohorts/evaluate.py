@@ -19,12 +19,15 @@ import functools
 import itertools
 import threading
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any, TypeAlias
 
 import attrs
 
 from ._html import html_verdicts
 from .ast import (
+    FIELD_AGGREGATES,
     Aggregate,
     And,
     Condition,
@@ -48,6 +51,7 @@ from .semantics import (
     conditions,
     connective,
     describe_spec,
+    exact_spec,
     kleene,
     moment,
     resolve,
@@ -59,6 +63,7 @@ from .values import (
     Kind,
     coercer,
     date_part,
+    decimal_sum,
     is_known,
     resolve_tz,
     to_time,
@@ -212,6 +217,15 @@ def _bind_source(
             return _Bound(shape, get, test, False, shown, spec, ("{0}(c)", (get,)), describe_spec(counted))
         get = lambda c: len(c.events_named(event))
         return _Bound(shape, get, test, False, shown, spec, ("len(c.events_named({0}))", (event,)))
+    if aggregate in FIELD_AGGREGATES:
+        inside = None if counted is None else _spec_function(counted)
+        window = None if counted is None else describe_spec(counted)
+        assert aggregate is not None and path.field is not None
+        get = _field_aggregate(event, path.field, aggregate, read, inside, tz)
+        if aggregate in (Aggregate.SUM, Aggregate.AVG):  # compared as exact decimals
+            spec = exact_spec(spec)
+            test = _spec_function(spec)
+        return _Bound(shape, get, test, False, shown, spec, ("{0}(c)", (get,)), window)
     if aggregate is not None:
         get = _extreme_time(event, aggregate is Aggregate.LAST_TIME, tz)
         if path.part is not None:
@@ -249,6 +263,48 @@ def _window_count(event: str, inside: Callable[[Any], bool], tz: dt.tzinfo) -> C
         return count
 
     return get
+
+
+def _field_aggregate(
+    event: str,
+    field: str,
+    aggregate: Aggregate,
+    read: Callable[[Any], Any],
+    inside: Callable[[Any], bool] | None,
+    tz: dt.tzinfo,
+) -> Callable[[Customer], Any]:
+    """The getter of ``sum``, ``avg``, ``min`` or ``max`` of ``field`` over the events (in the window
+    ``inside`` passes, when given): the values ``read`` gives, unreadable ones skipped.
+
+    A sum is exact (:func:`cohorts.values.decimal_sum`), 0 over no values; an average is the exact
+    fraction sum / count; the average, minimum and maximum of no values are unknown (None).
+    """
+    datetime = dt.datetime
+
+    def values(c: Customer) -> list[Any]:
+        found = []
+        for e in c.events_named(event):
+            if inside is not None:
+                t = e.at
+                if t.__class__ is not datetime or t.tzinfo is None:
+                    t = to_time(t, tz)  # type: ignore[assignment]
+                    if t is None:
+                        continue
+                if not inside(t):
+                    continue
+            v = read(e.attributes.get(field))
+            if v is not None:
+                found.append(v)
+        return found
+
+    match aggregate:
+        case Aggregate.SUM:
+            return lambda c: decimal_sum(values(c))
+        case Aggregate.AVG:
+            return lambda c: Fraction(decimal_sum(found)) / len(found) if (found := values(c)) else None
+        case Aggregate.MIN:
+            return lambda c: min(found) if (found := values(c)) else None
+    return lambda c: max(found) if (found := values(c)) else None
 
 
 def _extreme_time(event: str, latest: bool, tz: dt.tzinfo) -> Callable[[Customer], dt.datetime | None]:
@@ -557,6 +613,8 @@ class Explanation:
         stored: the customer's attribute as stored, where ``value`` is a reading of it
             that differs (text folded to ``'ford escape se'``, a phone as E.164);
             None otherwise.
+        aggregate: with a window, what the condition computes over the window's events
+            (``count``, ``sum``, ``avg``, ``min``, ``max``).
     """
 
     rule: str
@@ -566,6 +624,7 @@ class Explanation:
     children: tuple[Explanation, ...] = ()
     window: str | None = attrs.field(default=None, repr=False)  # shown by str(); reprs stay as before windows
     stored: Any = attrs.field(default=None, repr=False)
+    aggregate: str | None = attrs.field(default=None, repr=False)
 
     @property
     def matched(self) -> bool:
@@ -585,7 +644,8 @@ class Explanation:
                 else:
                     line += f"  (value: {_show(node.value)}"
                 if node.window is not None:
-                    line += f" counted in {node.window}"
+                    counted = node.aggregate in (None, Aggregate.COUNT.value)
+                    line += f" {'counted in' if counted else 'over the events in'} {node.window}"
                 if node.compared_to is not None:
                     line += f"; compared with {_show(node.compared_to)}"
                 line += ")"
@@ -603,7 +663,7 @@ class Explanation:
         return html_verdicts(str(self))
 
     def _own(self) -> tuple[Any, ...]:
-        return (self.rule, self.result, self.value, self.compared_to, self.window, self.stored)
+        return (self.rule, self.result, self.value, self.compared_to, self.window, self.stored, self.aggregate)
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
@@ -649,6 +709,8 @@ def _show(value: Any) -> str:
         return value.isoformat()
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, Fraction):  # an average: as a decimal, to 28 digits where it does not end
+        return str(Decimal(value.numerator) / Decimal(value.denominator))
     return repr(value) if isinstance(value, str) else str(value)
 
 
@@ -697,7 +759,16 @@ def _explain_node(
                     value = raw  # show what was there
                 elif raw is not None and _differs(raw, value):
                     stored = raw
-            return Explanation(str(node), outcome, value=value, compared_to=b.shown, window=b.window, stored=stored)
+            aggregate = node.path.aggregate
+            return Explanation(
+                str(node),
+                outcome,
+                value=value,
+                compared_to=b.shown,
+                window=b.window,
+                stored=stored,
+                aggregate=None if aggregate is None or b.window is None else aggregate.value,
+            )
     raise TypeError(f"not a rule node: {node!r}")
 
 

@@ -54,7 +54,7 @@ JsonValue = Any  # what json.loads returns
 _OPERATORS = {op.value: op for op in Op}
 # Spellings of the articles' editor, accepted on input.
 _ALIASES = {"is": Op.EQ, "is not": Op.NE, "<>": Op.NE, "not contains": Op.NOT_CONTAINS}
-_ROW_KEYS = frozenset({"category", "attribute", "part", "window", "operator", "value"})
+_ROW_KEYS = frozenset({"category", "attribute", "field", "part", "window", "operator", "value"})
 _WINDOW_KINDS = {kind.value: kind for kind in WindowKind}
 
 
@@ -130,6 +130,8 @@ def _row(node: Node) -> dict[str, JsonValue]:
     match node:
         case Condition(path, op, value):
             row: dict[str, JsonValue] = {"category": path.category, "attribute": path.attribute}
+            if path.field is not None:
+                row["field"] = path.field
             if path.part is not None:
                 row["part"] = path.part.value
             if path.window is not None:
@@ -352,7 +354,8 @@ def _read_path(row: Mapping[str, JsonValue], pointer: _Pointer) -> Path:
     window = None
     if row.get("window") is not None:
         window = _read_window(row["window"], _at(pointer, "window"))
-    return Path(category, attribute, part, window)
+    field = _text(row, "field", pointer) if row.get("field") is not None else None
+    return Path(category, attribute, part, window, field=field)
 
 
 def _read_window(data: JsonValue, pointer: _Pointer) -> Window:

@@ -110,6 +110,19 @@ def _parser() -> Lark:
     )
 
 
+@attrs.frozen
+class _Arguments:
+    """What the parentheses after an aggregate hold: the field it reads and its window."""
+
+    field: Token | None
+    window: Window | None
+
+
+def _name(segment: Token) -> str:
+    """A name as written: a quoted one without its backquotes (a doubled backquote is one)."""
+    return segment[1:-1].replace("``", "`") if segment.type == "QUOTED_NAME" else str(segment)
+
+
 def _span(meta: Any) -> Span | None:
     if getattr(meta, "empty", True):
         return None
@@ -302,19 +315,30 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
         duration = Duration(_integer(amount, self.text), Unit.from_word(unit))
         return self._condition(Op.WITHIN_NEXT, meta, path, duration)
 
-    def path(self, meta: Any, *items: Token | Window | None) -> Path:
+    def path(self, meta: Any, *items: Token | _Arguments | None) -> Path:
         *tokens, last = items
         segments = [t for t in tokens if isinstance(t, Token)]
-        window = last if isinstance(last, Window) else None
-        names = [
-            segment[1:-1].replace("``", "`") if segment.type == "QUOTED_NAME" else str(segment)
-            for segment in segments
-        ]
+        arguments = last if isinstance(last, _Arguments) else _Arguments(None, None)
+        names = [_name(segment) for segment in segments]
         try:
             path = Path.of(names, last_is_quoted=segments[-1].type == "QUOTED_NAME")
         except ValueError as error:
             raise _token_error(segments[0], self.text, str(error).capitalize()) from None
-        return path if window is None else attrs.evolve(path, window=window)
+        # Which paths take a field or a window is checked with the rule's types (cohorts.semantics).
+        if arguments.field is None and arguments.window is None:
+            return path
+        field = None if arguments.field is None else _name(arguments.field)
+        return attrs.evolve(path, window=arguments.window, field=field)
+
+    # -- arguments of aggregates
+    def field_argument(self, meta: Any, field: Token) -> _Arguments:
+        return _Arguments(field, None)
+
+    def field_window_arguments(self, meta: Any, field: Token, window: Window) -> _Arguments:
+        return _Arguments(field, window)
+
+    def window_argument(self, meta: Any, window: Window) -> _Arguments:
+        return _Arguments(None, window)
 
     # -- windows of aggregates
     def window_last(self, meta: Any, amount: Token, unit: Token) -> Window:
@@ -414,6 +438,22 @@ def _hint(word: str, expected: set[str]) -> str:
     return ""
 
 
+_WINDOW_WORDS = ("between", "last", "next", "since")
+_FIELD_END = re.compile(r"([^\W\d]\w*)\s*\Z")
+
+
+def _misspelt_window(error: UnexpectedInput, text: str, offset: int, expected: set[str]) -> tuple[int, str] | None:
+    """Where a window's keyword was misspelt (``count(lst 90 days)`` reads ``lst`` as a field and fails
+    at ``90``): the offset of the word and the keyword it is close to, or None."""
+    if not isinstance(error, UnexpectedToken) or not expected <= {"RPAR", "COMMA"}:
+        return None
+    found = _FIELD_END.search(text, 0, offset)
+    if found is None or text[found.start() - 1 : found.start()] != "(":
+        return None
+    close = difflib.get_close_matches(found.group(1).lower(), _WINDOW_WORDS, n=1, cutoff=0.6)
+    return (found.start(), close[0]) if close else None
+
+
 def _syntax_error(error: UnexpectedInput, text: str) -> RuleSyntaxError:
     expected: set[str] = set()
     if isinstance(error, UnexpectedToken | UnexpectedEOF):
@@ -438,6 +478,13 @@ def _syntax_error(error: UnexpectedInput, text: str) -> RuleSyntaxError:
             label = "Unexpected end of rule"
         return RuleSyntaxError(label, line, column, text, words)
     offset = error.pos_in_stream if error.pos_in_stream is not None else 0
+    misspelt = _misspelt_window(error, text, offset, expected)
+    if misspelt is not None:
+        start, keyword = misspelt
+        line, column = _position(text, start)
+        words = sorted(_WINDOW_WORDS)
+        label = f"Unexpected {_word_at(text, start)!r}"
+        return RuleSyntaxError(label, line, column, text, words, f'did you mean "{keyword}"?')
     line, column = _position(text, offset)
     word = _word_at(text, offset)
     if isinstance(error, UnexpectedCharacters):

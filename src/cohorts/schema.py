@@ -9,7 +9,7 @@ from types import MappingProxyType
 
 import attrs
 
-from .ast import CUSTOMER, EVENT_TIME, Aggregate, Path
+from .ast import CUSTOMER, EVENT_TIME, FIELD_AGGREGATES, Aggregate, Path
 from .errors import UnknownAttributeError
 
 __all__ = ["AttributeType", "Schema", "default_schema"]
@@ -41,8 +41,8 @@ class Schema:
     """Categories (``customer`` and event names) and their typed attributes.
 
     Every event category also has ``at`` (a datetime) and the aggregates
-    ``count``, ``first_time`` and ``last_time``. Schemas are values: ``add``
-    returns a new schema.
+    ``count``, ``first_time`` and ``last_time``, and ``sum``, ``avg``, ``min``
+    and ``max`` of its fields. Schemas are values: ``add`` returns a new schema.
 
     Example:
         >>> schema = default_schema().add("customer", "pet", "text")
@@ -85,6 +85,8 @@ class Schema:
             aggregate = path.aggregate
             if aggregate is Aggregate.COUNT:
                 return AttributeType.NUMBER
+            if aggregate in FIELD_AGGREGATES:  # the type of the field aggregated
+                return None if path.field is None else attributes.get(path.field)
             if aggregate is not None:
                 return AttributeType.DATETIME
         return attributes.get(path.attribute)
@@ -97,15 +99,19 @@ class Schema:
         if path.category not in self.categories:
             raise UnknownAttributeError(str(path), self._suggest_category(path), what="category")
         names = list(self.categories[path.category])
+        if path.aggregate in FIELD_AGGREGATES and path.field is not None:
+            close = difflib.get_close_matches(path.field, names, n=1, cutoff=0.6)
+            suggestion = str(attrs.evolve(path, field=close[0])) if close else None
+            raise UnknownAttributeError(str(path), suggestion)
         if not path.is_customer:
             names += [EVENT_TIME, *(a.value for a in Aggregate)]
         close = difflib.get_close_matches(path.attribute, names, n=1, cutoff=0.6)
-        suggestion = str(Path(path.category, close[0], path.part, path.window)) if close else None
+        suggestion = str(attrs.evolve(path, attribute=close[0])) if close else None
         raise UnknownAttributeError(str(path), suggestion)
 
     def _suggest_category(self, path: Path) -> str | None:
         close = difflib.get_close_matches(path.category, list(self.categories), n=1, cutoff=0.6)
-        return str(Path(close[0], path.attribute, path.part, path.window)) if close else None
+        return str(attrs.evolve(path, category=close[0])) if close else None
 
     def paths(self) -> Iterable[str]:
         """Every declared path, as text."""

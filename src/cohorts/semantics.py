@@ -29,6 +29,7 @@ import attrs
 
 from .ast import (
     CUSTOMER,
+    FIELD_AGGREGATES,
     ORDERING,
     TEXT_OPS,
     Aggregate,
@@ -57,7 +58,7 @@ from .errors import RuleTypeError
 from .parser import MAX_LITERAL_CHARS, MAX_RULE_CHARS, parse
 from .pattern import PatternError, compile_pattern
 from .schema import AttributeType, Schema, default_schema
-from .values import Interval, Kind, fold_text, resolve_time, to_phone, wide_int, window
+from .values import Interval, Kind, exact_decimal, fold_text, resolve_time, to_phone, wide_int, window
 
 __all__ = [
     "NEGATIONS",
@@ -68,6 +69,7 @@ __all__ = [
     "conditions",
     "connective",
     "describe_spec",
+    "exact_spec",
     "from_one",
     "kind_word",
     "kleene",
@@ -174,6 +176,9 @@ def shape_of(condition: Condition, schema: Schema | None) -> Shape:
     path, op = condition.path, condition.op
     negated = op in NEGATIONS
     op = NEGATIONS.get(op, op)
+    aggregated = path.field is not None or path.aggregate in FIELD_AGGREGATES
+    if aggregated:
+        _check_field(condition)
     lookup = (schema or default_schema()).lookup(path)
     if schema is not None and lookup is None:
         schema.type_of(path)  # raises UnknownAttributeError with a suggestion
@@ -181,7 +186,9 @@ def shape_of(condition: Condition, schema: Schema | None) -> Shape:
     _check_reach(condition)
     if path.window is not None:
         _check_window(condition)
-    if lookup is None and not path.is_customer:
+    if aggregated:
+        lookup = _field_type(condition, lookup)
+    elif lookup is None and not path.is_customer:
         lookup = _IMPLICIT.get(path.aggregate or path.attribute)
     declared = lookup is not None
     is_list = (lookup is AttributeType.LIST) or (not declared and path.is_customer)
@@ -278,15 +285,69 @@ def _check_reach(condition: Condition) -> None:
             )
 
 
+_NUMBER_TYPES = frozenset({AttributeType.NUMBER})
+_ORDERED_TYPES = frozenset({AttributeType.NUMBER, AttributeType.DATE, AttributeType.DATETIME})
+
+
+def _field_type(condition: Condition, declared: AttributeType | None) -> AttributeType | None:
+    """The type of what ``sum``/``avg``/``min``/``max`` give, from the declared type of the field they read.
+
+    ``sum`` and ``avg`` add numbers: they give a number. ``min`` and ``max`` give a value of the field's
+    type, a number or a date; an undeclared field takes the kind of the rule's value. Raises
+    RuleTypeError for a field of another type, a missing field, or a field given to another path.
+    """
+    path = condition.path
+    aggregate = path.aggregate
+    assert aggregate is not None
+    field = f"{path.category}.{path.field}"
+    if aggregate in (Aggregate.SUM, Aggregate.AVG):
+        if declared is not None and declared not in _NUMBER_TYPES:
+            raise RuleTypeError(str(condition), f"{aggregate.value} adds numbers, and {field} is {declared.value}")
+        return AttributeType.NUMBER
+    if declared is not None and declared not in _ORDERED_TYPES:
+        reason = f"{aggregate.value} compares numbers or dates, and {field} is {declared.value}"
+        raise RuleTypeError(str(condition), reason)
+    if declared is None:
+        values = condition.value if isinstance(condition.value, tuple) else (condition.value,)
+        kinds = {_value_kind(v) for v in values}
+        if kinds == {Kind.TIME}:
+            return AttributeType.DATETIME
+        if not kinds <= {Kind.NUMBER, None}:
+            shown = format_value(condition.value)
+            raise RuleTypeError(str(condition), f"{aggregate.value} compares numbers or dates, and {shown} is neither")
+        return AttributeType.NUMBER
+    return declared
+
+
+def _check_field(condition: Condition) -> None:
+    """Only ``sum``, ``avg``, ``min`` and ``max`` read a field, and they need one."""
+    path = condition.path
+    aggregate = path.aggregate
+    if aggregate not in FIELD_AGGREGATES:
+        bare = attrs.evolve(path, field=None)
+        raise RuleTypeError(
+            str(condition), f"only sum, avg, min and max read a field of the events, and {bare} is none of them"
+        )
+    assert aggregate is not None
+    if path.field is None:
+        raise RuleTypeError(str(condition), f"{path} needs the field it reads, as in {path}(total)")
+    if path.part is not None:
+        raise RuleTypeError(str(condition), f"{aggregate.value} gives no {path.part.value}: compare the value itself")
+
+
 def _check_window(condition: Condition) -> None:
-    """A window restricts an event count to the events of a time window; it needs times."""
+    """A window restricts an aggregate to the events of a time window; it needs times."""
     path = condition.path
     window = path.window
     assert window is not None
-    if path.aggregate is not Aggregate.COUNT:
+    if path.aggregate is not Aggregate.COUNT and path.aggregate not in FIELD_AGGREGATES:
         bare = attrs.evolve(path, window=None)
         example = Path("appointment" if path.is_customer else path.category, Aggregate.COUNT.value, window=window)
-        raise RuleTypeError(str(condition), f"a window counts events, as in {example}; {bare} is not a count")
+        raise RuleTypeError(
+            str(condition),
+            f"a window restricts an aggregate of events (count, sum, avg, min, max), as in {example};"
+            f" {bare} is not one",
+        )
     if window.kind in (WindowKind.SINCE, WindowKind.BETWEEN):
         times = window.value if isinstance(window.value, tuple) else (window.value,)
         if len(times) == 2 and bounds_reversed(*times):
@@ -562,6 +623,18 @@ def element_spec(shape: Shape, spec: Spec) -> Spec:
     if shape.op is Op.CONTAINS and shape.kind is Kind.TEXT:
         return ((("==", shape.value),),)
     return spec
+
+
+def exact_spec(spec: Spec) -> Spec:
+    """``spec`` with its numbers as exact decimals (:func:`cohorts.values.exact_decimal`): the test of a sum
+    or an average, which are compared as decimals (``0.1 + 0.2 = 0.3`` holds), not as floats."""
+
+    def exact(value: Any) -> Any:
+        if isinstance(value, frozenset):
+            return frozenset(exact(v) for v in value)
+        return exact_decimal(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+    return tuple(tuple((symbol, exact(value)) for symbol, value in clause) for clause in spec)
 
 
 def resolve_window(shape: Shape, now: dt.datetime, tz: dt.tzinfo) -> Spec | None:

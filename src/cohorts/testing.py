@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
 from .ast import (
+    Aggregate,
     Anchor,
     And,
     Condition,
@@ -194,7 +195,7 @@ def events(draw: st.DrawFn, tz: dt.tzinfo) -> Event:
     fields = {
         "service": texts | unknowns,
         "status": texts,
-        "total": numbers() | unknowns,
+        "total": numbers() | st.sampled_from([0.1, 0.2, 0.3, 1e-05, 2.0**62, 2**62]) | unknowns,
         "rating": numbers(),
         "due": times(tz),
     }
@@ -410,8 +411,8 @@ def other_conditions(draw: st.DrawFn) -> Node:
 
 
 @st.composite
-def window_conditions(draw: st.DrawFn) -> Condition:
-    """A count in a window whose edges fall where the event times cluster (relative times and days at NOW)."""
+def windows(draw: st.DrawFn) -> Window:
+    """A window whose edges fall where the event times cluster (relative times and days at NOW)."""
     kind = draw(st.sampled_from(list(WindowKind)))
     value: Any
     if kind in (WindowKind.LAST, WindowKind.NEXT):
@@ -420,15 +421,46 @@ def window_conditions(draw: st.DrawFn) -> Condition:
         value = draw(rule_times)
     else:
         value = (draw(rule_times), draw(rule_times))
+    return Window(kind, value)
+
+
+@st.composite
+def window_conditions(draw: st.DrawFn) -> Condition:
+    """A count in a window (:func:`windows`)."""
     category = draw(st.sampled_from(["appointment", "repair_order.closed", "invoice"]))
-    path = Path(category, "count", window=Window(kind, value))
+    path = Path(category, "count", window=draw(windows()))
     op = draw(st.sampled_from([*ORDER_OPS, Op.IN, Op.NOT_IN, Op.BETWEEN, Op.IS_KNOWN, Op.IS_UNKNOWN]))
     if op in (Op.IS_KNOWN, Op.IS_UNKNOWN):
         return Condition(path, op)
     return Condition(path, op, draw(listed(st.integers(0, 3), op)))
 
 
+# Sums near the drawn totals, decimals that floats cannot hold (0.1 + 0.2 is 0.3), and beyond 64 bits.
+_AGGREGATE_NUMBERS = st.sampled_from([0, 0.3, 0.5, 0.15, 1, 2.5, 3, -0.25, 2015, 2019, 4034, 2**63, 0.6000000000000001])
+
+
+@st.composite
+def aggregate_conditions(draw: st.DrawFn) -> Condition:
+    """A sum, average, minimum or maximum of an event field (a number, or for min and max a time),
+    over all the events of a name or those of a window."""
+    aggregate = draw(st.sampled_from([Aggregate.SUM, Aggregate.AVG, Aggregate.MIN, Aggregate.MAX]))
+    category = draw(st.sampled_from(["appointment", "repair_order.closed", "invoice", "visit"]))
+    window = draw(st.none() | windows())
+    if aggregate in (Aggregate.MIN, Aggregate.MAX) and draw(st.booleans()):
+        path = Path(category, aggregate.value, window=window, field="due")
+        op = draw(st.sampled_from([*TIME_OPS, Op.IN, Op.NOT_IN, Op.BETWEEN, Op.WITHIN_LAST, Op.WITHIN_NEXT]))
+        if op in (Op.WITHIN_LAST, Op.WITHIN_NEXT):
+            return Condition(path, op, Duration(draw(st.sampled_from(AMOUNTS)), draw(st.sampled_from(UNITS))))
+        return Condition(path, op, draw(listed(rule_times, op)))
+    path = Path(category, aggregate.value, window=window, field=draw(st.sampled_from(["total", "rating"])))
+    op = draw(st.sampled_from([*ORDER_OPS, Op.IN, Op.NOT_IN, Op.BETWEEN, Op.IS_KNOWN, Op.IS_UNKNOWN]))
+    if op in (Op.IS_KNOWN, Op.IS_UNKNOWN):
+        return Condition(path, op)
+    return Condition(path, op, draw(listed(_AGGREGATE_NUMBERS, op)))
+
+
 conditions = st.one_of(
+    aggregate_conditions(),
     text_conditions(),
     number_conditions(),
     part_conditions(),

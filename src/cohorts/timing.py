@@ -21,6 +21,7 @@ import attrs
 
 from .ast import (
     EVENT_TIME,
+    FIELD_AGGREGATES,
     Aggregate,
     Anchor,
     And,
@@ -128,6 +129,14 @@ class TimeCondition:
         aggregate = self.aggregate
         if aggregate is Aggregate.COUNT:
             return []
+        if aggregate in FIELD_AGGREGATES:  # min or max of a time field
+            field = path.field
+            found = [t for e in events if (t := to_time(e.attributes.get(field), tz)) is not None]
+            if path.window is not None or not found:
+                # In a window the extreme may be any event's value (the window's own turning points
+                # are another condition's): every value's turning points cover it.
+                return found
+            return [min(found) if aggregate is Aggregate.MIN else max(found)]
         if aggregate is not None:
             times = [t for e in events if (t := to_time(e.at, tz)) is not None]
             if not times:
@@ -319,8 +328,8 @@ class Plan:
                 shape = shape_of(node, schema)
                 if shape.kind is Kind.TIME and moves(shape.value):
                     timed.append((node, TimeCondition(node.path, shape.op, shape.value, tz)))
-                elif node.path.window is not None and moves(node.path.window.value):
-                    # A count in a moving window changes only when one of its events enters or
+                if node.path.window is not None and moves(node.path.window.value):
+                    # An aggregate in a moving window changes only when one of its events enters or
                     # leaves the window: when the window's test of that event's time flips.
                     op, value = window_op(node.path.window)
                     events = Path(node.path.category, EVENT_TIME)

@@ -10,12 +10,13 @@ the results as shadow values, so both read data the same way.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import enum
 import functools
 import math
 import unicodedata
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -29,8 +30,11 @@ __all__ = [
     "FALSE_WORDS",
     "TRUE_WORDS",
     "Kind",
+    "decimal_sum",
     "event_time",
+    "exact_decimal",
     "exact_number",
+    "exact_product",
     "fold_text",
     "is_known",
     "local_time",
@@ -152,6 +156,43 @@ def exact_number(number: int | float) -> int | float:
     if number.__class__ is float and abs(number) >= _FLOAT_INTEGERS and math.isfinite(number):
         return int(number)
     return number
+
+
+# Exact decimal arithmetic: a float's decimal has at most about 770 digits, so no sum of them rounds.
+_EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
+
+
+def exact_decimal(number: int | float) -> Decimal:
+    """A number as the decimal its stored text writes: a float as its shortest ``repr`` (``0.1`` is
+    exactly 0.1), one of 2**53 or more as the integer it is (:func:`exact_number`).
+
+    This is the value a sum adds, on every backend: PostgreSQL reads the same text as NUMERIC.
+
+    Example:
+        >>> exact_decimal(0.1) + exact_decimal(0.2) == exact_decimal(0.3)
+        True
+    """
+    exact = exact_number(number)
+    return Decimal(exact) if exact.__class__ is int else Decimal(repr(exact))
+
+
+def decimal_sum(numbers: Iterable[int | float]) -> Decimal:
+    """The exact sum of ``numbers``, each read as :func:`exact_decimal` reads it (0 for none).
+
+    Example:
+        >>> decimal_sum([0.1, 0.2]), decimal_sum([2**62, 2**62, 1])
+        (Decimal('0.3'), Decimal('9223372036854775809'))
+    """
+    total = Decimal(0)
+    add = _EXACT.add
+    for number in numbers:
+        total = add(total, exact_decimal(number))
+    return total
+
+
+def exact_product(number: Decimal, times: int) -> Decimal:
+    """``number * times`` without rounding (what an average is compared through: avg > c is sum > c * n)."""
+    return _EXACT.multiply(number, Decimal(times))
 
 
 def to_number(value: Any) -> int | float | None:

@@ -14,11 +14,12 @@ import datetime as dt
 import itertools
 import re
 from collections.abc import Callable, Collection, Container, Iterable, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
-from ..ast import EVENT_TIME, Aggregate, Condition, DatePart, InGroup, Node, Not, Op, RuleLike
+from ..ast import EVENT_TIME, FIELD_AGGREGATES, Aggregate, Condition, DatePart, InGroup, Node, Not, Op, Path, RuleLike
 from ..errors import RuleError
 from ..model import CustomerId
 from ..repository import members_of
@@ -29,6 +30,7 @@ from ..semantics import (
     Spec,
     as_rule,
     element_spec,
+    exact_spec,
     from_one,
     moment,
     monotone,
@@ -406,11 +408,61 @@ class Compiler:
         test = self.test(spec, self.event_time_part(shape, e, path.part), Kind.NUMBER)
         return self.semi(f"{base} AND {e}.at = {latest} AND {test if holds else 'NOT ' + test}", negate=False)
 
+    def field_aggregate(self, shape: Shape, holds: bool, base: str, e: str, key: str) -> str:
+        """``sum``, ``avg``, ``min`` or ``max`` of a field of the events (of the window): grouped per customer.
+
+        Sums and averages are compared as exact decimals (:meth:`Dialect.exact_compare`; an average as
+        ``sum <op> constant * count``); a sum of no values is 0, the others are then unknown.
+        """
+        path, kind = shape.condition.path, shape.kind
+        aggregate = path.aggregate
+        assert path.field is not None and kind is not None
+        read = attrs.evolve(shape, condition=attrs.evolve(shape.condition, path=Path(path.category, path.field)))
+        x = self.event_value(read, e, KIND_FIELD[kind], kind)
+        window = resolve_window(shape, self.now, self.tz)
+        if window is not None:  # only the events of the window: its bounds are parameters
+            base += f" AND {self.test(window, self.event_time(shape, e), Kind.TIME)}"
+        base += f" AND {x} IS NOT NULL"
+        if shape.op is Op.IS_KNOWN:
+            if aggregate is Aggregate.SUM:
+                return TRUE if holds else FALSE
+            return self.semi(base, negate=not holds)  # known when some event has a value
+        spec = self.spec(shape)
+        if aggregate in (Aggregate.MIN, Aggregate.MAX):
+            test = self.test(spec, f"{aggregate.value}({x})", kind)
+        else:
+            spec = exact_spec(spec)
+            times = f"count({x})" if aggregate is Aggregate.AVG else None
+            test = self.exact_test(spec, self.dialect.exact_sum(x), times)
+        having = test if holds else f"NOT {test}"
+        if aggregate is Aggregate.SUM and passes(spec, Decimal(0)) == holds:  # no values: 0, which passes
+            return self.semi(f"{base} GROUP BY {key} HAVING NOT {having}", negate=True)
+        return self.semi(f"{base} GROUP BY {key} HAVING {having}", negate=False)
+
+    def exact_test(self, spec: Spec, total: str, times: str | None) -> str:
+        """SQL true when the exact decimal ``total`` (times ``times``: an average) passes ``spec``."""
+        d = self.dialect
+
+        def check(symbol: str, value: Any) -> str:
+            if symbol == "in":
+                found = sorted(value)
+                if not found:
+                    return FALSE
+                return "(" + " OR ".join(check("==", v) for v in found) + ")"
+            return d.exact_compare(total, symbol, self.bind(str(value), "NUMERIC"), times)
+
+        if not spec:
+            return FALSE
+        clauses = [" AND ".join(check(symbol, value) for symbol, value in clause) or TRUE for clause in spec]
+        return "(" + " OR ".join(f"({c})" for c in clauses) + ")"
+
     def event_condition(self, shape: Shape, holds: bool) -> str:
         path, kind = shape.condition.path, shape.kind
         e = self.alias("e")
         base, key = self.event_source(shape, e)
         aggregate = path.aggregate
+        if aggregate in FIELD_AGGREGATES:
+            return self.field_aggregate(shape, holds, base, e, key)
         if shape.op is Op.IS_KNOWN and aggregate is not None:
             if aggregate is Aggregate.COUNT:
                 return TRUE if holds else FALSE

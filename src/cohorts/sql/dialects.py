@@ -121,6 +121,20 @@ class Dialect:
         """``x <symbol> value`` where symbol is one of ``== < <= > >=``; text orders by code point."""
         return f"{x} {COMPARISONS[symbol]} {value}"
 
+    # -- sums and averages: compared as exact decimals (cohorts.values.exact_decimal)
+
+    def exact_sum(self, x: str) -> str:
+        """The exact sum of the numbers ``x`` over a group's rows (NULLs skipped), as :meth:`exact_compare`
+        reads it: NUMERIC, where the numbers are (their stored text read as a decimal)."""
+        return f"sum({x})"
+
+    def exact_compare(self, total: str, symbol: str, constant: str, times: str | None) -> str:
+        """SQL true when ``total`` (from :meth:`exact_sum`) ``<symbol>`` the decimal ``constant`` (bound as
+        decimal text) times ``times`` (None: once), without rounding: an average is compared as
+        ``sum <symbol> constant * count``."""
+        scaled = constant if times is None else f"{constant} * {times}"
+        return f"{total} {COMPARISONS[symbol]} {scaled}"
+
     def has(self, x: str, needle: str) -> str:
         raise NotImplementedError
 
@@ -344,6 +358,13 @@ class SQLite(Dialect):
     max_width = 50
     max_tree = 400  # SQLITE_MAX_EXPR_DEPTH is 1000, and a flat OR of n items is n deep
     host_phones = True  # cohorts_read() parses them with phonenumbers
+
+    def exact_sum(self, x: str) -> str:
+        # SQLite keeps floats: cohorts' own aggregate adds their decimals and gives the sum as text.
+        return f"cohorts_sum({x})"
+
+    def exact_compare(self, total: str, symbol: str, constant: str, times: str | None) -> str:
+        return f"cohorts_compare({total}, {constant}, {times or 'NULL'}) {COMPARISONS[symbol]} 0"
 
     def has(self, x: str, needle: str) -> str:
         return f"instr({x}, {needle}) > 0"

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 
 from ..pattern import compile_pattern
-from ..values import fold_text, is_known, resolve_tz, to_bool, to_number, to_phone, to_time
+from ..values import decimal_sum, exact_product, fold_text, is_known, resolve_tz, to_bool, to_number, to_phone, to_time
 from .storage import EPOCH, micros
 
-__all__ = ["matches", "register", "register_driver", "register_own"]
+__all__ = ["ExactSum", "compare_exact", "matches", "register", "register_driver", "register_own"]
 
 
 def read(value: Any, reading: str, tz_name: str, region: str) -> Any:
@@ -90,9 +91,39 @@ def matches(pattern: Any, text: Any) -> int | None:
     return int(compile_pattern(str(pattern)).search(str(text)))
 
 
+class ExactSum:
+    """``cohorts_sum(number)``: the exact sum of the numbers an aggregate reads, as decimal text.
+
+    Each number is the decimal its stored text writes (:func:`cohorts.values.exact_decimal`), so
+    ``0.1 + 0.2`` is ``0.3``, as in memory and in PostgreSQL's NUMERIC; NULLs are skipped.
+    """
+
+    def __init__(self) -> None:
+        self.numbers: list[int | float] = []
+
+    def step(self, number: Any) -> None:
+        if number.__class__ is int or number.__class__ is float:
+            self.numbers.append(number)
+
+    def finalize(self) -> str:
+        return str(decimal_sum(self.numbers))
+
+
+def compare_exact(total: Any, constant: Any, times: Any) -> int | None:
+    """``cohorts_compare(total, constant, times)``: -1, 0 or 1 as the decimal ``total`` is below, at or
+    above ``constant`` (decimal text) times ``times`` (NULL: once): how a sum or an average compares."""
+    if total is None or constant is None:
+        return None
+    scaled = Decimal(constant) if times is None else exact_product(Decimal(constant), int(times))
+    exact = Decimal(total)
+    return (exact > scaled) - (exact < scaled)
+
+
 def register_own(driver: Any) -> None:
     """Register the functions cohorts' own SQLite queries call on a sqlite3 connection."""
     driver.create_function("cohorts_matches", 2, matches, deterministic=True)
+    driver.create_aggregate("cohorts_sum", 1, ExactSum)
+    driver.create_function("cohorts_compare", 3, compare_exact, deterministic=True)
 
 
 def register(conn: sa.Connection) -> None:
