@@ -131,6 +131,7 @@ class TimeCondition:
             return []
         if aggregate in FIELD_AGGREGATES:  # min or max of a time field
             field = path.field
+            assert field is not None  # shape_of checked it
             found = [t for e in events if (t := to_time(e.attributes.get(field), tz)) is not None]
             if path.window is not None or not found:
                 # In a window the extreme may be any event's value (the window's own turning points
