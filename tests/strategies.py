@@ -97,7 +97,17 @@ def paths(draw: st.DrawFn) -> Path:
         return Path("customer", draw(names), draw(_parts), window)
     attribute = draw(names | st.sampled_from([a.value for a in Aggregate]) | st.just("at"))
     field = draw(st.none() | names)  # validation says which aggregates take one
-    return Path(draw(_event_names), attribute, draw(_parts), window, field=field)
+    category = draw(_event_names)
+    # a where holds conditions on fields of the same events (validation says which paths take one)
+    where = None
+    if draw(st.integers(0, 3)) == 3:  # a quarter of the event paths: most paths with one do not validate
+        where = draw(st.recursive(conditions(field_paths(category)), _combine, max_leaves=3))
+    return Path(category, attribute, draw(_parts), window, field=field, where=where)
+
+
+def field_paths(category: str) -> st.SearchStrategy[Path]:
+    """The paths a where names: a field of the events ``category`` names, or a date part of one."""
+    return st.builds(Path, st.just(category), names | st.just("at"), _parts)
 
 scalars: st.SearchStrategy[Any] = st.one_of(
     st.text(max_size=12),
@@ -141,9 +151,10 @@ _SCALAR_OPS = [Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE, Op.CONTAINS, Op.NOT_CON
 
 
 @st.composite
-def conditions(draw: st.DrawFn) -> Condition:
-    """A condition with any operator and a value of the shape the operator takes."""
-    path = draw(paths())
+def conditions(draw: st.DrawFn, path_strategy: st.SearchStrategy[Path] | None = None) -> Condition:
+    """A condition with any operator and a value of the shape the operator takes (on a path of
+    ``path_strategy``, or of :func:`paths`)."""
+    path = draw(path_strategy if path_strategy is not None else paths())
     op = draw(st.sampled_from(Op))
     value: Any
     if op in (Op.IS_KNOWN, Op.IS_UNKNOWN):

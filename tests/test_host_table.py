@@ -244,7 +244,17 @@ _ORDER = [Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE]
 @st.composite
 def host_conditions(draw: st.DrawFn) -> Node:
     """Conditions on what strategies.typed_rules leaves out: JSON times, JSON numbers, filtered events, parts."""
-    kind = draw(st.sampled_from(["renewal", "part", "total", "rating", "repair", "window", "list", "aggregate"]))
+    kind = draw(
+        st.sampled_from(["renewal", "part", "total", "rating", "repair", "window", "list", "aggregate", "where"])
+    )
+    if kind == "where":  # an aggregate of the appointments a where keeps, by a column, a JSON field or the time
+        where = draw(st.recursive(_appointment_fields(), _combine, max_leaves=3))
+        aggregate = draw(st.sampled_from(["count", "first_time", "last_time", "sum", "max"]))
+        field = "rating" if aggregate in ("sum", "max") else None
+        path = Path("appointment", aggregate, window=draw(st.none() | typed_windows), field=field, where=where)
+        if aggregate in ("first_time", "last_time"):
+            return _repair(draw, path)
+        return Condition(path, draw(st.sampled_from(_ORDER)), draw(st.integers(0, 6)))
     if kind == "aggregate":  # a sum, average, minimum or maximum of a JSON field, in a window or not
         field = draw(st.sampled_from([("invoice", "total"), ("appointment", "rating")]))
         aggregate = draw(st.sampled_from(["sum", "avg", "min", "max"]))
@@ -302,6 +312,26 @@ def host_conditions(draw: st.DrawFn) -> Node:
     return Condition(
         path, op, tuple(draw(st.lists(words, min_size=1, max_size=3))) if op in (Op.IN, Op.NOT_IN) else draw(words)
     )
+
+
+@st.composite
+def _appointment_fields(draw: st.DrawFn) -> Condition:
+    """A condition of a where over appointments: the service column, the rating in JSON, the time."""
+    kind = draw(st.sampled_from(["service", "rating", "at", "weekday"]))
+    if kind == "service":
+        op = draw(st.sampled_from([Op.EQ, Op.NE, Op.CONTAINS, Op.IS_KNOWN]))
+        path = Path("appointment", "service")
+        if op is Op.IS_KNOWN:
+            return Condition(path, op)
+        return Condition(path, op, draw(st.sampled_from(["cat", "vip", "Escape"])))
+    if kind == "rating":
+        op = draw(st.sampled_from([*_ORDER, Op.IS_UNKNOWN]))
+        path = Path("appointment", "rating")
+        return Condition(path, op) if op is Op.IS_UNKNOWN else Condition(path, op, draw(st.integers(1, 5)))
+    if kind == "weekday":
+        weekday = Path("appointment", "at", DatePart.WEEKDAY)
+        return Condition(weekday, draw(st.sampled_from(_ORDER)), draw(st.integers(1, 7)))
+    return _repair(draw, Path("appointment", "at"))
 
 
 def _repair(draw: st.DrawFn, path: Path) -> Condition:

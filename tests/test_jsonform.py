@@ -194,7 +194,7 @@ def test_editor_spellings_are_accepted() -> None:
         (
             {"rules": [{"sub_rules": [{**_row("x", "=", 1), "colour": "red"}]}]},
             "invalid rule JSON at /rules/0/sub_rules/0/colour: unexpected key 'colour' in a sub-rule; expected"
-            " attribute, category, field, operator, part, value, window",
+            " attribute, category, field, operator, part, value, where, window",
         ),
         (
             {"rules": [{"sub_rules": [{**_row("x", "=", 1), "part": "hour"}]}]},

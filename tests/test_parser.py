@@ -322,14 +322,14 @@ def test_windows_compare_by_value() -> None:
             "appointment.count(lst 90 days) >= 3\n"
             "                  ^\n"
             'did you mean "last"?\n'
-            "Expected one of: between, last, next, since",
+            "Expected one of: between, last, next, since, where",
         ),
         (
             "appointment.count(last 90 days >= 3",
             "Unexpected '>=' at line 1, column 32:\n"
             "appointment.count(last 90 days >= 3\n"
             "                               ^\n"
-            "Expected one of: )",
+            "Expected one of: ), ,",
         ),
         (
             'invoice.count(since "monday") = 0',

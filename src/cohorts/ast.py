@@ -240,11 +240,15 @@ def _quote_name(name: str) -> str:
 
 
 # The words that open a window: a field spelled like one is quoted where a window could start.
-_WINDOW_WORDS = frozenset({"last", "next", "since", "between"})
+_WINDOW_WORDS = frozenset({"last", "next", "since", "between", "where"})
 
 
 def _quote_argument(name: str) -> str:
     return f"`{name}`" if name.lower() in _WINDOW_WORDS else _quote_name(name)
+
+
+# The names a where quotes, since they would read as a keyword or an aggregate there.
+_WHERE_QUOTED = frozenset({"not", "where"}) | frozenset(a.value for a in Aggregate)
 
 
 def _category(name: str) -> str:
@@ -261,6 +265,8 @@ class Path:
     of a date; ``window`` restricts an aggregate to the events of a time window
     (``appointment.count(last 90 days)``); ``field`` is the field of the events
     that ``sum``, ``avg``, ``min`` and ``max`` aggregate (``invoice.sum(total)``).
+    ``where`` keeps only the events it is true for: a rule whose conditions' paths
+    are fields of the same events (``order.count(where product = "cover")``).
     ``Path.of("customer.created_at.year")`` reads dotted text.
     """
 
@@ -269,6 +275,7 @@ class Path:
     part: DatePart | None = None
     window: Window | None = None
     field: str | None = attrs.field(default=None, kw_only=True)
+    where: Node | None = attrs.field(default=None, kw_only=True)
 
     @classmethod
     def of(cls, segments: str | Iterable[str], *, last_is_quoted: bool = False) -> Path:
@@ -319,13 +326,31 @@ class Path:
         arguments = [] if self.field is None else [_quote_argument(self.field)]
         if self.window is not None:
             arguments.append(str(self.window))
+        if self.where is not None:
+            arguments.append(f"where {_render(self.where, relative=True)}")
         return f"{text}({', '.join(arguments)})" if arguments else text
 
     def __repr__(self) -> str:
-        # The window and field show only when there is one, so paths without print as they always did.
+        # The window, field and where show only when there is one, so paths without print as they always did.
         window = "" if self.window is None else f", window={self.window!r}"
         field = "" if self.field is None else f", field={self.field!r}"
-        return f"Path(category={self.category!r}, attribute={self.attribute!r}, part={self.part!r}{window}{field})"
+        where = "" if self.where is None else f", where={self.where!r}"
+        return (
+            f"Path(category={self.category!r}, attribute={self.attribute!r}, part={self.part!r}"
+            f"{window}{field}{where})"
+        )
+
+    def relative(self) -> str:
+        """The path as a where names it: the field of the event alone (``product``, ``at.weekday``).
+
+        Example:
+            >>> Path("order", "at", DatePart.WEEKDAY).relative()
+            'at.weekday'
+        """
+        name = self.attribute
+        # A name spelled like NOT would be read as NOT, one like an aggregate as an aggregate.
+        text = f"`{name}`" if name.lower() in _WHERE_QUOTED else _quote_name(name)
+        return f"{text}.{self.part.value}" if self.part else text
 
 
 class Node:
@@ -552,17 +577,21 @@ class Condition(Node):
     span: Span | None = _span_field()
 
     def __str__(self) -> str:
+        return self.text(str(self.path))
+
+    def text(self, path: str) -> str:
+        """The condition's text with ``path`` written for its path (inside a where, the field alone)."""
         match self.op:
             case Op.IS_KNOWN | Op.IS_UNKNOWN:
-                return f"{self.path} {self.op.value}"
+                return f"{path} {self.op.value}"
             case Op.BETWEEN:
                 assert isinstance(self.value, tuple)
                 low, high = self.value
-                return f"{self.path} between {_format_scalar(low)} and {_format_scalar(high)}"
+                return f"{path} between {_format_scalar(low)} and {_format_scalar(high)}"
             case Op.MATCHES | Op.NOT_MATCHES if isinstance(self.value, str):
-                return f"{self.path} {self.op.value} {quote_pattern(self.value)}"
+                return f"{path} {self.op.value} {quote_pattern(self.value)}"
             case _:
-                return f"{self.path} {self.op.value} {format_value(self.value)}"
+                return f"{path} {self.op.value} {format_value(self.value)}"
 
 
 @attrs.frozen
@@ -864,10 +893,11 @@ def _pieces(node: Node) -> list[Node | str]:
     return pieces
 
 
-def _render(root: Node, *, as_repr: bool = False, limit: int | None = None) -> str:
+def _render(root: Node, *, as_repr: bool = False, limit: int | None = None, relative: bool = False) -> str:
     """The canonical text (or the repr) of a rule, built without recursion (rules may nest deeply).
 
-    With ``limit``, stops soon after that many characters (the text is then cut short).
+    With ``limit``, stops soon after that many characters (the text is then cut short); with
+    ``relative``, conditions name their fields as a where does (:meth:`Path.relative`).
     """
     out: list[str] = []
     size = 0
@@ -885,7 +915,12 @@ def _render(root: Node, *, as_repr: bool = False, limit: int | None = None) -> s
                 parts.extend((", ", child) if index else (child,))
             parts.append(")" if isinstance(item, Not) else "))")
         elif as_repr or not isinstance(item, _Branch):
-            text = repr(item) if as_repr else str(item)  # a leaf: Condition or InGroup
+            if as_repr:
+                text = repr(item)
+            elif relative and isinstance(item, Condition):
+                text = item.text(item.path.relative())
+            else:
+                text = str(item)  # a leaf: Condition or InGroup
         else:
             parts = _pieces(item)
         if text is not None:

@@ -18,15 +18,16 @@ import datetime as dt
 import functools
 import itertools
 import threading
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import attrs
 
 from ._html import html_verdicts
 from .ast import (
+    EVENT_TIME,
     FIELD_AGGREGATES,
     Aggregate,
     And,
@@ -41,7 +42,7 @@ from .ast import (
     fold,
 )
 from .errors import RuleError
-from .model import Customer, CustomerId
+from .model import Customer, CustomerId, Event
 from .parser import MAX_LITERAL_CHARS, MAX_RULE_CHARS
 from .schema import Schema, default_schema
 from .semantics import (
@@ -156,26 +157,62 @@ class _Bound:
     window: str | None = None  # a count's window, resolved, for explanations
 
 
-def _bind(shape: Shape, now: dt.datetime, tz: dt.tzinfo, region: str) -> _Bound:
-    op, kind, path = shape.op, shape.kind, shape.condition.path
-
-    read: Callable[[Any], Any]
+def _reader(shape: Shape, tz: dt.tzinfo, region: str) -> Callable[[Any], Any]:
+    """How the condition reads a stored value: its kind's reading, a date part, or (untyped) known-ness."""
+    kind, path = shape.kind, shape.condition.path
     if path.part is not None:
         part, as_time = path.part, coercer(Kind.TIME, tz, region)
-        read = lambda raw: None if (t := as_time(raw)) is None else date_part(t, part, tz)
-    elif kind is None:
-        read = lambda raw: True if is_known(raw) else None
-    else:
-        read = coercer(kind, tz, region)
+        return lambda raw: None if (t := as_time(raw)) is None else date_part(t, part, tz)
+    if kind is None:
+        return lambda raw: True if is_known(raw) else None
+    return coercer(kind, tz, region)
+
+
+def _known(bound: _Bound) -> _Bound:
+    """``is known`` of a value: true or false, never unknown."""
+    get = bound.get
+    return attrs.evolve(
+        bound, get=lambda c: get(c) is not None, test=lambda v: v, spec=((("==", True),),), get_source=None
+    )
+
+
+def _bind(shape: Shape, now: dt.datetime, tz: dt.tzinfo, region: str) -> _Bound:
+    read = _reader(shape, tz, region)
     spec, shown = resolve(shape, now, tz)
     counted = resolve_window(shape, now, tz)
-    bound = _bind_source(shape, read, spec, shown, tz, region, counted)
-    if op is Op.IS_KNOWN and not bound.existential:
-        get = bound.get
-        return attrs.evolve(
-            bound, get=lambda c: get(c) is not None, test=lambda v: v, spec=((("==", True),),), get_source=None
-        )
+    keep = event_filter(shape, now, tz=tz, region=region)
+    bound = _bind_source(shape, read, spec, shown, tz, region, counted, keep)
+    if shape.op is Op.IS_KNOWN and not bound.existential:
+        return _known(bound)
     return bound
+
+
+def event_filter(shape: Shape, now: dt.datetime, *, tz: dt.tzinfo, region: str) -> Callable[[Event], bool] | None:
+    """The test of one event that the aggregate's where gives (None without a where): true keeps it.
+
+    Each condition of the where reads the one event, so the where is generated as a rule is, with
+    the event in the place of the customer: an event the where is false or unknown for is left out.
+    """
+    where = shape.condition.path.where
+    if where is None:
+        return None
+    bound = {}
+    for inner in shape.where:
+        read = _reader(inner, tz, region)
+        spec, shown = resolve(inner, now, tz)
+        get, source = _field_getter(inner.condition.path.attribute, read)
+        # (the generated code reads the event where a rule reads the customer: both hold attributes)
+        one = _Bound(inner, cast(Callable[[Customer], Any], get), _spec_function(spec), False, shown, spec, source)
+        bound[id(inner.condition)] = _known(one) if inner.op is Op.IS_KNOWN else one
+    test = _generate(where, bound)
+    return lambda e: test(e, _no_groups)  # type: ignore[arg-type]
+
+
+def _field_getter(name: str, read: Callable[[Any], Any]) -> tuple[Callable[[Event], Any], tuple[str, tuple[Any, ...]]]:
+    """The reading of field ``name`` of one event (its time for ``at``), and the same as source."""
+    if name == EVENT_TIME:
+        return (lambda e: read(e.at)), ("{0}(c.at)", (read,))
+    return (lambda e: read(e.attributes.get(name))), ("{0}(c.attributes.get({1}))", (read, name))
 
 
 def _bind_source(
@@ -186,8 +223,10 @@ def _bind_source(
     tz: dt.tzinfo,
     region: str,
     counted: Spec | None = None,
+    keep: Callable[[Event], bool] | None = None,
 ) -> _Bound:
-    """Attach the condition's test to where its value comes from (``counted``: a count's window)."""
+    """Attach the condition's test to where its value comes from (``counted``: an aggregate's window,
+    ``keep``: its where)."""
     op, path = shape.op, shape.condition.path
     test = _spec_function(spec)
     if path.is_customer:
@@ -211,27 +250,31 @@ def _bind_source(
 
     event = path.category
     aggregate = path.aggregate
+    window = None if counted is None else describe_spec(counted)
+    events: Callable[[Customer], Sequence[Event]]
+    if aggregate is not None and (counted is not None or keep is not None):
+        events = _events_kept(event, None if counted is None else _spec_function(counted), keep, tz)
+    else:
+        events = lambda c: c.events_named(event)
     if aggregate is Aggregate.COUNT:
-        if counted is not None:
-            get = _window_count(event, _spec_function(counted), tz)
-            return _Bound(shape, get, test, False, shown, spec, ("{0}(c)", (get,)), describe_spec(counted))
-        get = lambda c: len(c.events_named(event))
-        return _Bound(shape, get, test, False, shown, spec, ("len(c.events_named({0}))", (event,)))
+        if counted is None and keep is None:
+            get = lambda c: len(c.events_named(event))
+            return _Bound(shape, get, test, False, shown, spec, ("len(c.events_named({0}))", (event,)))
+        get = lambda c: len(events(c))
+        return _Bound(shape, get, test, False, shown, spec, ("{0}(c)", (get,)), window)
     if aggregate in FIELD_AGGREGATES:
-        inside = None if counted is None else _spec_function(counted)
-        window = None if counted is None else describe_spec(counted)
         assert aggregate is not None and path.field is not None
-        get = _field_aggregate(event, path.field, aggregate, read, inside, tz)
+        get = _field_aggregate(events, path.field, aggregate, read)
         if aggregate in (Aggregate.SUM, Aggregate.AVG):  # compared as exact decimals
             spec = exact_spec(spec)
             test = _spec_function(spec)
         return _Bound(shape, get, test, False, shown, spec, ("{0}(c)", (get,)), window)
     if aggregate is not None:
-        get = _extreme_time(event, aggregate is Aggregate.LAST_TIME, tz)
+        get = _extreme_time(events, aggregate is Aggregate.LAST_TIME, tz)
         if path.part is not None:
             part, extreme = path.part, get
             get = lambda c: None if (t := extreme(c)) is None else date_part(t, part, tz)
-        return _Bound(shape, get, test, False, shown, spec, ("{0}(c)", (get,)))
+        return _Bound(shape, get, test, False, shown, spec, ("{0}(c)", (get,)), window)
 
     field = path.attribute
     if field == "at":
@@ -246,42 +289,14 @@ def _bind_source(
     return _Bound(shape, get, test, True, shown)
 
 
-def _window_count(event: str, inside: Callable[[Any], bool], tz: dt.tzinfo) -> Callable[[Customer], int]:
-    """The getter of a count in a window: the events whose readable time passes ``inside``."""
+def _events_kept(
+    event: str, inside: Callable[[Any], bool] | None, keep: Callable[[Event], bool] | None, tz: dt.tzinfo
+) -> Callable[[Customer], list[Event]]:
+    """The getter of the events named ``event`` that an aggregate reads: those whose readable time
+    passes the window's test ``inside``, and that ``keep`` (the where) keeps, when given."""
     datetime = dt.datetime
 
-    def get(c: Customer) -> int:
-        count = 0
-        for e in c.events_named(event):
-            t = e.at
-            if t.__class__ is not datetime or t.tzinfo is None:
-                t = to_time(t, tz)  # type: ignore[assignment]
-                if t is None:
-                    continue
-            if inside(t):
-                count += 1
-        return count
-
-    return get
-
-
-def _field_aggregate(
-    event: str,
-    field: str,
-    aggregate: Aggregate,
-    read: Callable[[Any], Any],
-    inside: Callable[[Any], bool] | None,
-    tz: dt.tzinfo,
-) -> Callable[[Customer], Any]:
-    """The getter of ``sum``, ``avg``, ``min`` or ``max`` of ``field`` over the events (in the window
-    ``inside`` passes, when given): the values ``read`` gives, unreadable ones skipped.
-
-    A sum is exact (:func:`cohorts.values.decimal_sum`), 0 over no values; an average is the exact
-    fraction sum / count; the average, minimum and maximum of no values are unknown (None).
-    """
-    datetime = dt.datetime
-
-    def values(c: Customer) -> list[Any]:
+    def get(c: Customer) -> list[Event]:
         found = []
         for e in c.events_named(event):
             if inside is not None:
@@ -292,10 +307,25 @@ def _field_aggregate(
                         continue
                 if not inside(t):
                     continue
-            v = read(e.attributes.get(field))
-            if v is not None:
-                found.append(v)
+            if keep is None or keep(e):
+                found.append(e)
         return found
+
+    return get
+
+
+def _field_aggregate(
+    events: Callable[[Customer], Sequence[Event]], field: str, aggregate: Aggregate, read: Callable[[Any], Any]
+) -> Callable[[Customer], Any]:
+    """The getter of ``sum``, ``avg``, ``min`` or ``max`` of ``field`` over the customer's ``events``
+    (those of the window and the where): the values ``read`` gives, unreadable ones skipped.
+
+    A sum is exact (:func:`cohorts.values.decimal_sum`), 0 over no values; an average is the exact
+    fraction sum / count; the average, minimum and maximum of no values are unknown (None).
+    """
+
+    def values(c: Customer) -> list[Any]:
+        return [v for e in events(c) if (v := read(e.attributes.get(field))) is not None]
 
     match aggregate:
         case Aggregate.SUM:
@@ -307,13 +337,15 @@ def _field_aggregate(
     return lambda c: max(found) if (found := values(c)) else None
 
 
-def _extreme_time(event: str, latest: bool, tz: dt.tzinfo) -> Callable[[Customer], dt.datetime | None]:
-    """The getter of ``first_time`` / ``last_time``: the earliest or latest readable time."""
+def _extreme_time(
+    events: Callable[[Customer], Sequence[Event]], latest: bool, tz: dt.tzinfo
+) -> Callable[[Customer], dt.datetime | None]:
+    """The getter of ``first_time`` / ``last_time``: the earliest or latest readable time of ``events``."""
     datetime = dt.datetime
 
     def get(c: Customer) -> dt.datetime | None:
         best = None
-        for e in c.events_named(event):
+        for e in events(c):
             t = e.at
             if t.__class__ is not datetime or t.tzinfo is None:
                 t = to_time(t, tz)  # type: ignore[assignment]
@@ -489,7 +521,8 @@ class Predicate:
         self._lock = threading.Lock()
         self._cached: tuple[dt.datetime, Callable[[Customer, GroupLookup], bool]] | None = None
         self._has_time = any(
-            s.kind is Kind.TIME or s.condition.path.window is not None for s in self._shapes.values()
+            s.kind is Kind.TIME or s.condition.path.window is not None or any(w.kind is Kind.TIME for w in s.where)
+            for s in self._shapes.values()
         )
 
     def __repr__(self) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -54,7 +55,7 @@ JsonValue = Any  # what json.loads returns
 _OPERATORS = {op.value: op for op in Op}
 # Spellings of the articles' editor, accepted on input.
 _ALIASES = {"is": Op.EQ, "is not": Op.NE, "<>": Op.NE, "not contains": Op.NOT_CONTAINS}
-_ROW_KEYS = frozenset({"category", "attribute", "field", "part", "window", "operator", "value"})
+_ROW_KEYS = frozenset({"category", "attribute", "field", "part", "window", "where", "operator", "value"})
 _WINDOW_KINDS = {kind.value: kind for kind in WindowKind}
 
 
@@ -105,11 +106,12 @@ def to_json(rule: RuleLike, *, indent: int | None = None) -> str:
 _Forms = tuple[dict[str, JsonValue], dict[str, JsonValue]]
 
 
-def _forms(node: Node, parts: list[_Forms]) -> _Forms:
+def _forms(node: Node, parts: list[_Forms], *, relative: bool = False) -> _Forms:
     """The node as a row and as a rule, from those of its items (bottom-up: rules may nest deeply).
 
     An AND is a group of rules and an OR a rule of rows; as a row, each is a
     nested group. Anything else is a row, and as a rule the only row of one.
+    With ``relative`` (inside a where), rows name the field alone, without the category.
     """
     row: dict[str, JsonValue]
     match node:
@@ -122,20 +124,29 @@ def _forms(node: Node, parts: list[_Forms]) -> _Forms:
             ((operand_row, operand_rule),) = parts
             row = {"not": operand_row if isinstance(operand, And | Or) else {"rules": [operand_rule]}}
         case _:
-            row = _row(node)
+            row = _row(node, relative)
     return row, {"sub_rules": [row]}
 
 
-def _row(node: Node) -> dict[str, JsonValue]:
+def _where(where: Node) -> dict[str, JsonValue]:
+    """A where as a group whose rows name fields of the events (no category)."""
+    row, whole = fold(where, functools.partial(_forms, relative=True))
+    return row if isinstance(where, And | Or) else {"rules": [whole]}
+
+
+def _row(node: Node, relative: bool = False) -> dict[str, JsonValue]:
     match node:
         case Condition(path, op, value):
-            row: dict[str, JsonValue] = {"category": path.category, "attribute": path.attribute}
+            row: dict[str, JsonValue] = {} if relative else {"category": path.category}
+            row["attribute"] = path.attribute
             if path.field is not None:
                 row["field"] = path.field
             if path.part is not None:
                 row["part"] = path.part.value
             if path.window is not None:
                 row["window"] = {"kind": path.window.kind.value, "value": _value(path.window.value)}
+            if path.where is not None:
+                row["where"] = _where(path.where)
             row["operator"] = op.value
             if value is not None:
                 row["value"] = _value(value)
@@ -246,6 +257,7 @@ class _Place:
     role: Literal["group", "rule", "row"]
     data: JsonValue
     pointer: _Pointer
+    event: str | None = None  # inside a where: the category of the events it filters
 
 
 def _fail(pointer: _Pointer, reason: str) -> RuleJsonError:
@@ -281,19 +293,23 @@ def _list(data: Mapping[str, JsonValue], key: str, pointer: _Pointer) -> Sequenc
 def _places_in(place: _Place) -> list[_Place]:
     """What a place holds, checked before it is read: a group's rules, a rule's rows, the group
     a row nests (a negated one after ``not``); a plain row holds nothing."""
-    data, pointer = place.data, place.pointer
+    data, pointer, event = place.data, place.pointer, place.event
     match place.role:
         case "group":
             rules = _list(_object(data, pointer, frozenset({"rules"}), "a group"), "rules", pointer)
-            return [_Place("rule", item, _at(_at(pointer, "rules"), index)) for index, item in enumerate(rules)]
+            return [
+                _Place("rule", item, _at(_at(pointer, "rules"), index), event) for index, item in enumerate(rules)
+            ]
         case "rule":
             rows = _list(_object(data, pointer, frozenset({"sub_rules"}), "a rule"), "sub_rules", pointer)
-            return [_Place("row", item, _at(_at(pointer, "sub_rules"), index)) for index, item in enumerate(rows)]
+            return [
+                _Place("row", item, _at(_at(pointer, "sub_rules"), index), event) for index, item in enumerate(rows)
+            ]
     if isinstance(data, Mapping) and "rules" in data:
-        return [_Place("group", data, pointer)]
+        return [_Place("group", data, pointer, event)]
     if isinstance(data, Mapping) and "not" in data:
         row = _object(data, pointer, frozenset({"not"}), "a negated group")
-        return [_Place("group", row["not"], _at(pointer, "not"))]
+        return [_Place("group", row["not"], _at(pointer, "not"), event)]
     return []
 
 
@@ -307,20 +323,22 @@ def _read(place: _Place, items: list[Node]) -> Node:
     if items:
         (item,) = items
         return item if "rules" in place.data else Not(item)
-    return _read_row(place.data, place.pointer)
+    return _read_row(place.data, place.pointer, place.event)
 
 
-def _read_row(data: JsonValue, pointer: _Pointer) -> Node:
+def _read_row(data: JsonValue, pointer: _Pointer, event: str | None = None) -> Node:
     if isinstance(data, Mapping):
         for key, negated in (("in_group", False), ("not_in_group", True)):
             if key in data:
+                if event is not None:
+                    raise _fail(_at(pointer, key), "a where filters events by their fields: no group test in it")
                 row = _object(data, pointer, frozenset({key}), "a group membership")
                 name = row[key]
                 if not isinstance(name, str):
                     raise _fail(_at(pointer, key), f"expected a group name, got {_describe(name)}")
                 return InGroup(name, negated)
     row = _object(data, pointer, _ROW_KEYS, "a sub-rule")
-    path = _read_path(row, pointer)
+    path = _read_path(row, pointer, event)
     op = _read_operator(row, pointer)
     value = _read_operand(op, row, pointer)
     return Condition(path, op, value)
@@ -335,7 +353,14 @@ def _text(row: Mapping[str, JsonValue], key: str, pointer: _Pointer) -> str:
     return value
 
 
-def _read_path(row: Mapping[str, JsonValue], pointer: _Pointer) -> Path:
+def _read_path(row: Mapping[str, JsonValue], pointer: _Pointer, event: str | None = None) -> Path:
+    if event is not None:  # a row of a where: a field of the events it filters
+        if row.get("category", event) != event:
+            raise _fail(_at(pointer, "category"), f"a where reads fields of the {event} events; leave out the category")
+        for key in ("field", "window", "where"):
+            if row.get(key) is not None:
+                raise _fail(_at(pointer, key), "aggregates do not nest: a where filters events by their own fields")
+        row = {**row, "category": event}
     category = _text(row, "category", pointer)
     attribute = _text(row, "attribute", pointer)
     if category.lower() != "customer":
@@ -355,7 +380,10 @@ def _read_path(row: Mapping[str, JsonValue], pointer: _Pointer) -> Path:
     if row.get("window") is not None:
         window = _read_window(row["window"], _at(pointer, "window"))
     field = _text(row, "field", pointer) if row.get("field") is not None else None
-    return Path(category, attribute, part, window, field=field)
+    where = None
+    if row.get("where") is not None:
+        where = fold(_Place("group", row["where"], _at(pointer, "where"), category), _read, children=_places_in)
+    return Path(category, attribute, part, window, field=field, where=where)
 
 
 def _read_window(data: JsonValue, pointer: _Pointer) -> Window:

@@ -9,14 +9,17 @@ import re
 from typing import Any
 
 import attrs
-from lark import Lark, Token, v_args
+from lark import Lark, Token, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 from lark.visitors import Transformer_NonRecursive
 
 from .ast import (
+    AGGREGATES,
+    DATE_PARTS,
     Anchor,
     And,
     Condition,
+    DatePart,
     Duration,
     InGroup,
     Month,
@@ -34,6 +37,7 @@ from .ast import (
     WindowKind,
     bounds_reversed,
     format_value,
+    transform,
 )
 from .errors import RuleLimitError, RuleSyntaxError
 from .pattern import PatternError, compile_pattern
@@ -70,6 +74,7 @@ _TERMINAL_WORDS = {
     "_LAST": "last",
     "_NEXT": "next",
     "_SINCE": "since",
+    "_WHERE": "where",
     "_AGO": "ago",
     "_TRUE": "true",
     "_FALSE": "false",
@@ -89,12 +94,13 @@ _TERMINAL_WORDS = {
 # Words a typo is compared against for "did you mean".
 _KEYWORDS = (
     "and or not is in group known unknown contains does starts ends with matches match between before "
-    "after within last next since ago now today yesterday tomorrow true false "
+    "after within last next since where ago now today yesterday tomorrow true false "
     "minutes hours days weeks months years"
 ).split()
 _OPERATORS = [op.value for op in Op]
 
 _COMMENT = re.compile(r"#[^\n]*")
+_WHERE_WORD = re.compile(r"\bwhere\b", re.IGNORECASE)
 
 _VALUE_TERMINALS = {"STRING", "NUMBER", "DATE", "DATETIME", "_TRUE", "_FALSE", "ANCHOR", "MONTH", "WEEKDAY"}
 
@@ -111,11 +117,41 @@ def _parser() -> Lark:
 
 
 @attrs.frozen
-class _Arguments:
-    """What the parentheses after an aggregate hold: the field it reads and its window."""
+class _Placed:
+    """A window or a filter of an aggregate's arguments, with where it was written (for the caret)."""
 
-    field: Token | None
-    window: Window | None
+    value: Any
+    line: int
+    column: int
+
+
+@attrs.frozen
+class _Arguments:
+    """What the parentheses after an aggregate hold: the field it reads, its window and its filter."""
+
+    field: Token | None = None
+    window: Window | None = None
+    where: Node | None = None
+
+
+@attrs.frozen
+class _Bare:
+    """A path of one name: ``customer`` before ``in group``, an error anywhere else outside a where."""
+
+    token: Token
+
+
+@attrs.frozen
+class _FieldRef:
+    """A path inside a where: a field of the aggregate's own events (``product``, ``at.weekday``).
+
+    The conditions of a where hold one while it is parsed; the aggregate's path, transformed after
+    them, puts its category in (:meth:`_ToAst.path`).
+    """
+
+    name: str
+    part: DatePart | None
+    token: Token
 
 
 def _name(segment: Token) -> str:
@@ -192,19 +228,29 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
     def not_(self, meta: Any, operand: Node) -> Node:
         return Not(operand, span=_span(meta))
 
-    def in_group(self, meta: Any, who: Token, group: Token) -> Node:
+    def in_group(self, meta: Any, who: object, group: Token) -> Node:
         return InGroup(self._group(who, group), span=_span(meta))
 
-    def not_in_group(self, meta: Any, who: Token, group: Token) -> Node:
+    def not_in_group(self, meta: Any, who: object, group: Token) -> Node:
         return InGroup(self._group(who, group), negated=True, span=_span(meta))
 
-    def _group(self, who: Token, group: Token) -> str:
-        if who.lower() != "customer":
-            raise _token_error(who, self.text, 'Expected "customer in group"')
+    def _group(self, who: object, group: Token) -> str:
+        if isinstance(who, _FieldRef):
+            raise _token_error(
+                who.token, self.text, "A where filters events by their fields: put the group test outside the aggregate"
+            )
+        if not isinstance(who, _Bare) or who.token.lower() != "customer":
+            token = who.token if isinstance(who, _Bare) else None
+            line, column = (token.line, token.column) if token is not None else (1, 1)
+            raise RuleSyntaxError('Expected "customer in group"', line or 1, column or 1, self.text)
         return _unescape(group, self.text, self.max_literal_chars)
 
     # -- conditions
     def _condition(self, op: Op, meta: Any, path: Path, value: object = None) -> Condition:
+        if isinstance(path, _Bare):
+            raise _token_error(
+                path.token, self.text, f"A path needs a category and an attribute, as in customer.{path.token}"
+            )
         if isinstance(value, Token):
             value = _convert_token(value, self.text, self.max_literal_chars)
         elif isinstance(value, tuple):
@@ -315,45 +361,90 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
         duration = Duration(_integer(amount, self.text), Unit.from_word(unit))
         return self._condition(Op.WITHIN_NEXT, meta, path, duration)
 
-    def path(self, meta: Any, *items: Token | _Arguments | None) -> Path:
+    def path(self, meta: Any, *items: Token | _Arguments | None) -> Path | _Bare:
         *tokens, last = items
         segments = [t for t in tokens if isinstance(t, Token)]
-        arguments = last if isinstance(last, _Arguments) else _Arguments(None, None)
+        arguments = last if isinstance(last, _Arguments) else _Arguments()
+        if len(segments) == 1 and last is None:
+            return _Bare(segments[0])
         names = [_name(segment) for segment in segments]
         try:
             path = Path.of(names, last_is_quoted=segments[-1].type == "QUOTED_NAME")
         except ValueError as error:
             raise _token_error(segments[0], self.text, str(error).capitalize()) from None
-        # Which paths take a field or a window is checked with the rule's types (cohorts.semantics).
-        if arguments.field is None and arguments.window is None:
+        # Which paths take a field, a window or a filter is checked with the rule's types (cohorts.semantics).
+        if arguments == _Arguments():
             return path
         field = None if arguments.field is None else _name(arguments.field)
-        return attrs.evolve(path, window=arguments.window, field=field)
+        where = None if arguments.where is None else _place_fields(arguments.where, path.category)
+        return attrs.evolve(path, window=arguments.window, field=field, where=where)
+
+    def field_path(self, meta: Any, *items: Token | _Arguments | None) -> _FieldRef:
+        """A path inside a where: one field of the event, or a date part of one (``at.weekday``)."""
+        *tokens, last = items
+        segments = [t for t in tokens if isinstance(t, Token)]
+        if last is not None:
+            raise _token_error(
+                segments[0], self.text, "Aggregates do not nest: a where filters events by their own fields"
+            )
+        names = [_name(segment) for segment in segments]
+        part = None
+        if len(names) == 2 and segments[1].type != "QUOTED_NAME" and names[1].lower() in DATE_PARTS:
+            part = DatePart(names.pop().lower())
+        if len(names) != 1:
+            raise _token_error(
+                segments[0],
+                self.text,
+                f"Inside a where, name a field of the event alone, as in {segments[-1]} (not {'.'.join(names)})",
+            )
+        if names[0].lower() in AGGREGATES and segments[0].type != "QUOTED_NAME":
+            raise _token_error(
+                segments[0], self.text, "Aggregates do not nest: a where filters events by their own fields"
+            )
+        return _FieldRef(names[0], part, segments[0])
 
     # -- arguments of aggregates
-    def field_argument(self, meta: Any, field: Token) -> _Arguments:
-        return _Arguments(field, None)
+    def arguments(self, meta: Any, *items: Token | _Placed) -> _Arguments:
+        """The field first, if any; then at most one window and one where, in either order."""
+        field: Token | None = None
+        window: Window | None = None
+        where: Node | None = None
+        for index, item in enumerate(items):
+            if isinstance(item, Token):
+                if index:
+                    label = "The field comes first, as in sum(total, last 12 months)"
+                    raise _token_error(item, self.text, label)
+                field = item
+            elif isinstance(item.value, Window):
+                if window is not None:
+                    raise RuleSyntaxError("An aggregate takes one window", item.line, item.column, self.text)
+                window = item.value
+            else:
+                if where is not None:
+                    label = "An aggregate takes one where: join its conditions with AND"
+                    raise RuleSyntaxError(label, item.line, item.column, self.text)
+                where = item.value
+        return _Arguments(field, window, where)
 
-    def field_window_arguments(self, meta: Any, field: Token, window: Window) -> _Arguments:
-        return _Arguments(field, window)
-
-    def window_argument(self, meta: Any, window: Window) -> _Arguments:
-        return _Arguments(None, window)
+    def where(self, meta: Any, node: Node) -> _Placed:
+        return _Placed(node, meta.line, meta.column)
 
     # -- windows of aggregates
-    def window_last(self, meta: Any, amount: Token, unit: Token) -> Window:
-        return Window(WindowKind.LAST, Duration(_integer(amount, self.text), Unit.from_word(unit)))
+    def window_last(self, meta: Any, amount: Token, unit: Token) -> _Placed:
+        window = Window(WindowKind.LAST, Duration(_integer(amount, self.text), Unit.from_word(unit)))
+        return _Placed(window, meta.line, meta.column)
 
-    def window_next(self, meta: Any, amount: Token, unit: Token) -> Window:
-        return Window(WindowKind.NEXT, Duration(_integer(amount, self.text), Unit.from_word(unit)))
+    def window_next(self, meta: Any, amount: Token, unit: Token) -> _Placed:
+        window = Window(WindowKind.NEXT, Duration(_integer(amount, self.text), Unit.from_word(unit)))
+        return _Placed(window, meta.line, meta.column)
 
-    def window_since(self, meta: Any, time: object) -> Window:
-        return Window(WindowKind.SINCE, self._time(time))
+    def window_since(self, meta: Any, time: object) -> _Placed:
+        return _Placed(Window(WindowKind.SINCE, self._time(time)), meta.line, meta.column)
 
-    def window_between(self, meta: Any, low: object, high: object) -> Window:
+    def window_between(self, meta: Any, low: object, high: object) -> _Placed:
         bounds = (self._time(low), self._time(high))
         self._check_order(bounds, high, meta)
-        return Window(WindowKind.BETWEEN, bounds)
+        return _Placed(Window(WindowKind.BETWEEN, bounds), meta.line, meta.column)
 
     def _time(self, value: object) -> Any:
         return _convert_token(value, self.text, self.max_literal_chars) if isinstance(value, Token) else value
@@ -373,6 +464,27 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
 
     def ahead(self, meta: Any, amount: Token, unit: Token) -> Relative:
         return Relative(_integer(amount, self.text), Unit.from_word(unit), ago=False)
+
+
+def _place_fields(where: Node, category: str) -> Node:
+    """A where's conditions, their fields (:class:`_FieldRef`) made paths of the aggregate's events."""
+
+    def place(node: Node) -> Node:
+        if isinstance(node, Condition) and isinstance(node.path, _FieldRef):
+            ref = node.path
+            return attrs.evolve(node, path=Path(category, ref.name, ref.part))
+        return node
+
+    return transform(where, place)
+
+
+def _mark_fields(tree: Tree[Token]) -> None:
+    """Rename the paths inside each where to ``field_path``: they name fields of the events themselves."""
+    for subtree in tree.iter_subtrees():
+        if subtree.data == "where":
+            for inner in subtree.iter_subtrees():
+                if inner.data == "path":
+                    inner.data = "field_path"
 
 
 def _convert_token(token: Token, text: str, max_literal_chars: int) -> object:
@@ -438,7 +550,7 @@ def _hint(word: str, expected: set[str]) -> str:
     return ""
 
 
-_WINDOW_WORDS = ("between", "last", "next", "since")
+_WINDOW_WORDS = ("between", "last", "next", "since", "where")
 _FIELD_END = re.compile(r"([^\W\d]\w*)\s*\Z")
 
 
@@ -448,8 +560,8 @@ def _misspelt_window(error: UnexpectedInput, text: str, offset: int, expected: s
     if not isinstance(error, UnexpectedToken) or not expected <= {"RPAR", "COMMA"}:
         return None
     found = _FIELD_END.search(text, 0, offset)
-    if found is None or text[found.start() - 1 : found.start()] != "(":
-        return None
+    if found is None or text[: found.start()].rstrip()[-1:] not in ("(", ","):
+        return None  # the word opens an argument: after "(" or ","
     close = difflib.get_close_matches(found.group(1).lower(), _WINDOW_WORDS, n=1, cutoff=0.6)
     return (found.start(), close[0]) if close else None
 
@@ -544,6 +656,8 @@ def _parse_text(text: str, max_literal_chars: int) -> Node:
         raise _syntax_error(error, text) from None
     except RecursionError:
         raise RuleSyntaxError("Rule nested too deeply", 1, 1, text) from None
+    if _WHERE_WORD.search(text):
+        _mark_fields(tree)
     try:
         return _ToAst(text, max_literal_chars).transform(tree)  # type: ignore[no-any-return]
     except VisitError as error:

@@ -53,6 +53,7 @@ from .ast import (
     WindowKind,
     bounds_reversed,
     format_value,
+    walk,
 )
 from .errors import RuleTypeError
 from .parser import MAX_LITERAL_CHARS, MAX_RULE_CHARS, parse
@@ -165,6 +166,11 @@ class Shape:
     declared: bool  # the attribute's type comes from a schema
     is_list: bool  # the attribute holds a list (or may, when untyped)
     value: Any  # the rule's value, prepared for the kind (times stay unresolved)
+    where: tuple[Shape, ...] = ()  # the shapes of the where's conditions, in the order of conditions()
+
+    def filters(self) -> dict[int, Shape]:
+        """The shapes of the where's conditions, by ``id`` of the condition."""
+        return {id(inner.condition): inner for inner in self.where}
 
 
 def shape_of(condition: Condition, schema: Schema | None) -> Shape:
@@ -179,6 +185,7 @@ def shape_of(condition: Condition, schema: Schema | None) -> Shape:
     aggregated = path.field is not None or path.aggregate in FIELD_AGGREGATES
     if aggregated:
         _check_field(condition)
+    where = () if path.where is None else _check_where(condition, schema)
     lookup = (schema or default_schema()).lookup(path)
     if schema is not None and lookup is None:
         schema.type_of(path)  # raises UnknownAttributeError with a suggestion
@@ -217,7 +224,7 @@ def shape_of(condition: Condition, schema: Schema | None) -> Shape:
         if op not in _KIND_OPS[kind] and not (is_list and op is Op.CONTAINS):
             raise RuleTypeError(str(condition), f"{condition.op.value} does not apply to {kind_word(kind)}")
         value = _prepare(condition, op, kind, value, path.part)
-    return Shape(condition, op, negated, kind, declared, is_list, value)
+    return Shape(condition, op, negated, kind, declared, is_list, value, where)
 
 
 MAX_REACH_YEARS = 1000
@@ -340,13 +347,13 @@ def _check_window(condition: Condition) -> None:
     path = condition.path
     window = path.window
     assert window is not None
-    if path.aggregate is not Aggregate.COUNT and path.aggregate not in FIELD_AGGREGATES:
+    if path.is_customer or path.aggregate is None:
         bare = attrs.evolve(path, window=None)
         example = Path("appointment" if path.is_customer else path.category, Aggregate.COUNT.value, window=window)
         raise RuleTypeError(
             str(condition),
-            f"a window restricts an aggregate of events (count, sum, avg, min, max), as in {example};"
-            f" {bare} is not one",
+            f"a window restricts an aggregate of events (count, first_time, last_time, sum, avg, min, max),"
+            f" as in {example}; {bare} is not one",
         )
     if window.kind in (WindowKind.SINCE, WindowKind.BETWEEN):
         times = window.value if isinstance(window.value, tuple) else (window.value,)
@@ -355,6 +362,37 @@ def _check_window(condition: Condition) -> None:
         for time in times:
             if isinstance(time, bool) or not isinstance(time, dt.date | Relative | Anchor):
                 raise RuleTypeError(str(condition), f"a window takes times, and {format_value(time)} is not a time")
+
+
+def _check_where(condition: Condition, schema: Schema | None) -> tuple[Shape, ...]:
+    """A where filters the events of an aggregate by the events' own fields: the shapes of its conditions.
+
+    Each condition reads one field of the same events (no aggregate, group test or customer
+    attribute) and is checked as that field's condition would be.
+    """
+    path = condition.path
+    assert path.where is not None
+    bare = attrs.evolve(path, where=None)
+    if path.is_customer or path.aggregate is None:
+        example = Path("order" if path.is_customer else path.category, Aggregate.COUNT.value)
+        raise RuleTypeError(
+            str(condition),
+            f"a where filters the events of an aggregate (count, first_time, last_time, sum, avg, min, max),"
+            f' as in {example}(where product = "cover"); {bare} is not one',
+        )
+    for node in walk(path.where):
+        if isinstance(node, InGroup):
+            raise RuleTypeError(str(condition), f"a where filters events by their fields: put {node} outside {bare}")
+        if not isinstance(node, Condition):
+            continue
+        inner = node.path
+        if inner.is_customer or inner.category != path.category:
+            raise RuleTypeError(
+                str(condition), f"a where reads fields of the {path.category} events, and {inner} is not one of them"
+            )
+        if inner.aggregate is not None or any(x is not None for x in (inner.window, inner.field, inner.where)):
+            raise RuleTypeError(str(condition), f"aggregates do not nest: {inner} inside a where")
+    return tuple(shape_of(inner, schema) for inner in conditions(path.where))
 
 
 def window_spec(window: Window, now: dt.datetime, tz: dt.tzinfo) -> Spec:

@@ -33,6 +33,7 @@ from .ast import (
     Anchor,
     And,
     Condition,
+    DatePart,
     Duration,
     InGroup,
     Month,
@@ -459,7 +460,60 @@ def aggregate_conditions(draw: st.DrawFn) -> Condition:
     return Condition(path, op, draw(listed(_AGGREGATE_NUMBERS, op)))
 
 
+@st.composite
+def field_conditions(draw: st.DrawFn, category: str) -> Condition:
+    """A condition on one field of an event named ``category``, as a where holds: text, a number, a
+    time or a part of one, the event's own time, or whether a field is known."""
+    kind = draw(st.sampled_from(["text", "number", "time", "part", "known"]))
+    if kind == "text":
+        path = Path(category, draw(st.sampled_from(["service", "status"])))
+        op = draw(st.sampled_from([*ALL_TEXT_OPS, Op.IN, Op.NOT_IN]))
+        return Condition(path, op, draw(listed(rule_texts, op)))
+    if kind == "number":
+        path = Path(category, draw(st.sampled_from(["total", "rating"])))
+        op = draw(st.sampled_from([*ORDER_OPS, Op.IN, Op.BETWEEN]))
+        return Condition(path, op, draw(listed(rule_numbers | _AGGREGATE_NUMBERS, op)))
+    if kind == "part":
+        part = draw(st.sampled_from([DatePart.MONTH, DatePart.WEEKDAY, DatePart.DAY]))
+        path = Path(category, draw(st.sampled_from(["at", "due"])), part)
+        return Condition(path, draw(st.sampled_from(ORDER_OPS)), draw(st.integers(1, 12)))
+    if kind == "known":
+        path = Path(category, draw(st.sampled_from(["service", "total", "due", "at"])))
+        return Condition(path, draw(st.sampled_from([Op.IS_KNOWN, Op.IS_UNKNOWN])))
+    path = Path(category, draw(st.sampled_from(["at", "due"])))
+    op = draw(st.sampled_from([*TIME_OPS, Op.IN, Op.BETWEEN, Op.WITHIN_LAST, Op.WITHIN_NEXT]))
+    if op in (Op.WITHIN_LAST, Op.WITHIN_NEXT):
+        return Condition(path, op, Duration(draw(st.sampled_from(AMOUNTS)), draw(st.sampled_from(UNITS))))
+    return Condition(path, op, draw(listed(rule_times, op)))
+
+
+@st.composite
+def where_conditions(draw: st.DrawFn) -> Condition:
+    """An aggregate of the events a where keeps (and a window, or not): a count, the first or last
+    time, a sum, average, minimum or maximum; the where is up to three conditions on one event."""
+    category = draw(st.sampled_from(["appointment", "repair_order.closed", "invoice", "visit"]))
+    where = draw(st.recursive(field_conditions(category), _combine, max_leaves=3))
+    window = draw(st.none() | windows())
+    aggregate = draw(st.sampled_from(list(Aggregate)))
+    if aggregate in (Aggregate.FIRST_TIME, Aggregate.LAST_TIME):
+        path = Path(category, aggregate.value, window=window, where=where)
+        op = draw(st.sampled_from([*TIME_OPS, Op.BETWEEN, Op.WITHIN_LAST, Op.WITHIN_NEXT, Op.IS_KNOWN]))
+        if op is Op.IS_KNOWN:
+            return Condition(path, op)
+        if op in (Op.WITHIN_LAST, Op.WITHIN_NEXT):
+            return Condition(path, op, Duration(draw(st.sampled_from(AMOUNTS)), draw(st.sampled_from(UNITS))))
+        return Condition(path, op, draw(listed(rule_times, op)))
+    field = None if aggregate is Aggregate.COUNT else draw(st.sampled_from(["total", "rating"]))
+    path = Path(category, aggregate.value, window=window, field=field, where=where)
+    op = draw(st.sampled_from([*ORDER_OPS, Op.IN, Op.BETWEEN, Op.IS_UNKNOWN]))
+    if op is Op.IS_UNKNOWN:
+        return Condition(path, op)
+    values = st.integers(0, 3) if aggregate is Aggregate.COUNT else _AGGREGATE_NUMBERS
+    return Condition(path, op, draw(listed(values, op)))
+
+
 conditions = st.one_of(
+    where_conditions(),
     aggregate_conditions(),
     text_conditions(),
     number_conditions(),

@@ -38,12 +38,12 @@ from .ast import (
     transform,
     walk,
 )
-from .evaluate import Predicate, compile  # noqa: A004
+from .evaluate import Predicate, compile, event_filter  # noqa: A004
 from .group_store import GroupDef
-from .model import Customer, CustomerId
+from .model import Customer, CustomerId, Event
 from .parser import parse
 from .schema import Schema
-from .semantics import PLACEHOLDER_NAME, shape_of, time_test, window_op
+from .semantics import PLACEHOLDER_NAME, Shape, shape_of, time_test, window_op
 from .values import Kind, day_start, month_start, shift, to_time
 
 __all__ = ["Plan", "TimeCondition", "digest_keys_version", "digest_of", "read_key"]
@@ -105,9 +105,12 @@ class TimeCondition:
     op: Op  # the positive operator
     value: Any
     tz: dt.tzinfo
+    # The test of one event that the path's where gives at a moment (None: no where).
+    where: Callable[[dt.datetime], Callable[[Event], bool]] | None = None
     fixed: bool = attrs.field(init=False)
     aggregate: Aggregate | None = attrs.field(init=False)
     key: int = attrs.field(init=False)
+    _last: list[Any] = attrs.field(init=False, factory=list)  # the moment and the where's test at it
 
     def __attrs_post_init__(self) -> None:
         # A zone without daylight saving: calendar arithmetic is exact there.
@@ -118,14 +121,19 @@ class TimeCondition:
             self, "key", _CONDITION_IDS.setdefault((self.path, self.op, self.value), len(_CONDITION_IDS))
         )
 
-    def values(self, customer: Customer) -> list[dt.datetime]:
-        """The customer's instants this condition compares."""
+    def values(self, customer: Customer, now: dt.datetime) -> list[dt.datetime]:
+        """The customer's instants this condition compares at ``now``."""
         path, tz = self.path, self.tz
         if path.is_customer:
             raw = customer.attributes.get(path.attribute)
             items = raw if isinstance(raw, list | tuple | set | frozenset) else (raw,)
             return [t for item in items if (t := to_time(item, tz)) is not None]
-        events = customer.events_named(path.category)
+        events: Sequence[Event] = customer.events_named(path.category)
+        if self.where is not None:
+            # The events the where keeps now. Those it keeps change only at the turning points of
+            # its own conditions, which are conditions of the plan too (Plan).
+            keep = self._filter(now)
+            events = [e for e in events if keep(e)]
         aggregate = self.aggregate
         if aggregate is Aggregate.COUNT:
             return []
@@ -140,12 +148,21 @@ class TimeCondition:
             return [min(found) if aggregate is Aggregate.MIN else max(found)]
         if aggregate is not None:
             times = [t for e in events if (t := to_time(e.at, tz)) is not None]
-            if not times:
-                return []
+            if path.window is not None or not times:
+                return times  # in a window the extreme may be any event's time (as for min and max above)
             return [min(times) if aggregate is Aggregate.FIRST_TIME else max(times)]
         if path.attribute == "at":
             return [t for e in events if (t := to_time(e.at, tz)) is not None]
         return [t for e in events if (t := to_time(e.attributes.get(path.attribute), tz)) is not None]
+
+    def _filter(self, now: dt.datetime) -> Callable[[Event], bool]:
+        """The where's test of an event at ``now``, made once per moment (a refresh reads one ``now``)."""
+        assert self.where is not None
+        last = self._last
+        if not last or last[0] != now:
+            last[:] = [now, self.where(now)]
+        keep: Callable[[Event], bool] = last[1]
+        return keep
 
     def candidates(self, v: dt.datetime) -> list[tuple[dt.datetime, dt.timedelta, dt.timedelta]]:
         """Instants near which the test of ``v`` can flip, each with how early and late the flip may be."""
@@ -270,7 +287,7 @@ class TimeCondition:
 
     def next_flip(self, customer: Customer, now: dt.datetime) -> dt.datetime | None:
         """The earliest instant after ``now`` at which this condition could change for ``customer``."""
-        found = [t for v in self.values(customer) if (t := self.turning_point(v, now)) is not None]
+        found = [t for v in self.values(customer, now) if (t := self.turning_point(v, now)) is not None]
         return min(found, default=None)
 
     def turning_point(self, v: dt.datetime, now: dt.datetime) -> dt.datetime | None:
@@ -294,6 +311,17 @@ class TimeCondition:
             if found is not None and (best is None or found < best):
                 best = found
         return best
+
+
+def _where_at(shape: Shape, tz: dt.tzinfo, region: str) -> Callable[[dt.datetime], Callable[[Event], bool]]:
+    """The test of one event that the condition's where gives, at a moment."""
+
+    def at(now: dt.datetime) -> Callable[[Event], bool]:
+        keep = event_filter(shape, now, tz=tz, region=region)
+        assert keep is not None  # the condition has a where
+        return keep
+
+    return at
 
 
 def replace_nodes(node: Node, chosen: set[int], placeholder: Node) -> Node:
@@ -328,7 +356,13 @@ class Plan:
                 reads.add(read_key(node.path))
                 shape = shape_of(node, schema)
                 if shape.kind is Kind.TIME and moves(shape.value):
-                    timed.append((node, TimeCondition(node.path, shape.op, shape.value, tz)))
+                    where = None if node.path.where is None else _where_at(shape, tz, region)
+                    timed.append((node, TimeCondition(node.path, shape.op, shape.value, tz, where)))
+                for inner in shape.where:
+                    if inner.kind is Kind.TIME and moves(inner.value):
+                        # The events a where keeps change when its test of one of them flips: the
+                        # turning points of the same condition over any event of the category.
+                        timed.append((node, TimeCondition(inner.condition.path, inner.op, inner.value, tz)))
                 if node.path.window is not None and moves(node.path.window.value):
                     # An aggregate in a moving window changes only when one of its events enters or
                     # leaves the window: when the window's test of that event's time flips.

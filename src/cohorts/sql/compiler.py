@@ -403,13 +403,14 @@ class Compiler:
         name2 = self.bind(path.category, "TEXT")
         latest = (
             f"(SELECT {extreme}({e2}.at) FROM {self.layout.events} AS {e2}"  # noqa: S608 - names are ours; values are bound
-            f" WHERE {e2}.customer_pk = {key} AND {e2}.name = {name2})"
+            f" WHERE {e2}.customer_pk = {key} AND {e2}.name = {name2}{self.event_filter(shape, e2)})"
         )
         test = self.test(spec, self.event_time_part(shape, e, path.part), Kind.NUMBER)
         return self.semi(f"{base} AND {e}.at = {latest} AND {test if holds else 'NOT ' + test}", negate=False)
 
     def field_aggregate(self, shape: Shape, holds: bool, base: str, e: str, key: str) -> str:
-        """``sum``, ``avg``, ``min`` or ``max`` of a field of the events (of the window): grouped per customer.
+        """``sum``, ``avg``, ``min`` or ``max`` of a field of the events (``base``: those of the window and
+        the where): grouped per customer.
 
         Sums and averages are compared as exact decimals (:meth:`Dialect.exact_compare`; an average as
         ``sum <op> constant * count``); a sum of no values is 0, the others are then unknown.
@@ -419,9 +420,6 @@ class Compiler:
         assert path.field is not None and kind is not None
         read = attrs.evolve(shape, condition=attrs.evolve(shape.condition, path=Path(path.category, path.field)))
         x = self.event_value(read, e, KIND_FIELD[kind], kind)
-        window = resolve_window(shape, self.now, self.tz)
-        if window is not None:  # only the events of the window: its bounds are parameters
-            base += f" AND {self.test(window, self.event_time(shape, e), Kind.TIME)}"
         base += f" AND {x} IS NOT NULL"
         if shape.op is Op.IS_KNOWN:
             if aggregate is Aggregate.SUM:
@@ -456,10 +454,53 @@ class Compiler:
         clauses = [" AND ".join(check(symbol, value) for symbol, value in clause) or TRUE for clause in spec]
         return "(" + " OR ".join(f"({c})" for c in clauses) + ")"
 
+    def event_filter(self, shape: Shape, e: str) -> str:
+        """`` AND`` the tests of event ``e`` that the aggregate's window and where give (or nothing).
+
+        The window's bounds are parameters. The where's test is true exactly when the where is: an
+        event it is false or unknown for is left out.
+        """
+        out = ""
+        window = resolve_window(shape, self.now, self.tz)
+        if window is not None:
+            out += f" AND {self.test(window, self.event_time(shape, e), Kind.TIME)}"
+        where = shape.condition.path.where
+        if where is None:
+            return out
+        inner = shape.filters()
+
+        def leaf(node: Condition | InGroup, holds: bool) -> str:
+            assert isinstance(node, Condition)  # semantics refuses group tests in a where
+            return self.field_test(inner[id(node)], holds, e)
+
+        return f"{out} AND {polar_fold(where, True, leaf, join)}"
+
+    def field_test(self, shape: Shape, holds: bool, e: str) -> str:
+        """SQL true when the condition on a field of event ``e`` is true for it (false, with ``holds`` False)."""
+        path, kind = shape.condition.path, shape.kind
+        positive = holds != shape.negated
+        if path.attribute == EVENT_TIME:
+            if path.part is None:
+                x, value_kind = self.event_time(shape, e), Kind.TIME
+            else:
+                x, value_kind = self.event_time_part(shape, e, path.part), Kind.NUMBER
+        elif kind is None:  # is known, untyped: the value's presence
+            known = self.event_known(shape, e)
+            return known if positive else f"NOT ({known})"
+        else:
+            field = KIND_FIELD[kind] if path.part is None else PART_FIELD[path.part.value]
+            value_kind = kind if path.part is None else Kind.NUMBER
+            x = self.event_value(shape, e, field, value_kind)
+        if shape.op is Op.IS_KNOWN:
+            return f"({x} IS NOT NULL)" if positive else f"({x} IS NULL)"
+        test = self.test(self.spec(shape), x, value_kind)
+        return test if positive else f"({x} IS NOT NULL AND NOT {test})"
+
     def event_condition(self, shape: Shape, holds: bool) -> str:
         path, kind = shape.condition.path, shape.kind
         e = self.alias("e")
         base, key = self.event_source(shape, e)
+        base += self.event_filter(shape, e)
         aggregate = path.aggregate
         if aggregate in FIELD_AGGREGATES:
             return self.field_aggregate(shape, holds, base, e, key)
@@ -471,9 +512,6 @@ class Compiler:
         spec = self.spec(shape)
 
         if aggregate is Aggregate.COUNT:
-            window = resolve_window(shape, self.now, self.tz)
-            if window is not None:  # count only the events of the window: its bounds are parameters
-                base += f" AND {self.test(window, self.event_time(shape, e), Kind.TIME)}"
             none, some = passes(spec, 0), from_one(spec)
             if some is not None and some != none:  # "some event" or "no event": nothing to count
                 return self.semi(base, negate=some != holds)
@@ -578,8 +616,8 @@ def dues_query(
     parts = []
     for condition in conditions:
         path, offsets = condition.path, condition.offsets()
-        if offsets is None or path.is_customer:
-            return None
+        if offsets is None or path.is_customer or path.where is not None or path.window is not None:
+            return None  # (the extreme of the events a window or a where keeps: computed in Python)
         name = compiler.bind(path.category, "TEXT")
         if among is not None:
             name = f"{name} AND customer_pk IN ({among})"
