@@ -110,7 +110,8 @@ class TimeCondition:
     fixed: bool = attrs.field(init=False)
     aggregate: Aggregate | None = attrs.field(init=False)
     key: int = attrs.field(init=False)
-    _last: list[Any] = attrs.field(init=False, factory=list)  # the moment and the where's test at it
+    # (the moment, the where's test at it): one pair, replaced whole
+    _last: list[tuple[dt.datetime, Callable[[Event], bool]]] = attrs.field(init=False, factory=list)
 
     def __attrs_post_init__(self) -> None:
         # A zone without daylight saving: calendar arithmetic is exact there.
@@ -156,12 +157,17 @@ class TimeCondition:
         return [t for e in events if (t := to_time(e.attributes.get(path.attribute), tz)) is not None]
 
     def _filter(self, now: dt.datetime) -> Callable[[Event], bool]:
-        """The where's test of an event at ``now``, made once per moment (a refresh reads one ``now``)."""
+        """The where's test of an event at ``now``, made once per moment (a refresh reads one ``now``).
+
+        The moment and its test are kept as one pair, read once, so threads sharing the plan never
+        take one moment's test for another's.
+        """
         assert self.where is not None
-        last = self._last
-        if not last or last[0] != now:
-            last[:] = [now, self.where(now)]
-        keep: Callable[[Event], bool] = last[1]
+        cached = self._last[0] if self._last else None
+        if cached is not None and cached[0] == now:
+            return cached[1]
+        keep = self.where(now)
+        self._last[:] = [(now, keep)]
         return keep
 
     def candidates(self, v: dt.datetime) -> list[tuple[dt.datetime, dt.timedelta, dt.timedelta]]:
