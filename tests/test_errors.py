@@ -16,8 +16,8 @@ from cohorts import (
 )
 
 _VALUES = (
-    "Expected one of: [, a date, a date and time, a day name, a month name, a number, a string, false, in, today/now,"
-    " true"
+    "Expected one of: [, a date, a date and time, a day name, a month name, a number, a path, a string, false, in,"
+    " today/now, true"
 )
 _OPERATORS = (
     "Expected one of: !=, ., <, <=, <>, =, >, >=, after, before, between, contains, does not contain,"
@@ -101,7 +101,7 @@ def test_bare_word_where_a_value_goes() -> None:
         "Unexpected 'soon' at line 1, column 23:\n"
         "customer.created_at > soon\n"
         "                      ^\n"
-        'text goes in quotes: "soon"\n' + _VALUES
+        'text goes in quotes: "soon"; another value of the customer is a path, as in customer.soon\n' + _VALUES
     )
 
 

@@ -26,6 +26,7 @@ from cohorts.ast import And, Condition, DatePart, Duration, InGroup, Node, Not, 
 from cohorts.errors import RuleError
 from cohorts.evaluate import compile as compile_rule
 from cohorts.repository import MemoryRepository
+from cohorts.testing import anniversary_condition
 
 from .strategies import NOW, groups, typed_conditions, typed_windows, units
 from .strategies import _instants as instants
@@ -245,8 +246,34 @@ _ORDER = [Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE]
 def host_conditions(draw: st.DrawFn) -> Node:
     """Conditions on what strategies.typed_rules leaves out: JSON times, JSON numbers, filtered events, parts."""
     kind = draw(
-        st.sampled_from(["renewal", "part", "total", "rating", "repair", "window", "list", "aggregate", "where"])
+        st.sampled_from(
+            ["renewal", "part", "total", "rating", "repair", "window", "list", "aggregate", "where", "compare"]
+        )
     )
+    if kind == "compare":  # two values of the client: columns, JSON fields, aggregates of event tables
+        window = draw(st.none() | typed_windows)
+        where = draw(st.none() | st.recursive(_appointment_fields(), _combine, max_leaves=2))
+        if draw(st.booleans()):
+            declared = [
+                Path("customer", "created_at"),
+                Path("appointment", "last_time", window=window, where=where),
+                Path("repair_order.closed", "first_time"),
+                Path("invoice", "last_time", window=window),
+            ]
+            loose, ops = [Path("customer", "renewal")], [*_ORDER, Op.BEFORE, Op.AFTER]
+        else:
+            declared = [
+                Path("customer", "vehicle_year"),
+                Path("appointment", "count", window=window, where=where),
+                Path("invoice", "max", window=window, field="total"),
+                Path("customer", "created_at", DatePart.MONTH),
+                Path("customer", "renewal", DatePart.DAY),
+            ]
+            loose, ops = [Path("appointment", "max", field="rating", where=where)], _ORDER
+        left, right = draw(st.sampled_from(declared)), draw(st.sampled_from(declared + loose))
+        if draw(st.booleans()):
+            left, right = right, left
+        return Condition(left, draw(st.sampled_from(ops)), right)
     if kind == "where":  # an aggregate of the appointments a where keeps, by a column, a JSON field or the time
         where = draw(st.recursive(_appointment_fields(), _combine, max_leaves=3))
         aggregate = draw(st.sampled_from(["count", "first_time", "last_time", "sum", "max"]))
@@ -283,6 +310,8 @@ def host_conditions(draw: st.DrawFn) -> Node:
             )
         )
         part = draw(st.sampled_from(list(DatePart)))
+        if part is DatePart.ANNIVERSARY:
+            return anniversary_condition(draw, Path(base.category, base.attribute, part))
         value = {"year": st.integers(2024, 2028), "month": st.integers(1, 12), "day": st.integers(1, 31)}.get(
             part.value, st.integers(1, 7)
         )

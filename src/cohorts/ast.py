@@ -165,7 +165,8 @@ class Duration:
 Scalar: TypeAlias = (
     str | int | float | bool | dt.date | dt.datetime | Relative | Anchor | Month | Weekday
 )
-Value: TypeAlias = Scalar | tuple[Scalar, ...] | Duration | None
+Value: TypeAlias = "Scalar | tuple[Scalar, ...] | Duration | Path | None"
+"""What a condition compares with: a scalar, a list, a duration, or another path of the same customer."""
 
 
 class Op(enum.Enum):
@@ -217,12 +218,17 @@ FIELD_AGGREGATES = frozenset({Aggregate.SUM, Aggregate.AVG, Aggregate.MIN, Aggre
 
 
 class DatePart(enum.Enum):
-    """A part of a date, read in the evaluation's time zone."""
+    """A part of a date, read in the evaluation's time zone.
+
+    ``ANNIVERSARY`` is the date's month and day, which come back every year
+    (``customer.birthday.anniversary within next 7 days``).
+    """
 
     YEAR = "year"
     MONTH = "month"
     DAY = "day"
     WEEKDAY = "weekday"
+    ANNIVERSARY = "anniversary"
 
 
 AGGREGATES = frozenset(a.value for a in Aggregate)
@@ -497,6 +503,8 @@ def format_value(value: Value) -> str:
         return str(value)
     if value is None:
         return ""
+    if isinstance(value, Path):
+        return str(value)
     return _format_scalar(value)
 
 
@@ -566,7 +574,8 @@ class Condition(Node):
 
     ``value`` is a scalar, a tuple for ``in``/``not in``, a pair for
     ``between``, a ``Duration`` for ``within``, and ``None`` for
-    ``is known``/``is unknown``.
+    ``is known``/``is unknown``. A :class:`Path` compares the path with another
+    value of the same customer (``checkout.last_time > order.last_time``).
     """
 
     _repr_pretty_ = Node._repr_pretty_

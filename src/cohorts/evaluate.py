@@ -17,6 +17,7 @@ import builtins
 import datetime as dt
 import functools
 import itertools
+import operator
 import threading
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
@@ -32,6 +33,7 @@ from .ast import (
     Aggregate,
     And,
     Condition,
+    DatePart,
     InGroup,
     Node,
     Not,
@@ -155,6 +157,7 @@ class _Bound:
     spec: Spec | None = None  # the test as checks, when the generated code can inline it
     get_source: tuple[str, tuple[Any, ...]] | None = None  # ``get`` as source: template and constants
     window: str | None = None  # a count's window, resolved, for explanations
+    sides: Callable[[Customer], tuple[Any, Any]] | None = None  # a comparison's two values, for explanations
 
 
 def _reader(shape: Shape, tz: dt.tzinfo, region: str) -> Callable[[Any], Any]:
@@ -177,6 +180,8 @@ def _known(bound: _Bound) -> _Bound:
 
 
 def _bind(shape: Shape, now: dt.datetime, tz: dt.tzinfo, region: str) -> _Bound:
+    if shape.compared is not None:
+        return _bind_comparison(shape, now, tz, region)
     read = _reader(shape, tz, region)
     spec, shown = resolve(shape, now, tz)
     counted = resolve_window(shape, now, tz)
@@ -185,6 +190,41 @@ def _bind(shape: Shape, now: dt.datetime, tz: dt.tzinfo, region: str) -> _Bound:
     if shape.op is Op.IS_KNOWN and not bound.existential:
         return _known(bound)
     return bound
+
+
+_ORDER_TESTS: dict[Op, Callable[[Any, Any], bool]] = {
+    Op.EQ: operator.eq,
+    Op.LT: operator.lt,
+    Op.LE: operator.le,
+    Op.GT: operator.gt,
+    Op.GE: operator.ge,
+}
+
+
+def _bind_comparison(shape: Shape, now: dt.datetime, tz: dt.tzinfo, region: str) -> _Bound:
+    """Two values of the customer compared: unknown when either is, else the test of the pair."""
+    assert shape.compared is not None
+    left, right = (_value_getter(side, now, tz, region) for side in shape.compared)
+    order = _ORDER_TESTS[shape.op]
+
+    def get(c: Customer) -> tuple[Any, Any] | None:
+        if (a := left(c)) is None or (b := right(c)) is None:
+            return None
+        return a, b
+
+    def test(pair: tuple[Any, Any]) -> bool:
+        return order(pair[0], pair[1])
+
+    return _Bound(shape, get, test, False, None, sides=lambda c: (left(c), right(c)))
+
+
+def _value_getter(side: Shape, now: dt.datetime, tz: dt.tzinfo, region: str) -> Callable[[Customer], Any]:
+    """The reading of one side of a comparison: one value per customer, None when unknown."""
+    read = _reader(side, tz, region)
+    counted = resolve_window(side, now, tz)
+    keep = event_filter(side, now, tz=tz, region=region)
+    # (a side is never a list: an undeclared attribute holding one reads as unknown)
+    return _bind_source(side, read, ((),), None, tz, region, counted, keep).get
 
 
 def event_filter(shape: Shape, now: dt.datetime, *, tz: dt.tzinfo, region: str) -> Callable[[Event], bool] | None:
@@ -521,8 +561,12 @@ class Predicate:
         self._lock = threading.Lock()
         self._cached: tuple[dt.datetime, Callable[[Customer, GroupLookup], bool]] | None = None
         self._has_time = any(
-            s.kind is Kind.TIME or s.condition.path.window is not None or any(w.kind is Kind.TIME for w in s.where)
-            for s in self._shapes.values()
+            s.kind is Kind.TIME
+            or s.condition.path.window is not None
+            or s.condition.path.part is DatePart.ANNIVERSARY  # (the days it stands for move with now)
+            or any(w.kind is Kind.TIME or w.condition.path.part is DatePart.ANNIVERSARY for w in s.where)
+            for shape in self._shapes.values()
+            for s in (shape.compared or (shape,))
         )
 
     def __repr__(self) -> str:
@@ -648,6 +692,9 @@ class Explanation:
             None otherwise.
         aggregate: with a window, what the condition computes over the window's events
             (``count``, ``sum``, ``avg``, ``min``, ``max``).
+        compared: the condition compares two values of the customer
+            (``checkout.last_time > order.last_time``): ``value`` is the first one's and
+            ``compared_to`` the other's, None when unknown.
     """
 
     rule: str
@@ -658,6 +705,7 @@ class Explanation:
     window: str | None = attrs.field(default=None, repr=False)  # shown by str(); reprs stay as before windows
     stored: Any = attrs.field(default=None, repr=False)
     aggregate: str | None = attrs.field(default=None, repr=False)
+    compared: bool = attrs.field(default=False, repr=False)
 
     @property
     def matched(self) -> bool:
@@ -679,7 +727,7 @@ class Explanation:
                 if node.window is not None:
                     counted = node.aggregate in (None, Aggregate.COUNT.value)
                     line += f" {'counted in' if counted else 'over the events in'} {node.window}"
-                if node.compared_to is not None:
+                if node.compared_to is not None or node.compared:
                     line += f"; compared with {_show(node.compared_to)}"
                 line += ")"
             yield line
@@ -696,7 +744,16 @@ class Explanation:
         return html_verdicts(str(self))
 
     def _own(self) -> tuple[Any, ...]:
-        return (self.rule, self.result, self.value, self.compared_to, self.window, self.stored, self.aggregate)
+        return (
+            self.rule,
+            self.result,
+            self.value,
+            self.compared_to,
+            self.window,
+            self.stored,
+            self.aggregate,
+            self.compared,
+        )
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
@@ -777,6 +834,10 @@ def _explain_node(
             return Explanation(str(node), member != negated, value="member" if member else "not a member")
         case Condition():
             b = bound[id(node)]
+            if b.sides is not None:  # two values of the customer compared
+                mine, theirs = b.sides(customer)
+                compared = None if mine is None or theirs is None else b.test((mine, theirs)) != b.shape.negated
+                return Explanation(str(node), compared, value=mine, compared_to=theirs, compared=True)
             value = b.get(customer)
             outcome: bool | None = None
             if b.existential:

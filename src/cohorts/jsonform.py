@@ -137,16 +137,7 @@ def _where(where: Node) -> dict[str, JsonValue]:
 def _row(node: Node, relative: bool = False) -> dict[str, JsonValue]:
     match node:
         case Condition(path, op, value):
-            row: dict[str, JsonValue] = {} if relative else {"category": path.category}
-            row["attribute"] = path.attribute
-            if path.field is not None:
-                row["field"] = path.field
-            if path.part is not None:
-                row["part"] = path.part.value
-            if path.window is not None:
-                row["window"] = {"kind": path.window.kind.value, "value": _value(path.window.value)}
-            if path.where is not None:
-                row["where"] = _where(path.where)
+            row = _path(path, relative)
             row["operator"] = op.value
             if value is not None:
                 row["value"] = _value(value)
@@ -156,8 +147,25 @@ def _row(node: Node, relative: bool = False) -> dict[str, JsonValue]:
     raise TypeError(f"not a rule node: {node!r}")
 
 
+def _path(path: Path, relative: bool = False) -> dict[str, JsonValue]:
+    """What a row says of its path (without the category, inside a where)."""
+    row: dict[str, JsonValue] = {} if relative else {"category": path.category}
+    row["attribute"] = path.attribute
+    if path.field is not None:
+        row["field"] = path.field
+    if path.part is not None:
+        row["part"] = path.part.value
+    if path.window is not None:
+        row["window"] = {"kind": path.window.kind.value, "value": _value(path.window.value)}
+    if path.where is not None:
+        row["where"] = _where(path.where)
+    return row
+
+
 def _value(value: Any) -> JsonValue:
     match value:
+        case Path():  # another value of the customer, compared with the row's
+            return {"type": "path", **_path(value)}
         case tuple():
             return [_value(item) for item in value]
         case bool() | str():
@@ -452,7 +460,17 @@ def _read_operand(op: Op, row: Mapping[str, JsonValue], pointer: _Pointer) -> An
             return duration
     if isinstance(value, list):
         return tuple(_read_scalar(item, _at(where, index)) for index, item in enumerate(value))
+    if isinstance(value, Mapping) and value.get("type") == "path":
+        if op not in _COMPARED:
+            raise _fail(_at(where, "type"), f"{op.value} compares with a value, not with another path")
+        fields = _object(value, where, _PATH_KEYS, "a path")
+        return _read_path(fields, where)
     return _read_scalar(value, where)
+
+
+# The operators that compare a row's value with another of the customer's ({"type": "path", ...}).
+_COMPARED = frozenset({Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE, Op.BEFORE, Op.AFTER})
+_PATH_KEYS = frozenset({"type", "category", "attribute", "field", "part", "window", "where"})
 
 
 _TAGS = ("date", "datetime", "relative", "duration", "anchor", "month", "weekday")

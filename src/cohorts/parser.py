@@ -251,6 +251,16 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
             raise _token_error(
                 path.token, self.text, f"A path needs a category and an attribute, as in customer.{path.token}"
             )
+        if isinstance(value, _FieldRef):
+            raise _token_error(
+                value.token, self.text, "Inside a where, compare a field with a value, not with another field"
+            )
+        if isinstance(value, _Bare):  # a word where a value goes: text without its quotes, or half a path
+            token = value.token
+            words = sorted({_describe(name) for name in _VALUE_TERMINALS | {"LSQB", "_IN"}} | {"a path"})
+            hint = f'text goes in quotes: "{token}"; another value of the customer is a path, as in customer.{token}'
+            label = f"Unexpected {str(token)!r}"
+            raise RuleSyntaxError(label, token.line or 1, token.column or 1, self.text, words, hint)
         if isinstance(value, Token):
             value = _convert_token(value, self.text, self.max_literal_chars)
         elif isinstance(value, tuple):
@@ -379,6 +389,10 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
         where = None if arguments.where is None else _place_fields(arguments.where, path.category)
         return attrs.evolve(path, window=arguments.window, field=field, where=where)
 
+    def other(self, meta: Any, *items: Token | _Arguments | None) -> Path | _Bare:
+        """The other side of a comparison of two values: a path."""
+        return self.path(meta, *items)
+
     def field_path(self, meta: Any, *items: Token | _Arguments | None) -> _FieldRef:
         """A path inside a where: one field of the event, or a date part of one (``at.weekday``)."""
         *tokens, last = items
@@ -483,7 +497,7 @@ def _mark_fields(tree: Tree[Token]) -> None:
     for subtree in tree.iter_subtrees():
         if subtree.data == "where":
             for inner in subtree.iter_subtrees():
-                if inner.data == "path":
+                if inner.data in ("path", "other"):
                     inner.data = "field_path"
 
 
@@ -576,7 +590,11 @@ def _syntax_error(error: UnexpectedInput, text: str) -> RuleSyntaxError:
         # After a path, "(" opens a window (appointment.count(last 90 days)): an aside, not
         # what a user who typed a path and a wrong operator is looking for.
         expected.discard("LPAR")
-    words = sorted({_describe(name) for name in expected})
+    described = {_describe(name) for name in expected}
+    if expected & _VALUE_TERMINALS and "NAME" in expected:  # a value, or another path to compare with
+        described -= {_describe("NAME"), _describe("QUOTED_NAME")}
+        described.add("a path")
+    words = sorted(described)
     at_end = isinstance(error, UnexpectedEOF) or (
         isinstance(error, UnexpectedToken) and error.token.type == "$END"
     )

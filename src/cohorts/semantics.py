@@ -19,6 +19,7 @@ and never fails one.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,6 +38,7 @@ from .ast import (
     And,
     Compiled,
     Condition,
+    DatePart,
     Duration,
     InGroup,
     Month,
@@ -59,13 +61,15 @@ from .errors import RuleTypeError
 from .parser import MAX_LITERAL_CHARS, MAX_RULE_CHARS, parse
 from .pattern import PatternError, compile_pattern
 from .schema import AttributeType, Schema, default_schema
-from .values import Interval, Kind, exact_decimal, fold_text, resolve_time, to_phone, wide_int, window
+from .values import Interval, Kind, exact_decimal, fold_text, resolve_time, shift, to_phone, wide_int, window
 
 __all__ = [
+    "MONTH_DAYS",
     "NEGATIONS",
     "Check",
     "Shape",
     "Spec",
+    "anniversary_test",
     "as_rule",
     "conditions",
     "connective",
@@ -167,6 +171,9 @@ class Shape:
     is_list: bool  # the attribute holds a list (or may, when untyped)
     value: Any  # the rule's value, prepared for the kind (times stay unresolved)
     where: tuple[Shape, ...] = ()  # the shapes of the where's conditions, in the order of conditions()
+    # A comparison of two values of the customer (checkout.last_time > order.last_time): the readings
+    # of its two sides, each the shape of ``side is known`` with the kind both are compared as.
+    compared: tuple[Shape, Shape] | None = None
 
     def filters(self) -> dict[int, Shape]:
         """The shapes of the where's conditions, by ``id`` of the condition."""
@@ -179,6 +186,8 @@ def shape_of(condition: Condition, schema: Schema | None) -> Shape:
     With a schema, an attribute it lacks raises UnknownAttributeError; an operator or value that cannot
     work on the kind raises RuleTypeError.
     """
+    if isinstance(condition.value, Path):
+        return _comparison(condition, condition.value, schema)
     path, op = condition.path, condition.op
     negated = op in NEGATIONS
     op = NEGATIONS.get(op, op)
@@ -206,6 +215,21 @@ def shape_of(condition: Condition, schema: Schema | None) -> Shape:
             raise RuleTypeError(str(condition), f"{path.part.value} is a part of dates, and this is {lookup.value}")
         kind: Kind | None = Kind.NUMBER
         declared, is_list = True, False
+        if path.part is DatePart.ANNIVERSARY and op is not Op.IS_KNOWN:
+            if op not in _ANNIVERSARY_OPS:
+                raise RuleTypeError(
+                    str(condition),
+                    f"an anniversary comes back every year: compare it with =, !=, in, between or within,"
+                    f" not {condition.op.value}",
+                )
+            # the rule's value is days (today, this month, a date ...): checked as times
+            value = _prepare(condition, op, Kind.TIME, value, None)
+            items = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, Relative | Duration) and v.unit in (Unit.MINUTES, Unit.HOURS) for v in items):
+                raise RuleTypeError(
+                    str(condition), "an anniversary is a day: count in days, weeks, months or years, not in hours"
+                )
+            return Shape(condition, op, negated, kind, declared, is_list, value, where)
     elif lookup is not None:
         kind = _TYPE_KINDS[lookup]
     elif op is Op.IS_KNOWN:
@@ -225,6 +249,84 @@ def shape_of(condition: Condition, schema: Schema | None) -> Shape:
             raise RuleTypeError(str(condition), f"{condition.op.value} does not apply to {kind_word(kind)}")
         value = _prepare(condition, op, kind, value, path.part)
     return Shape(condition, op, negated, kind, declared, is_list, value, where)
+
+
+_ANNIVERSARY_OPS = frozenset({Op.EQ, Op.IN, Op.BETWEEN, Op.WITHIN_LAST, Op.WITHIN_NEXT})
+
+_COMPARED_OPS = {Op.EQ: Op.EQ, Op.NE: Op.EQ, Op.BEFORE: Op.LT, Op.AFTER: Op.GT, **{op: op for op in ORDERING}}
+_COMPARED_KINDS = {
+    AttributeType.NUMBER: Kind.NUMBER,
+    AttributeType.DATE: Kind.TIME,
+    AttributeType.DATETIME: Kind.TIME,
+}
+
+
+def _comparison(condition: Condition, other: Path, schema: Schema | None) -> Shape:
+    """The shape of ``path op other``: two values of one customer, both dates or both numbers.
+
+    Each side is one value per customer: an attribute (not a list), ``count``, ``first_time``,
+    ``last_time``, or ``min``/``max`` of a field, with their windows and wheres, or a date part of an
+    attribute. An undeclared attribute (or field) takes the other side's kind; when neither side's
+    kind is known, the rule is refused. ``before`` and ``after`` are ``<`` and ``>`` of dates.
+    """
+    op = _COMPARED_OPS.get(condition.op)
+    if op is None:
+        raise RuleTypeError(
+            str(condition), f"{condition.op.value} does not compare two values (use =, !=, <, <=, >, >=, before, after)"
+        )
+    left, right = (_side(condition, side, schema) for side in (condition.path, other))
+    kinds = {kind for _, kind in (left, right) if kind is not None}
+    if not kinds:
+        raise RuleTypeError(
+            str(condition),
+            f"neither {condition.path} nor {other} has a declared type: declare one in the schema (a date or a number)",
+        )
+    if len(kinds) > 1:
+        reason = f"{condition.path} is {kind_word(left[1])} and {other} is {kind_word(right[1])}"
+        raise RuleTypeError(str(condition), reason)
+    (kind,) = kinds
+    if condition.op in (Op.BEFORE, Op.AFTER) and kind is not Kind.TIME:
+        raise RuleTypeError(str(condition), f"{condition.op.value} compares dates, and these are numbers")
+    sides = tuple(attrs.evolve(shape, kind=kind, declared=True, is_list=False) for shape, _ in (left, right))
+    return Shape(condition, op, condition.op is Op.NE, kind, True, False, None, compared=(sides[0], sides[1]))
+
+
+def _side(condition: Condition, path: Path, schema: Schema | None) -> tuple[Shape, Kind | None]:
+    """One side of a comparison: the shape of its reading, and its kind (None: undeclared)."""
+    try:  # (first: an unknown name is told with the nearest known one)
+        shape = shape_of(Condition(path, Op.IS_KNOWN), schema)
+    except RuleTypeError as error:
+        raise RuleTypeError(str(condition), error.reason) from None
+    aggregate = path.aggregate
+    if aggregate in (Aggregate.SUM, Aggregate.AVG):
+        raise RuleTypeError(str(condition), f"{path} compares with a number, not with another value")
+    if not path.is_customer and aggregate is None:
+        example = Path(path.category, Aggregate.LAST_TIME.value if path.attribute == "at" else Aggregate.COUNT.value)
+        raise RuleTypeError(
+            str(condition),
+            f"{path} is a field of any of the events, not one value: compare an aggregate, such as {example}",
+        )
+    if path.part is not None and not path.is_customer:
+        raise RuleTypeError(str(condition), f"compare the times themselves, not {path.part.value} of {path}")
+    lookup = (schema or default_schema()).lookup(path)
+    if path.part is not None:
+        return shape, Kind.NUMBER
+    if path.is_customer:
+        if lookup is AttributeType.LIST:
+            raise RuleTypeError(str(condition), f"{path} is a list: compare one value")
+        if lookup is None:
+            return shape, None
+        kind = _COMPARED_KINDS.get(lookup)
+        if kind is None:
+            raise RuleTypeError(str(condition), f"two values compare as dates or numbers, and {path} is {lookup.value}")
+        return shape, kind
+    if aggregate is Aggregate.COUNT:
+        return shape, Kind.NUMBER
+    if aggregate in FIELD_AGGREGATES:  # min or max: the field's type, when declared
+        if lookup is None:
+            return shape, None
+        return shape, _COMPARED_KINDS[lookup]  # (shape_of refused the other types)
+    return shape, Kind.TIME
 
 
 MAX_REACH_YEARS = 1000
@@ -385,6 +487,8 @@ def _check_where(condition: Condition, schema: Schema | None) -> tuple[Shape, ..
             raise RuleTypeError(str(condition), f"a where filters events by their fields: put {node} outside {bare}")
         if not isinstance(node, Condition):
             continue
+        if isinstance(node.value, Path):
+            raise RuleTypeError(str(condition), f"inside a where, compare a field with a value: {node} compares two")
         inner = node.path
         if inner.is_customer or inner.category != path.category:
             raise RuleTypeError(
@@ -647,6 +751,11 @@ def resolve(shape: Shape, now: dt.datetime, tz: dt.tzinfo) -> tuple[Spec, Any]:
     op, kind = shape.op, shape.kind
     if op is Op.IS_KNOWN:
         return ((),), None
+    if shape.condition.path.part is DatePart.ANNIVERSARY:
+        try:
+            return anniversary_test(op, shape.value, now, tz)
+        except (OverflowError, ValueError):
+            raise RuleTypeError(str(shape.condition), f"the time is out of range at {now.isoformat()}") from None
     if kind is Kind.TIME:
         try:
             return time_test(Op.EQ if op is Op.CONTAINS else op, shape.value, now, tz)
@@ -654,6 +763,70 @@ def resolve(shape: Shape, now: dt.datetime, tz: dt.tzinfo) -> tuple[Spec, Any]:
             raise RuleTypeError(str(shape.condition), f"the time is out of range at {now.isoformat()}") from None
     equality = op is Op.CONTAINS and kind is not Kind.TEXT and kind is not Kind.PHONE
     return plain_test(Op.EQ if equality else op, shape.value), shape.value
+
+
+def anniversary_test(op: Op, value: Any, now: dt.datetime, tz: dt.tzinfo) -> tuple[Spec, Any]:
+    """The test of an anniversary (a :class:`~cohorts.values.MonthDay`) for ``op`` and the rule's value at
+    ``now``, and the days it stands for, as ``(first, last)`` dates.
+
+    An anniversary passes when it falls on one of the days: ``= today`` is today, ``= this month`` any
+    day of this month, ``within next 7 days`` today and the 7 days after it, ``within last 7 days`` the
+    7 days before today and today, ``between X and Y`` the days from X's to Y's. February 29 falls on
+    February 28 in the years without one. The test is ranges of month-day numbers, which every backend
+    compares as it compares numbers.
+    """
+    spans: list[tuple[dt.date, dt.date]] = []
+    today = now.astimezone(tz).date()
+    match op:
+        case Op.EQ:
+            spans.append(_days(value, now, tz))
+        case Op.IN:
+            spans.extend(_days(item, now, tz) for item in value)
+        case Op.BETWEEN:  # (bounds in either order, as between takes times)
+            low, high = sorted((_days(value[0], now, tz), _days(value[1], now, tz)))
+            spans.append((low[0], max(low[1], high[1])))
+        case Op.WITHIN_NEXT:
+            spans.append((today, shift(now, value.amount, value.unit, tz).astimezone(tz).date()))
+        case Op.WITHIN_LAST:
+            spans.append((shift(now, -value.amount, value.unit, tz).astimezone(tz).date(), today))
+        case _:
+            raise AssertionError(op)
+    codes: set[int] = set()
+    for first, last in spans:
+        if (last - first).days >= 365:
+            codes.update(MONTH_DAYS)  # a year of days holds every anniversary
+            continue
+        day = first
+        while day <= last:
+            codes.add(day.month * 100 + day.day)
+            if (day.month, day.day) == (2, 28) and not calendar.isleap(day.year):
+                codes.add(229)
+            day += dt.timedelta(days=1)
+    clauses: list[tuple[Check, ...]] = []
+    run: list[int] = []
+    for code in [*MONTH_DAYS, 0]:  # runs of consecutive days, each a range of codes
+        if code in codes:
+            run.append(code)
+            continue
+        if run:
+            clauses.append(((">=", run[0]), ("<=", run[-1])) if len(run) > 1 else (("==", run[0]),))
+            run = []
+    return tuple(clauses), spans[0] if len(spans) == 1 else spans
+
+
+def _days(value: Any, now: dt.datetime, tz: dt.tzinfo) -> tuple[dt.date, dt.date]:
+    """The first and last day a rule's time value covers at ``now`` (in ``tz``)."""
+    iv = resolve_time(value, now, tz, as_day=True)
+    first = iv.start.astimezone(tz).date()
+    last = first if iv.end is None else (iv.end - dt.timedelta(microseconds=1)).astimezone(tz).date()
+    return first, last
+
+
+MONTH_DAYS = tuple(
+    (dt.date(2000, 1, 1) + dt.timedelta(days=n)).month * 100 + (dt.date(2000, 1, 1) + dt.timedelta(days=n)).day
+    for n in range(366)
+)
+"""Every month-day number (``month * 100 + day``) of a leap year, in calendar order: every anniversary."""
 
 
 def element_spec(shape: Shape, spec: Spec) -> Spec:

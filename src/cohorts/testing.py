@@ -14,9 +14,9 @@ The data: attributes of every type, declared or not, unknown values (None,
 blank text, empty lists), accents and case, lists, phones in several formats,
 times on (or a microsecond beside) the boundaries relative times have at
 :data:`NOW`. The rules: every operator on every kind of value, counts in
-windows, group membership, nested AND/OR/NOT, and deep rules
-(:func:`deep_rules`: chains of thousands of NOTs, and alternating AND/OR
-hundreds of levels deep).
+windows, aggregates filtered by a where, two values of a customer compared,
+group membership, nested AND/OR/NOT, and deep rules (:func:`deep_rules`:
+chains of thousands of NOTs, and alternating AND/OR hundreds of levels deep).
 """
 
 from __future__ import annotations
@@ -140,13 +140,15 @@ def instants(draw: st.DrawFn, tz: dt.tzinfo) -> dt.datetime:
 def times(draw: st.DrawFn, tz: dt.tzinfo) -> Any:
     """A stored time: aware, naive (read in the repository's zone), a date, or ISO text."""
     instant = draw(instants(tz))
-    match draw(st.sampled_from(["aware", "naive", "date", "text", "utc"])):
+    match draw(st.sampled_from(["aware", "naive", "date", "text", "utc", "february"])):
         case "aware":
             return instant.astimezone(tz)
         case "naive":
             return instant.astimezone(tz).replace(tzinfo=None)
         case "date":
             return instant.astimezone(tz).date()
+        case "february":  # the anniversaries at February's end
+            return draw(st.sampled_from([dt.date(2024, 2, 29), dt.date(2023, 2, 28), dt.date(2020, 3, 1)]))
         case "text":
             return instant.astimezone(tz).replace(tzinfo=None).isoformat()
         case _:
@@ -331,7 +333,9 @@ def part_conditions(draw: st.DrawFn) -> Condition:
             ]
         )
     )
-    part = draw(st.sampled_from(["year", "month", "day", "weekday"]))
+    part = draw(st.sampled_from(["year", "month", "day", "weekday", "anniversary"]))
+    if part == "anniversary":
+        return anniversary_condition(draw, Path.of(f"{base}.{part}"))
     values: st.SearchStrategy[Any] = {
         "year": st.sampled_from([2024, 2025, 2026, 2027, 2028]),
         "month": st.sampled_from(list(Month)) | st.integers(1, 12),
@@ -340,6 +344,29 @@ def part_conditions(draw: st.DrawFn) -> Condition:
     }[part]
     op = draw(st.sampled_from([*ORDER_OPS, Op.IN, Op.NOT_IN, Op.BETWEEN]))
     return Condition(Path.of(f"{base}.{part}"), op, draw(listed(values, op)))
+
+
+# The days an anniversary is tested on: the calendar's words, days near NOW and February's ends.
+ANNIVERSARY_DAYS = st.one_of(
+    st.sampled_from([Anchor.TODAY, Anchor.TOMORROW, Anchor.YESTERDAY, Anchor.NOW]),
+    st.sampled_from([Anchor.THIS_MONTH, Anchor.NEXT_MONTH, Anchor.LAST_MONTH]),
+    st.sampled_from([dt.date(2027, 2, 28), dt.date(2028, 2, 28), dt.date(2028, 2, 29), dt.date(2026, 12, 31)]),
+    st.builds(
+        Relative,
+        st.sampled_from([0, 1, 6, 7, 30, 100]),
+        st.sampled_from([Unit.DAYS, Unit.WEEKS, Unit.MONTHS, Unit.YEARS]),
+        st.booleans(),
+    ),
+)
+
+
+def anniversary_condition(draw: st.DrawFn, path: Path) -> Condition:
+    """A test of ``path``'s anniversary: on a day, in a list of days, between two, or in a window."""
+    op = draw(st.sampled_from([Op.EQ, Op.NE, Op.IN, Op.NOT_IN, Op.BETWEEN, Op.WITHIN_LAST, Op.WITHIN_NEXT]))
+    if op in (Op.WITHIN_LAST, Op.WITHIN_NEXT):
+        unit = draw(st.sampled_from([Unit.DAYS, Unit.WEEKS, Unit.MONTHS, Unit.YEARS]))
+        return Condition(path, op, Duration(draw(st.sampled_from([0, 1, 7, 30, 400])), unit))
+    return Condition(path, op, draw(listed(ANNIVERSARY_DAYS, op)))
 
 
 @st.composite
@@ -512,7 +539,47 @@ def where_conditions(draw: st.DrawFn) -> Condition:
     return Condition(path, op, draw(listed(values, op)))
 
 
+@st.composite
+def _side(draw: st.DrawFn, kind: str, declared: bool) -> Path:
+    """One value of a customer, of ``kind`` ("time" or "number"): an attribute, a date part, or an
+    aggregate of events (with a window or a where, or not). ``declared``: of a type the schema gives."""
+    category = draw(st.sampled_from(["appointment", "repair_order.closed", "invoice", "visit"]))
+    window = draw(st.none() | windows())
+    where = draw(st.none() | st.recursive(field_conditions(category), _combine, max_leaves=2))
+    if kind == "time":
+        aggregate = draw(st.sampled_from([Aggregate.FIRST_TIME, Aggregate.LAST_TIME]))
+        choices = [Path.of("customer.created_at"), Path(category, aggregate.value, window=window, where=where)]
+        if not declared:  # undeclared: they take the other side's kind
+            extreme = draw(st.sampled_from([Aggregate.MIN, Aggregate.MAX])).value
+            choices += [Path.of("customer.when"), Path.of("customer.note"), Path(category, extreme, field="due")]
+    else:
+        choices = [
+            Path.of("customer.vehicle_year"),
+            Path.of("customer.created_at.month"),
+            Path(category, Aggregate.COUNT.value, window=window, where=where),
+        ]
+        if category in ("repair_order.closed", "invoice"):  # (where total is declared a number)
+            extreme = draw(st.sampled_from([Aggregate.MIN, Aggregate.MAX])).value
+            choices.append(Path(category, extreme, window=window, field="total", where=where))
+        if not declared:
+            choices += [Path.of("customer.score"), Path.of("customer.misc"), Path("visit", "max", field="rating")]
+    return draw(st.sampled_from(choices))
+
+
+@st.composite
+def comparison_conditions(draw: st.DrawFn) -> Condition:
+    """Two values of the customer compared (``appointment.last_time > invoice.last_time``): dates or
+    numbers, at least one side of a declared type."""
+    kind = draw(st.sampled_from(["time", "number"]))
+    sides = [draw(_side(kind, True)), draw(_side(kind, False))]
+    if draw(st.booleans()):
+        sides.reverse()
+    op = draw(st.sampled_from(TIME_OPS if kind == "time" else ORDER_OPS))
+    return Condition(sides[0], op, sides[1])
+
+
 conditions = st.one_of(
+    comparison_conditions(),
     where_conditions(),
     aggregate_conditions(),
     text_conditions(),

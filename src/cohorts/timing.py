@@ -26,6 +26,7 @@ from .ast import (
     Anchor,
     And,
     Condition,
+    DatePart,
     Duration,
     InGroup,
     Node,
@@ -43,8 +44,8 @@ from .group_store import GroupDef
 from .model import Customer, CustomerId, Event
 from .parser import parse
 from .schema import Schema
-from .semantics import PLACEHOLDER_NAME, Shape, shape_of, time_test, window_op
-from .values import Kind, day_start, month_start, shift, to_time
+from .semantics import MONTH_DAYS, PLACEHOLDER_NAME, Shape, anniversary_test, passes, shape_of, time_test, window_op
+from .values import Kind, date_part, day_start, month_start, shift, to_time
 
 __all__ = ["Plan", "TimeCondition", "digest_keys_version", "digest_of", "read_key"]
 
@@ -112,6 +113,10 @@ class TimeCondition:
     key: int = attrs.field(init=False)
     # (the moment, the where's test at it): one pair, replaced whole
     _last: list[tuple[dt.datetime, Callable[[Event], bool]]] = attrs.field(init=False, factory=list)
+    # the anniversaries an anniversary test passes, by moment (midnights)
+    _passing: dict[dt.datetime, frozenset[int]] = attrs.field(init=False, factory=dict)
+    # (the moment, each anniversary's next turning point after it): one pair, replaced whole
+    _flip_table: list[tuple[dt.datetime, dict[int, dt.datetime]]] = attrs.field(init=False, factory=list)
 
     def __attrs_post_init__(self) -> None:
         # A zone without daylight saving: calendar arithmetic is exact there.
@@ -210,6 +215,8 @@ class TimeCondition:
         database can find the next turning point with integer arithmetic. Calendar months and
         years, and days named by the calendar (``today``, ``= 3 days ago``), are not fixed offsets.
         """
+        if self.path.part is DatePart.ANNIVERSARY:
+            return None  # the days of the calendar
         items = self.value if isinstance(self.value, tuple) else (self.value,)
         out: list[tuple[dt.timedelta, dt.timedelta, dt.timedelta]] = []
         for item in items:
@@ -293,8 +300,55 @@ class TimeCondition:
 
     def next_flip(self, customer: Customer, now: dt.datetime) -> dt.datetime | None:
         """The earliest instant after ``now`` at which this condition could change for ``customer``."""
+        if self.path.part is DatePart.ANNIVERSARY:
+            return self._anniversary_flip(customer, now)
         found = [t for v in self.values(customer, now) if (t := self.turning_point(v, now)) is not None]
         return min(found, default=None)
+
+    def _anniversary_flip(self, customer: Customer, now: dt.datetime) -> dt.datetime | None:
+        """The first midnight after ``now`` at which the test of one of the customer's anniversaries
+        changes: the days an anniversary test stands for change only when a day begins (its windows
+        are of whole days, weeks, months or years), and within a year and a month every day has come
+        round."""
+        codes = {code for v in self.values(customer, now) if (code := date_part(v, DatePart.ANNIVERSARY, self.tz))}
+        flips = self._flips(now)
+        return min((flip for code in codes if (flip := flips.get(code)) is not None), default=None)
+
+    def _flips(self, now: dt.datetime) -> dict[int, dt.datetime]:
+        """For every anniversary, the first midnight after ``now`` at which its test changes: made once per
+        moment, for all customers (one pair, replaced whole, as the where's test)."""
+        cached = self._flip_table[0] if self._flip_table else None
+        if cached is not None and cached[0] == now:
+            return cached[1]
+        start = self._anniversaries(now)
+        pending, table = set(MONTH_DAYS), {}
+        for days in range(1, 400):
+            try:
+                midnight = day_start(now, self.tz, days)
+            except (OverflowError, ValueError):
+                break
+            passing = self._anniversaries(midnight)
+            for code in [c for c in pending if (c in passing) != (c in start)]:
+                table[code] = midnight
+                pending.discard(code)
+            if not pending:
+                break
+        self._flip_table[:] = [(now, table)]
+        return table
+
+    def _anniversaries(self, moment: dt.datetime) -> frozenset[int]:
+        """The anniversaries (month-day numbers) the test passes at ``moment``, kept by moment."""
+        found = self._passing.get(moment)
+        if found is None:
+            try:
+                spec, _ = anniversary_test(self.op, self.value, moment, self.tz)
+            except (OverflowError, ValueError):
+                return frozenset()
+            found = frozenset(code for code in MONTH_DAYS if passes(spec, code))
+            if len(self._passing) > 1000:
+                self._passing.clear()
+            self._passing[moment] = found
+        return found
 
     def turning_point(self, v: dt.datetime, now: dt.datetime) -> dt.datetime | None:
         """The earliest instant after ``now`` at which the test of the value ``v`` could change."""
@@ -330,6 +384,31 @@ def _where_at(shape: Shape, tz: dt.tzinfo, region: str) -> Callable[[dt.datetime
     return at
 
 
+def _moving(shape: Shape, tz: dt.tzinfo, region: str) -> list[TimeCondition]:
+    """The conditions whose turning points are those of ``shape``'s answer, as time alone goes by."""
+    path = shape.condition.path
+    found = []
+    if path.part is DatePart.ANNIVERSARY and shape.op is not Op.IS_KNOWN and moves(shape.value):
+        # the days it stands for move with today: the anniversaries it takes in change at midnights
+        where = None if path.where is None else _where_at(shape, tz, region)
+        found.append(TimeCondition(path, shape.op, shape.value, tz, where))
+    elif shape.kind is Kind.TIME and moves(shape.value):
+        where = None if path.where is None else _where_at(shape, tz, region)
+        found.append(TimeCondition(path, shape.op, shape.value, tz, where))
+    for inner in shape.where:
+        anniversary = inner.condition.path.part is DatePart.ANNIVERSARY and inner.op is not Op.IS_KNOWN
+        if (inner.kind is Kind.TIME or anniversary) and moves(inner.value):
+            # The events a where keeps change when its test of one of them flips: the
+            # turning points of the same condition over any event of the category.
+            found.append(TimeCondition(inner.condition.path, inner.op, inner.value, tz))
+    if path.window is not None and moves(path.window.value):
+        # An aggregate in a moving window changes only when one of its events enters or
+        # leaves the window: when the window's test of that event's time flips.
+        op, value = window_op(path.window)
+        found.append(TimeCondition(Path(path.category, EVENT_TIME), op, value, tz))
+    return found
+
+
 def replace_nodes(node: Node, chosen: set[int], placeholder: Node) -> Node:
     return transform(node, lambda item: placeholder if id(item) in chosen else item)
 
@@ -356,25 +435,16 @@ class Plan:
         if self.rule is None:
             return
         self.predicate = compile(self.rule, schema=schema, tz=tz, region=region)
-        reads, refs, timed = set(), set(), []
+        reads: set[str] = set()
+        refs: set[int] = set()
+        timed: list[tuple[Node, TimeCondition]] = []
         for node in walk(self.rule):
             if isinstance(node, Condition):
-                reads.add(read_key(node.path))
                 shape = shape_of(node, schema)
-                if shape.kind is Kind.TIME and moves(shape.value):
-                    where = None if node.path.where is None else _where_at(shape, tz, region)
-                    timed.append((node, TimeCondition(node.path, shape.op, shape.value, tz, where)))
-                for inner in shape.where:
-                    if inner.kind is Kind.TIME and moves(inner.value):
-                        # The events a where keeps change when its test of one of them flips: the
-                        # turning points of the same condition over any event of the category.
-                        timed.append((node, TimeCondition(inner.condition.path, inner.op, inner.value, tz)))
-                if node.path.window is not None and moves(node.path.window.value):
-                    # An aggregate in a moving window changes only when one of its events enters or
-                    # leaves the window: when the window's test of that event's time flips.
-                    op, value = window_op(node.path.window)
-                    events = Path(node.path.category, EVENT_TIME)
-                    timed.append((node, TimeCondition(events, op, value, tz)))
+                # (a comparison of two values reads both, and moves when either one's events do)
+                for side in shape.compared or (shape,):
+                    timed.extend((node, found) for found in _moving(side, tz, region))
+                    reads.add(read_key(side.condition.path))
             elif isinstance(node, InGroup):
                 refs.add(known(node.group))
         self.reads, self.refs = frozenset(reads), frozenset(refs)

@@ -337,8 +337,19 @@ def to_phone(value: Any, region: str = DEFAULT_REGION) -> str | None:
     return _phone(value.strip(), region)
 
 
+class MonthDay(int):
+    """A month and day as the number ``month * 100 + day`` (``1225`` is December 25), shown as ISO 8601
+    shows a date without its year (``--12-25``): what an anniversary reads."""
+
+    def __str__(self) -> str:
+        return f"--{self // 100:02d}-{self % 100:02d}"
+
+    __repr__ = __str__
+
+
 def date_part(value: dt.datetime, part: DatePart, tz: dt.tzinfo) -> int | None:
-    """The year, month, day or ISO weekday (Monday is 1) of an instant, in ``tz``.
+    """The year, month, day or ISO weekday (Monday is 1) of an instant, in ``tz``, or its anniversary (a
+    :class:`MonthDay`).
 
     None when the instant cannot be shown in ``tz`` (out of datetime's range).
     """
@@ -346,6 +357,8 @@ def date_part(value: dt.datetime, part: DatePart, tz: dt.tzinfo) -> int | None:
     if local is None:
         return None
     match part:
+        case DatePart.ANNIVERSARY:
+            return MonthDay(local.month * 100 + local.day)
         case DatePart.YEAR:
             return local.year
         case DatePart.MONTH:

@@ -42,7 +42,7 @@ from ..semantics import (
 )
 from ..values import Kind, resolve_tz
 from .dialects import Dialect, ParamStyle, dialect, sql_type
-from .storage import KIND_FIELD, PART_FIELD, micros, shadow_key
+from .storage import KIND_FIELD, PART_FIELD, micros, part_sql, shadow_key
 
 if TYPE_CHECKING:
     from ..timing import TimeCondition
@@ -103,6 +103,9 @@ def join(connective: Connective, parts: list[str]) -> str:
     """Items joined by AND or OR, as :func:`cohorts.semantics.polar_fold` asks."""
     return "(" + f" {connective.upper()} ".join(parts) + ")"
 
+
+# The events table's columns of the date parts of ``at``, by shadow part field.
+_EVENT_PART_COLUMNS = {"y": "year", "mo": "month", "d": "day", "w": "weekday"}
 
 MAX_NESTED = 3
 """Subqueries nested in one composed expression at most (SQLite's parser stack holds about four)."""
@@ -235,6 +238,8 @@ class Compiler:
             return member if holds != node.negated else f"NOT {member}"
         shape = shape_of(node, self.schema)
         positive = holds != shape.negated
+        if shape.compared is not None:
+            return self.comparison(shape, positive)
         if shape.condition.path.is_customer:
             return self.customer_condition(shape, positive)
         return self.event_condition(shape, positive)
@@ -340,12 +345,15 @@ class Compiler:
         spec = self.spec(shape)
         if path.part is not None:
             field, value_kind = PART_FIELD[path.part.value], Kind.NUMBER
+            x = self.shadow_part("c.shadow", name, path.part)
         else:
             field, value_kind = KIND_FIELD[kind], kind
-        x = self.field("c.shadow", name, field, value_kind)
+            x = self.field("c.shadow", name, field, value_kind)
         if not shape.is_list:
             if holds:
-                return self.contained(name, field, spec, False) or self.test(spec, x, value_kind)
+                # (an anniversary is read from two fields: no one document holds it)
+                contained = None if path.part is DatePart.ANNIVERSARY else self.contained(name, field, spec, False)
+                return contained or self.test(spec, x, value_kind)
             return f"({x} IS NOT NULL AND NOT {self.test(spec, x, value_kind)})"
         list_field = "l" + field
         elements = element_spec(shape, spec)
@@ -360,6 +368,51 @@ class Compiler:
         listed = self.elements("c.shadow", name, list_field, value_kind, elements)
         return f"({scalar} OR ({present} AND NOT {listed}))"
 
+    def customer_value(self, shape: Shape) -> str:
+        """The customer's attribute read as the shape's kind, or its date part (NULL when unknown; a list
+        has no one value)."""
+        path, kind = shape.condition.path, shape.kind
+        assert kind is not None
+        if path.part is not None:
+            return self.shadow_part("c.shadow", path.attribute, path.part)
+        return self.field("c.shadow", path.attribute, KIND_FIELD[kind], kind)
+
+    def shadow_part(self, column: str, attribute: str, part: DatePart) -> str:
+        """A date part of ``attribute`` in the shadow, as a number (NULL when unknown)."""
+        return part_sql(part, lambda field: self.field(column, attribute, field, Kind.NUMBER))
+
+    # -- two values of the customer compared
+
+    def comparison(self, shape: Shape, holds: bool) -> str:
+        """SQL true when the comparison of two values is true (false, with ``holds`` False); NULL when
+        either value is unknown, so neither."""
+        assert shape.compared is not None and shape.kind is not None
+        left, right = (self.value_of(side) for side in shape.compared)
+        symbol = {Op.EQ: "==", Op.LT: "<", Op.LE: "<=", Op.GT: ">", Op.GE: ">="}[shape.op]
+        test = self.dialect.compare(left, symbol, right, sql_type(shape.kind))
+        return f"({test})" if holds else f"(NOT ({test}))"
+
+    def value_of(self, side: Shape) -> str:
+        """One side of a comparison as a value of the customer's row: an attribute, or an aggregate of
+        the customer's events (of its window and where) as a correlated subquery."""
+        path, kind = side.condition.path, side.kind
+        if path.is_customer:
+            return self.customer_value(side)
+        assert kind is not None
+        e = self.alias("e")
+        rows, key = self.event_rows(side, e)
+        aggregate = path.aggregate
+        if aggregate is Aggregate.COUNT:
+            value = "count(*)"
+        elif aggregate in (Aggregate.FIRST_TIME, Aggregate.LAST_TIME):
+            extreme = "min" if aggregate is Aggregate.FIRST_TIME else "max"
+            value = f"{extreme}({self.event_time(side, e)})"
+        else:
+            assert aggregate in (Aggregate.MIN, Aggregate.MAX) and path.field is not None
+            read = attrs.evolve(side, condition=attrs.evolve(side.condition, path=Path(path.category, path.field)))
+            value = f"{aggregate.value}({self.event_value(read, e, KIND_FIELD[kind], kind)})"
+        return f"(SELECT {value} FROM {rows}{self.event_filter(side, e)} AND {key} = {self.customer_key})"  # noqa: S608 - names are ours; values are bound
+
     # -- conditions on events
 
     def semi(self, select: str, negate: bool) -> str:
@@ -368,11 +421,16 @@ class Compiler:
 
     # Where events are read: the hooks a compiler over other tables overrides.
 
+    def event_rows(self, shape: Shape, e: str) -> tuple[str, str]:
+        """The condition's events as ``table AS e WHERE ...`` (a FROM clause), and the expression of their
+        customer's key."""
+        name = self.bind(shape.condition.path.category, "TEXT")
+        return f"{self.layout.events} AS {e} WHERE {e}.name = {name}", f"{e}.customer_pk"
+
     def event_source(self, shape: Shape, e: str) -> tuple[str, str]:
         """The query of the customer keys of the condition's events (alias ``e``), and the key's expression."""
-        name = self.bind(shape.condition.path.category, "TEXT")
-        events = self.layout.events
-        return f"SELECT {e}.customer_pk FROM {events} AS {e} WHERE {e}.name = {name}", f"{e}.customer_pk"  # noqa: S608 - names are ours; values are bound
+        rows, key = self.event_rows(shape, e)
+        return f"SELECT {key} FROM {rows}", key  # noqa: S608 - names are ours; values are bound
 
     def event_time(self, shape: Shape, e: str) -> str:
         """The time of event ``e``, as the TIME tests of this compiler read times."""
@@ -384,7 +442,11 @@ class Compiler:
 
     def event_time_part(self, shape: Shape, e: str, part: DatePart) -> str:
         """A date part of the time of event ``e``, as a number."""
-        return f"{e}.{part.value}"
+        return part_sql(part, lambda field: f"{e}.{_EVENT_PART_COLUMNS[field]}")
+
+    def event_part(self, shape: Shape, e: str, part: DatePart) -> str:
+        """A date part of the condition's attribute on event ``e``, as a number (NULL when unknown)."""
+        return part_sql(part, lambda field: self.event_value(shape, e, field, Kind.NUMBER))
 
     def event_value(self, shape: Shape, e: str, field: str, kind: Kind) -> str:
         """The reading ``field`` of the condition's attribute on event ``e`` (NULL when unknown)."""
@@ -487,10 +549,10 @@ class Compiler:
         elif kind is None:  # is known, untyped: the value's presence
             known = self.event_known(shape, e)
             return known if positive else f"NOT ({known})"
+        elif path.part is not None:
+            x, value_kind = self.event_part(shape, e, path.part), Kind.NUMBER
         else:
-            field = KIND_FIELD[kind] if path.part is None else PART_FIELD[path.part.value]
-            value_kind = kind if path.part is None else Kind.NUMBER
-            x = self.event_value(shape, e, field, value_kind)
+            x, value_kind = self.event_value(shape, e, KIND_FIELD[kind], kind), kind
         if shape.op is Op.IS_KNOWN:
             return f"({x} IS NOT NULL)" if positive else f"({x} IS NULL)"
         test = self.test(self.spec(shape), x, value_kind)
@@ -540,12 +602,10 @@ class Compiler:
                 test = self.test(spec, self.event_time_part(shape, e, path.part), Kind.NUMBER)
         elif kind is None:
             test = self.event_known(shape, e)
+        elif path.part is not None:
+            test = self.test(spec, self.event_part(shape, e, path.part), Kind.NUMBER)
         else:
-            if path.part is not None:
-                field, value_kind = PART_FIELD[path.part.value], Kind.NUMBER
-            else:
-                field, value_kind = KIND_FIELD[kind], kind
-            test = self.test(spec, self.event_value(shape, e, field, value_kind), value_kind)
+            test = self.test(spec, self.event_value(shape, e, KIND_FIELD[kind], kind), kind)
         return self.semi(f"{base} AND {test}", negate=not holds)
 
 

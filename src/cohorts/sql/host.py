@@ -29,7 +29,7 @@ from ..values import DEFAULT_REGION, Kind, resolve_tz
 from .compiler import FALSE, Compiler
 from .dialects import COMPARISONS, Dialect
 from .dialects import dialect as find_dialect
-from .storage import KIND_FIELD, PART_FIELD, change_log
+from .storage import KIND_FIELD, PART_FIELD, change_log, part_sql
 
 __all__ = ["HostEvents", "HostTable", "JsonField"]
 
@@ -629,15 +629,20 @@ class HostCompiler(Compiler):
 
     # -- conditions on the customer's attributes
 
-    def customer_condition(self, shape: Shape, holds: bool) -> str:
-        path, kind = shape.condition.path, shape.kind
+    def mapped(self, shape: Shape) -> Mapped:
+        """Where the condition's customer attribute is: its column or JSON field."""
+        path = shape.condition.path
         mapped = self.host.columns.get(path.attribute)
         if mapped is None:
             known = ", ".join(sorted(self.host.columns)) or "none"
             raise RuleError(
                 f"{shape.condition}: {path} is not mapped to a column of {self.host.table} (mapped: {known})"
             )
-        source, is_json = self.source(self.row, mapped)
+        return mapped
+
+    def customer_condition(self, shape: Shape, holds: bool) -> str:
+        path, kind = shape.condition.path, shape.kind
+        source, is_json = self.source(self.row, self.mapped(shape))
         if path.part is not None:
             reading, value_kind = PART_FIELD[path.part.value], Kind.NUMBER
         elif kind is None:
@@ -646,6 +651,8 @@ class HostCompiler(Compiler):
             reading, value_kind = KIND_FIELD[kind], kind
         if reading == "p" and not self.dialect.host_phones and self.phone_table is not None:
             x = self.phone(path.attribute)
+        elif path.part is not None:
+            x = part_sql(path.part, lambda field: self.read(source, is_json, field, shape.condition))
         else:
             x = self.read(source, is_json, reading, shape.condition)
         # A JSON array is a list: its elements are tested as the evaluator tests a list's.
@@ -670,6 +677,14 @@ class HostCompiler(Compiler):
         passing = self.json_elements(source, reading, value_kind, elements)
         return f"({scalar} OR ({present} AND NOT {passing}))"
 
+    def customer_value(self, shape: Shape) -> str:
+        path, kind = shape.condition.path, shape.kind
+        assert kind is not None
+        source, is_json = self.source(self.row, self.mapped(shape))
+        if path.part is not None:
+            return part_sql(path.part, lambda field: self.read(source, is_json, field, shape.condition))
+        return self.read(source, is_json, KIND_FIELD[kind], shape.condition)
+
     def phone(self, attribute: str) -> str:
         """The E.164 number of the customer's ``attribute`` in the phone table (NULL when it is not a phone number)."""
         assert self.phone_table is not None
@@ -693,6 +708,10 @@ class HostCompiler(Compiler):
         return events
 
     def event_source(self, shape: Shape, e: str) -> tuple[str, str]:
+        rows, key = self.event_rows(shape, e)
+        return f"SELECT {key} AS customer_pk FROM {rows}", key  # noqa: S608 - names are ours; values are bound
+
+    def event_rows(self, shape: Shape, e: str) -> tuple[str, str]:
         events = self.host_events(shape)
         key = f"{e}.{quoted(events.customer)}"
         where = [f"{key} IS NOT NULL"]
@@ -704,8 +723,7 @@ class HostCompiler(Compiler):
                 where.append(f"{name} IN ({', '.join(self.param(v) for v in value)})" if value else "(1 = 0)")
             else:
                 where.append(f"{name} = {self.param(value)}")
-        table = quoted(events.table)
-        return f"SELECT {key} AS customer_pk FROM {table} AS {e} WHERE {' AND '.join(where)}", key  # noqa: S608 - names are ours; values are bound
+        return f"{quoted(events.table)} AS {e} WHERE {' AND '.join(where)}", key
 
     def event_time(self, shape: Shape, e: str) -> str:
         column = f"{e}.{quoted(self.host_events(shape).at)}"
@@ -716,7 +734,7 @@ class HostCompiler(Compiler):
 
     def event_time_part(self, shape: Shape, e: str, part: DatePart) -> str:
         column = f"{e}.{quoted(self.host_events(shape).at)}"
-        return self.read(column, False, PART_FIELD[part.value], shape.condition)
+        return part_sql(part, lambda field: self.read(column, False, field, shape.condition))
 
     def event_mapped(self, shape: Shape, e: str) -> tuple[str, bool]:
         events = self.host_events(shape)
@@ -742,7 +760,8 @@ class HostCompiler(Compiler):
         path = shape.condition.path
         assert path.part is not None
         extreme = "min" if path.aggregate is Aggregate.FIRST_TIME else "max"
-        time = self.time_part(f"{extreme}({self.event_time(shape, e)})", PART_FIELD[path.part.value])
+        latest = f"{extreme}({self.event_time(shape, e)})"
+        time = part_sql(path.part, lambda field: self.time_part(latest, field))
         test = self.test(spec, time, Kind.NUMBER)
         return self.semi(f"{base} GROUP BY {key} HAVING {test if holds else 'NOT ' + test}", negate=False)
 

@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from ..ast import DatePart
 from ..model import CustomerId, Event
 from ..values import (
     Kind,
@@ -172,7 +173,17 @@ _SHADOW_KEYS_LIMIT = 10_000
 # Shadow fields: text, number, boolean, time (µs), year, month, day, weekday, phone;
 # "l" + field for the elements of a list.
 KIND_FIELD = {Kind.TEXT: "t", Kind.NUMBER: "n", Kind.BOOLEAN: "b", Kind.TIME: "m", Kind.PHONE: "p"}
-PART_FIELD = {"year": "y", "month": "mo", "day": "d", "weekday": "w"}
+PART_FIELD = {"year": "y", "month": "mo", "day": "d", "weekday": "w", "anniversary": "mo"}
+"""The shadow field of each date part; an anniversary is read from two (:func:`part_sql`), and is known
+when its month is."""
+
+
+def part_sql(part: DatePart, read: Callable[[str], str]) -> str:
+    """The SQL of a date part from ``read(field)``, the SQL of one shadow part field: an anniversary is
+    ``month * 100 + day`` (a :class:`~cohorts.values.MonthDay`)."""
+    if part is DatePart.ANNIVERSARY:
+        return f"({read('mo')} * 100 + {read('d')})"
+    return read(PART_FIELD[part.value])
 
 
 # Characters of ASCII text that ``int``/``float`` may accept (digits, signs, point, exponent,
