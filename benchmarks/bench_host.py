@@ -64,6 +64,18 @@ RULES: dict[str, tuple[str, str]] = {
         " AND r.closed_at >= %(now)s - interval '365 days' AND r.closed_at <= %(now)s"
         " GROUP BY r.client_no HAVING count(*) >= 2",
     ),
+    "two values compared": (
+        "appointment.last_time > repair_order.closed.last_time",
+        "SELECT c.client_no FROM clients c WHERE (SELECT max(a.at) FROM appointments a"
+        " WHERE a.client_no = c.client_no) > (SELECT max(r.closed_at) FROM repair_orders r"
+        " WHERE r.client_no = c.client_no AND r.status = 'closed')",
+    ),
+    "not followed by": (
+        "repair_order.closed.count(not followed by appointment within 30 days) >= 1",
+        "SELECT DISTINCT r.client_no FROM repair_orders r WHERE r.status = 'closed' AND NOT EXISTS ("
+        " SELECT 1 FROM appointments a WHERE a.client_no = r.client_no AND a.at > r.closed_at"
+        " AND a.at <= r.closed_at + interval '30 days')",
+    ),
 }
 
 

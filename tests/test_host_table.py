@@ -26,7 +26,7 @@ from cohorts.ast import And, Condition, DatePart, Duration, InGroup, Node, Not, 
 from cohorts.errors import RuleError
 from cohorts.evaluate import compile as compile_rule
 from cohorts.repository import MemoryRepository
-from cohorts.testing import anniversary_condition
+from cohorts.testing import anniversary_condition, sequels
 
 from .strategies import NOW, groups, typed_conditions, typed_windows, units
 from .strategies import _instants as instants
@@ -278,7 +278,9 @@ def host_conditions(draw: st.DrawFn) -> Node:
         where = draw(st.recursive(_appointment_fields(), _combine, max_leaves=3))
         aggregate = draw(st.sampled_from(["count", "first_time", "last_time", "sum", "max"]))
         field = "rating" if aggregate in ("sum", "max") else None
-        path = Path("appointment", aggregate, window=draw(st.none() | typed_windows), field=field, where=where)
+        then = draw(st.none() | sequels(["appointment", "invoice", "repair_order.closed"]))
+        window = draw(st.none() | typed_windows)
+        path = Path("appointment", aggregate, window=window, field=field, where=where, then=then)
         if aggregate in ("first_time", "last_time"):
             return _repair(draw, path)
         return Condition(path, draw(st.sampled_from(_ORDER)), draw(st.integers(0, 6)))

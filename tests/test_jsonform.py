@@ -194,11 +194,12 @@ def test_editor_spellings_are_accepted() -> None:
         (
             {"rules": [{"sub_rules": [{**_row("x", "=", 1), "colour": "red"}]}]},
             "invalid rule JSON at /rules/0/sub_rules/0/colour: unexpected key 'colour' in a sub-rule; expected"
-            " attribute, category, field, operator, part, value, where, window",
+            " attribute, category, field, operator, part, sequence, value, where, window",
         ),
         (
             {"rules": [{"sub_rules": [{**_row("x", "=", 1), "part": "hour"}]}]},
-            "invalid rule JSON at /rules/0/sub_rules/0/part: expected one of year, month, day, weekday, got 'hour'",
+            "invalid rule JSON at /rules/0/sub_rules/0/part: expected one of year, month, day, weekday, anniversary,"
+            " got 'hour'",
         ),
     ],
 )

@@ -322,7 +322,7 @@ def test_windows_compare_by_value() -> None:
             "appointment.count(lst 90 days) >= 3\n"
             "                  ^\n"
             'did you mean "last"?\n'
-            "Expected one of: between, last, next, since, where",
+            "Expected one of: between, followed, last, next, preceded, since, where",
         ),
         (
             "appointment.count(last 90 days >= 3",

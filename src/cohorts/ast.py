@@ -39,6 +39,7 @@ __all__ = [
     "Rule",
     "RuleLike",
     "Scalar",
+    "Sequel",
     "Span",
     "Unit",
     "Value",
@@ -161,6 +162,18 @@ class Duration:
     def __str__(self) -> str:
         return f"{self.amount} {self.unit.word(self.amount)}"
 
+    def delta(self) -> dt.timedelta:
+        """The span as a fixed length: minutes, hours, days of 24 hours, weeks of 7 (not months or years).
+
+        Example:
+            >>> Duration(2, Unit.DAYS).delta()
+            datetime.timedelta(days=2)
+        """
+        seconds = {Unit.MINUTES: 60, Unit.HOURS: 3600, Unit.DAYS: 86400, Unit.WEEKS: 604800}.get(self.unit)
+        if seconds is None:
+            raise ValueError(f"{self} has no fixed length")
+        return dt.timedelta(seconds=self.amount * seconds)
+
 
 Scalar: TypeAlias = (
     str | int | float | bool | dt.date | dt.datetime | Relative | Anchor | Month | Weekday
@@ -246,7 +259,7 @@ def _quote_name(name: str) -> str:
 
 
 # The words that open a window: a field spelled like one is quoted where a window could start.
-_WINDOW_WORDS = frozenset({"last", "next", "since", "between", "where"})
+_WINDOW_WORDS = frozenset({"last", "next", "since", "between", "where", "followed", "preceded", "not"})
 
 
 def _quote_argument(name: str) -> str:
@@ -261,6 +274,40 @@ def _category(name: str) -> str:
     return CUSTOMER if name.lower() == CUSTOMER else name
 
 
+def _event_text(name: str) -> str:
+    """An event name as a rule writes it: each dotted name quoted where it must be."""
+    first, *rest = name.split(".")
+    return ".".join([f"`{first}`" if first.lower() == "not" else _quote_name(first), *map(_quote_name, rest)])
+
+
+@attrs.frozen
+class Sequel:
+    """Which of an aggregate's events another event follows or precedes: an aggregate argument.
+
+    ``followed by order.placed within 1 hour`` keeps the events that an ``order.placed`` event comes
+    after, at most an hour later (strictly later: not at the same instant); without ``within``, any
+    time later. ``preceded`` looks before instead, and ``negated`` keeps the events without one.
+
+    Example:
+        >>> str(Sequel("order.placed", Duration(1, Unit.HOURS), negated=True))
+        'not followed by order.placed within 1 hour'
+    """
+
+    event: str = attrs.field(converter=_category)
+    within: Duration | None = None
+    preceded: bool = attrs.field(default=False, kw_only=True)
+    negated: bool = attrs.field(default=False, kw_only=True)
+
+    @property
+    def words(self) -> str:
+        """How it starts: ``followed by``, ``not followed by``, ``preceded by`` or ``not preceded by``."""
+        return ("not " if self.negated else "") + ("preceded by" if self.preceded else "followed by")
+
+    def __str__(self) -> str:
+        within = "" if self.within is None else f" within {self.within}"
+        return f"{self.words} {_event_text(self.event)}{within}"
+
+
 @attrs.frozen
 class Path:
     """What a condition looks at.
@@ -272,7 +319,9 @@ class Path:
     (``appointment.count(last 90 days)``); ``field`` is the field of the events
     that ``sum``, ``avg``, ``min`` and ``max`` aggregate (``invoice.sum(total)``).
     ``where`` keeps only the events it is true for: a rule whose conditions' paths
-    are fields of the same events (``order.count(where product = "cover")``).
+    are fields of the same events (``order.count(where product = "cover")``);
+    ``then`` only those another event follows or precedes (a :class:`Sequel`:
+    ``checkout.count(not followed by order within 1 hour)``).
     ``Path.of("customer.created_at.year")`` reads dotted text.
     """
 
@@ -282,6 +331,7 @@ class Path:
     window: Window | None = None
     field: str | None = attrs.field(default=None, kw_only=True)
     where: Node | None = attrs.field(default=None, kw_only=True)
+    then: Sequel | None = attrs.field(default=None, kw_only=True)
 
     @classmethod
     def of(cls, segments: str | Iterable[str], *, last_is_quoted: bool = False) -> Path:
@@ -332,6 +382,8 @@ class Path:
         arguments = [] if self.field is None else [_quote_argument(self.field)]
         if self.window is not None:
             arguments.append(str(self.window))
+        if self.then is not None:
+            arguments.append(str(self.then))
         if self.where is not None:
             arguments.append(f"where {_render(self.where, relative=True)}")
         return f"{text}({', '.join(arguments)})" if arguments else text
@@ -341,9 +393,10 @@ class Path:
         window = "" if self.window is None else f", window={self.window!r}"
         field = "" if self.field is None else f", field={self.field!r}"
         where = "" if self.where is None else f", where={self.where!r}"
+        then = "" if self.then is None else f", then={self.then!r}"
         return (
             f"Path(category={self.category!r}, attribute={self.attribute!r}, part={self.part!r}"
-            f"{window}{field}{where})"
+            f"{window}{field}{where}{then})"
         )
 
     def relative(self) -> str:

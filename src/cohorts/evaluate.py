@@ -13,6 +13,7 @@ code is plain short-circuit Python. A customer matches when the rule is true.
 
 from __future__ import annotations
 
+import bisect
 import builtins
 import datetime as dt
 import functools
@@ -40,6 +41,7 @@ from .ast import (
     Op,
     Or,
     RuleLike,
+    Sequel,
     abbreviations,
     fold,
 )
@@ -292,12 +294,13 @@ def _bind_source(
     aggregate = path.aggregate
     window = None if counted is None else describe_spec(counted)
     events: Callable[[Customer], Sequence[Event]]
-    if aggregate is not None and (counted is not None or keep is not None):
-        events = _events_kept(event, None if counted is None else _spec_function(counted), keep, tz)
+    if aggregate is not None and (counted is not None or keep is not None or path.then is not None):
+        inside = None if counted is None else _spec_function(counted)
+        events = _events_kept(event, inside, keep, tz, None if path.then is None else _sequel_test(path.then, tz))
     else:
         events = lambda c: c.events_named(event)
     if aggregate is Aggregate.COUNT:
-        if counted is None and keep is None:
+        if counted is None and keep is None and path.then is None:
             get = lambda c: len(c.events_named(event))
             return _Bound(shape, get, test, False, shown, spec, ("len(c.events_named({0}))", (event,)))
         get = lambda c: len(events(c))
@@ -330,15 +333,23 @@ def _bind_source(
 
 
 def _events_kept(
-    event: str, inside: Callable[[Any], bool] | None, keep: Callable[[Event], bool] | None, tz: dt.tzinfo
+    event: str,
+    inside: Callable[[Any], bool] | None,
+    keep: Callable[[Event], bool] | None,
+    tz: dt.tzinfo,
+    then: Callable[[Customer], Callable[[Event], bool]] | None = None,
 ) -> Callable[[Customer], list[Event]]:
     """The getter of the events named ``event`` that an aggregate reads: those whose readable time
-    passes the window's test ``inside``, and that ``keep`` (the where) keeps, when given."""
+    passes the window's test ``inside``, that ``keep`` (the where) keeps, and that the customer's
+    test ``then`` (a followed by or preceded by) keeps, when given."""
     datetime = dt.datetime
 
     def get(c: Customer) -> list[Event]:
         found = []
+        sequel = None if then is None else then(c)
         for e in c.events_named(event):
+            if sequel is not None and not sequel(e):
+                continue
             if inside is not None:
                 t = e.at
                 if t.__class__ is not datetime or t.tzinfo is None:
@@ -352,6 +363,32 @@ def _events_kept(
         return found
 
     return get
+
+
+def _sequel_test(then: Sequel, tz: dt.tzinfo) -> Callable[[Customer], Callable[[Event], bool]]:
+    """For a customer, the test of one of their events that ``then`` gives: whether an event named
+    ``then.event`` comes strictly after it (before it, when preceded), within the span when given."""
+    other, span = then.event, None if then.within is None else then.within.delta()
+    preceded, negated = then.preceded, then.negated
+
+    def for_customer(c: Customer) -> Callable[[Event], bool]:
+        times = sorted(t for e in c.events_named(other) if (t := to_time(e.at, tz)) is not None)
+
+        def test(e: Event) -> bool:
+            t = to_time(e.at, tz)
+            if t is None:
+                return False  # (never: an event's time is checked when it is stored)
+            if preceded:
+                index = bisect.bisect_left(times, t) - 1
+                found = index >= 0 and (span is None or times[index] >= t - span)
+            else:
+                index = bisect.bisect_right(times, t)
+                found = index < len(times) and (span is None or times[index] <= t + span)
+            return found != negated
+
+        return test
+
+    return for_customer
 
 
 def _field_aggregate(

@@ -39,6 +39,7 @@ from .ast import (
     Path,
     Relative,
     RuleLike,
+    Sequel,
     Unit,
     Weekday,
     Window,
@@ -55,7 +56,8 @@ JsonValue = Any  # what json.loads returns
 _OPERATORS = {op.value: op for op in Op}
 # Spellings of the articles' editor, accepted on input.
 _ALIASES = {"is": Op.EQ, "is not": Op.NE, "<>": Op.NE, "not contains": Op.NOT_CONTAINS}
-_ROW_KEYS = frozenset({"category", "attribute", "field", "part", "window", "where", "operator", "value"})
+_ROW_KEYS = frozenset({"category", "attribute", "field", "part", "window", "where", "sequence", "operator", "value"})
+_SEQUENCE_KINDS = ("followed by", "not followed by", "preceded by", "not preceded by")
 _WINDOW_KINDS = {kind.value: kind for kind in WindowKind}
 
 
@@ -159,6 +161,11 @@ def _path(path: Path, relative: bool = False) -> dict[str, JsonValue]:
         row["window"] = {"kind": path.window.kind.value, "value": _value(path.window.value)}
     if path.where is not None:
         row["where"] = _where(path.where)
+    if path.then is not None:
+        sequence: dict[str, JsonValue] = {"kind": path.then.words, "event": path.then.event}
+        if path.then.within is not None:
+            sequence["within"] = _value(path.then.within)
+        row["sequence"] = sequence
     return row
 
 
@@ -365,7 +372,7 @@ def _read_path(row: Mapping[str, JsonValue], pointer: _Pointer, event: str | Non
     if event is not None:  # a row of a where: a field of the events it filters
         if row.get("category", event) != event:
             raise _fail(_at(pointer, "category"), f"a where reads fields of the {event} events; leave out the category")
-        for key in ("field", "window", "where"):
+        for key in ("field", "window", "where", "sequence"):
             if row.get(key) is not None:
                 raise _fail(_at(pointer, key), "aggregates do not nest: a where filters events by their own fields")
         row = {**row, "category": event}
@@ -391,7 +398,24 @@ def _read_path(row: Mapping[str, JsonValue], pointer: _Pointer, event: str | Non
     where = None
     if row.get("where") is not None:
         where = fold(_Place("group", row["where"], _at(pointer, "where"), category), _read, children=_places_in)
-    return Path(category, attribute, part, window, field=field, where=where)
+    then = None
+    if row.get("sequence") is not None:
+        then = _read_sequence(row["sequence"], _at(pointer, "sequence"))
+    return Path(category, attribute, part, window, field=field, where=where, then=then)
+
+
+def _read_sequence(data: JsonValue, pointer: _Pointer) -> Sequel:
+    fields = _object(data, pointer, frozenset({"kind", "event", "within"}), "a sequence")
+    word = " ".join(_text(fields, "kind", pointer).lower().split())
+    if word not in _SEQUENCE_KINDS:
+        raise _fail(_at(pointer, "kind"), f"expected one of {', '.join(_SEQUENCE_KINDS)}, got {_describe(word)}")
+    event = _text(fields, "event", pointer)
+    within = None
+    if fields.get("within") is not None:
+        within = _read_scalar(fields["within"], _at(pointer, "within"), allow_duration=True)
+        if not isinstance(within, Duration):
+            raise _fail(_at(pointer, "within"), f'within takes {{"type": "duration", ...}}, got {_describe(within)}')
+    return Sequel(event, within, preceded="preceded" in word, negated=word.startswith("not"))
 
 
 def _read_window(data: JsonValue, pointer: _Pointer) -> Window:
@@ -470,7 +494,7 @@ def _read_operand(op: Op, row: Mapping[str, JsonValue], pointer: _Pointer) -> An
 
 # The operators that compare a row's value with another of the customer's ({"type": "path", ...}).
 _COMPARED = frozenset({Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE, Op.BEFORE, Op.AFTER})
-_PATH_KEYS = frozenset({"type", "category", "attribute", "field", "part", "window", "where"})
+_PATH_KEYS = frozenset({"type", "category", "attribute", "field", "part", "window", "where", "sequence"})
 
 
 _TAGS = ("date", "datetime", "relative", "duration", "anchor", "month", "weekday")

@@ -29,6 +29,7 @@ from .ast import (
     Or,
     Path,
     Relative,
+    Sequel,
     Span,
     Unit,
     Value,
@@ -132,6 +133,7 @@ class _Arguments:
     field: Token | None = None
     window: Window | None = None
     where: Node | None = None
+    then: Sequel | None = None
 
 
 @attrs.frozen
@@ -387,7 +389,7 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
             return path
         field = None if arguments.field is None else _name(arguments.field)
         where = None if arguments.where is None else _place_fields(arguments.where, path.category)
-        return attrs.evolve(path, window=arguments.window, field=field, where=where)
+        return attrs.evolve(path, window=arguments.window, field=field, where=where, then=arguments.then)
 
     def other(self, meta: Any, *items: Token | _Arguments | None) -> Path | _Bare:
         """The other side of a comparison of two values: a path."""
@@ -423,12 +425,18 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
         field: Token | None = None
         window: Window | None = None
         where: Node | None = None
+        then: Sequel | None = None
         for index, item in enumerate(items):
             if isinstance(item, Token):
                 if index:
                     label = "The field comes first, as in sum(total, last 12 months)"
                     raise _token_error(item, self.text, label)
                 field = item
+            elif isinstance(item.value, Sequel):
+                if then is not None:
+                    label = "An aggregate takes one followed by or preceded by"
+                    raise RuleSyntaxError(label, item.line, item.column, self.text)
+                then = item.value
             elif isinstance(item.value, Window):
                 if window is not None:
                     raise RuleSyntaxError("An aggregate takes one window", item.line, item.column, self.text)
@@ -438,10 +446,34 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
                     label = "An aggregate takes one where: join its conditions with AND"
                     raise RuleSyntaxError(label, item.line, item.column, self.text)
                 where = item.value
-        return _Arguments(field, window, where)
+        return _Arguments(field, window, where, then)
 
     def where(self, meta: Any, node: Node) -> _Placed:
         return _Placed(node, meta.line, meta.column)
+
+    # -- sequences: the events another follows or precedes
+    def followed(self, meta: Any, name: str, amount: Token | None, unit: Token | None) -> _Placed:
+        return self._sequel(meta, name, amount, unit, preceded=False, negated=False)
+
+    def not_followed(self, meta: Any, name: str, amount: Token | None, unit: Token | None) -> _Placed:
+        return self._sequel(meta, name, amount, unit, preceded=False, negated=True)
+
+    def preceded(self, meta: Any, name: str, amount: Token | None, unit: Token | None) -> _Placed:
+        return self._sequel(meta, name, amount, unit, preceded=True, negated=False)
+
+    def not_preceded(self, meta: Any, name: str, amount: Token | None, unit: Token | None) -> _Placed:
+        return self._sequel(meta, name, amount, unit, preceded=True, negated=True)
+
+    def _sequel(
+        self, meta: Any, name: str, amount: Token | None, unit: Token | None, *, preceded: bool, negated: bool
+    ) -> _Placed:
+        within = None
+        if amount is not None and unit is not None:
+            within = Duration(_integer(amount, self.text), Unit.from_word(unit))
+        return _Placed(Sequel(name, within, preceded=preceded, negated=negated), meta.line, meta.column)
+
+    def event_name(self, meta: Any, *names: Token) -> str:
+        return ".".join(_name(name) for name in names)
 
     # -- windows of aggregates
     def window_last(self, meta: Any, amount: Token, unit: Token) -> _Placed:
@@ -564,7 +596,7 @@ def _hint(word: str, expected: set[str]) -> str:
     return ""
 
 
-_WINDOW_WORDS = ("between", "last", "next", "since", "where")
+_WINDOW_WORDS = ("between", "followed", "last", "next", "preceded", "since", "where")
 _FIELD_END = re.compile(r"([^\W\d]\w*)\s*\Z")
 
 

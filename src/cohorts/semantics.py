@@ -202,6 +202,8 @@ def shape_of(condition: Condition, schema: Schema | None) -> Shape:
     _check_reach(condition)
     if path.window is not None:
         _check_window(condition)
+    if path.then is not None:
+        _check_sequel(condition, schema)
     if aggregated:
         lookup = _field_type(condition, lookup)
     elif lookup is None and not path.is_customer:
@@ -466,6 +468,41 @@ def _check_window(condition: Condition) -> None:
                 raise RuleTypeError(str(condition), f"a window takes times, and {format_value(time)} is not a time")
 
 
+_SEQUEL_UNITS = frozenset({Unit.MINUTES, Unit.HOURS, Unit.DAYS, Unit.WEEKS})
+
+
+def _check_sequel(condition: Condition, schema: Schema | None) -> None:
+    """A followed by or preceded by keeps an aggregate's events by the times of other events: of a
+    name the schema has, within a span of fixed length (minutes, hours, days of 24 hours, weeks)."""
+    path = condition.path
+    then = path.then
+    assert then is not None
+    if path.is_customer or path.aggregate is None:
+        bare = attrs.evolve(path, then=None)
+        example = Path("checkout" if path.is_customer else path.category, Aggregate.COUNT.value)
+        raise RuleTypeError(
+            str(condition),
+            f"{then.words} keeps the events of an aggregate (count, first_time, last_time, sum, avg, min, max),"
+            f" as in {example}({then}); {bare} is not one",
+        )
+    names = then.event.split(".")
+    if then.event == CUSTOMER or names[0].lower() == CUSTOMER or not all(names):
+        raise RuleTypeError(str(condition), f"{then.words} names events, and {then.event!r} is not an event name")
+    for name in names:
+        if _BAD_NAME_CHARACTERS.search(name):
+            raise RuleTypeError(str(condition), f"the name {name!r} holds a line end, NUL or lone surrogate")
+    if then.within is not None and then.within.unit not in _SEQUEL_UNITS:
+        raise RuleTypeError(
+            str(condition),
+            f"{then.words} ... within takes minutes, hours, days or weeks (a span of fixed length),"
+            f" not {then.within.unit.value}",
+        )
+    if then.within is not None and then.within.amount * _UNIT_DAYS[then.within.unit] > MAX_REACH_YEARS * 366:
+        raise RuleTypeError(str(condition), f"{then.within} reaches more than {MAX_REACH_YEARS:,} years")
+    if schema is not None and schema.lookup(Path(then.event, Aggregate.COUNT.value)) is None:
+        schema.type_of(Path(then.event, Aggregate.COUNT.value))  # raises UnknownAttributeError with a suggestion
+
+
 def _check_where(condition: Condition, schema: Schema | None) -> tuple[Shape, ...]:
     """A where filters the events of an aggregate by the events' own fields: the shapes of its conditions.
 
@@ -494,7 +531,8 @@ def _check_where(condition: Condition, schema: Schema | None) -> tuple[Shape, ..
             raise RuleTypeError(
                 str(condition), f"a where reads fields of the {path.category} events, and {inner} is not one of them"
             )
-        if inner.aggregate is not None or any(x is not None for x in (inner.window, inner.field, inner.where)):
+        arguments = (inner.window, inner.field, inner.where, inner.then)
+        if inner.aggregate is not None or any(x is not None for x in arguments):
             raise RuleTypeError(str(condition), f"aggregates do not nest: {inner} inside a where")
     return tuple(shape_of(inner, schema) for inner in conditions(path.where))
 

@@ -14,7 +14,8 @@ The data: attributes of every type, declared or not, unknown values (None,
 blank text, empty lists), accents and case, lists, phones in several formats,
 times on (or a microsecond beside) the boundaries relative times have at
 :data:`NOW`. The rules: every operator on every kind of value, counts in
-windows, aggregates filtered by a where, two values of a customer compared,
+windows, aggregates filtered by a where or by the events that follow or precede
+theirs, two values of a customer compared,
 group membership, nested AND/OR/NOT, and deep rules (:func:`deep_rules`:
 chains of thousands of NOTs, and alternating AND/OR hundreds of levels deep).
 """
@@ -43,6 +44,7 @@ from .ast import (
     Or,
     Path,
     Relative,
+    Sequel,
     Unit,
     Weekday,
     Window,
@@ -514,16 +516,30 @@ def field_conditions(draw: st.DrawFn, category: str) -> Condition:
     return Condition(path, op, draw(listed(rule_times, op)))
 
 
+def sequels(names: Sequence[str] = EVENT_NAMES) -> st.SearchStrategy[Sequel]:
+    """An aggregate's followed by / preceded by: another event of ``names``, within a span or not."""
+    spans = st.builds(
+        Duration, st.sampled_from([0, 1, 2, 7, 30]), st.sampled_from([Unit.MINUTES, Unit.HOURS, Unit.DAYS, Unit.WEEKS])
+    )
+    return st.builds(
+        Sequel, st.sampled_from(list(names)), st.none() | spans, preceded=st.booleans(), negated=st.booleans()
+    )
+
+
 @st.composite
 def where_conditions(draw: st.DrawFn) -> Condition:
-    """An aggregate of the events a where keeps (and a window, or not): a count, the first or last
-    time, a sum, average, minimum or maximum; the where is up to three conditions on one event."""
+    """An aggregate of the events a where keeps (and a window, or not, and a followed by / preceded
+    by, or not): a count, the first or last time, a sum, average, minimum or maximum; the where is up
+    to three conditions on one event."""
     category = draw(st.sampled_from(["appointment", "repair_order.closed", "invoice", "visit"]))
-    where = draw(st.recursive(field_conditions(category), _combine, max_leaves=3))
+    where = draw(st.none() | st.recursive(field_conditions(category), _combine, max_leaves=3))
+    then = draw(st.none() | sequels())
+    if where is None and then is None:
+        where = draw(field_conditions(category))
     window = draw(st.none() | windows())
     aggregate = draw(st.sampled_from(list(Aggregate)))
     if aggregate in (Aggregate.FIRST_TIME, Aggregate.LAST_TIME):
-        path = Path(category, aggregate.value, window=window, where=where)
+        path = Path(category, aggregate.value, window=window, where=where, then=then)
         op = draw(st.sampled_from([*TIME_OPS, Op.BETWEEN, Op.WITHIN_LAST, Op.WITHIN_NEXT, Op.IS_KNOWN]))
         if op is Op.IS_KNOWN:
             return Condition(path, op)
@@ -531,7 +547,7 @@ def where_conditions(draw: st.DrawFn) -> Condition:
             return Condition(path, op, Duration(draw(st.sampled_from(AMOUNTS)), draw(st.sampled_from(UNITS))))
         return Condition(path, op, draw(listed(rule_times, op)))
     field = None if aggregate is Aggregate.COUNT else draw(st.sampled_from(["total", "rating"]))
-    path = Path(category, aggregate.value, window=window, field=field, where=where)
+    path = Path(category, aggregate.value, window=window, field=field, where=where, then=then)
     op = draw(st.sampled_from([*ORDER_OPS, Op.IN, Op.BETWEEN, Op.IS_UNKNOWN]))
     if op is Op.IS_UNKNOWN:
         return Condition(path, op)
@@ -546,9 +562,13 @@ def _side(draw: st.DrawFn, kind: str, declared: bool) -> Path:
     category = draw(st.sampled_from(["appointment", "repair_order.closed", "invoice", "visit"]))
     window = draw(st.none() | windows())
     where = draw(st.none() | st.recursive(field_conditions(category), _combine, max_leaves=2))
+    then = draw(st.none() | sequels())
     if kind == "time":
         aggregate = draw(st.sampled_from([Aggregate.FIRST_TIME, Aggregate.LAST_TIME]))
-        choices = [Path.of("customer.created_at"), Path(category, aggregate.value, window=window, where=where)]
+        choices = [
+            Path.of("customer.created_at"),
+            Path(category, aggregate.value, window=window, where=where, then=then),
+        ]
         if not declared:  # undeclared: they take the other side's kind
             extreme = draw(st.sampled_from([Aggregate.MIN, Aggregate.MAX])).value
             choices += [Path.of("customer.when"), Path.of("customer.note"), Path(category, extreme, field="due")]

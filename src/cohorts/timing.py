@@ -147,15 +147,17 @@ class TimeCondition:
             field = path.field
             assert field is not None  # shape_of checked it
             found = [t for e in events if (t := to_time(e.attributes.get(field), tz)) is not None]
-            if path.window is not None or not found:
+            if path.window is not None or path.then is not None or not found:
                 # In a window the extreme may be any event's value (the window's own turning points
                 # are another condition's): every value's turning points cover it.
                 return found
             return [min(found) if aggregate is Aggregate.MIN else max(found)]
         if aggregate is not None:
             times = [t for e in events if (t := to_time(e.at, tz)) is not None]
-            if path.window is not None or not times:
-                return times  # in a window the extreme may be any event's time (as for min and max above)
+            if path.window is not None or path.then is not None or not times:
+                # in a window (or among the events another follows) the extreme may be any event's
+                # time, as for min and max above
+                return times
             return [min(times) if aggregate is Aggregate.FIRST_TIME else max(times)]
         if path.attribute == "at":
             return [t for e in events if (t := to_time(e.at, tz)) is not None]
@@ -445,6 +447,8 @@ class Plan:
                 for side in shape.compared or (shape,):
                     timed.extend((node, found) for found in _moving(side, tz, region))
                     reads.add(read_key(side.condition.path))
+                    if side.condition.path.then is not None:  # the events it follows or precedes
+                        reads.add(read_key(Path(side.condition.path.then.event, EVENT_TIME)))
             elif isinstance(node, InGroup):
                 refs.add(known(node.group))
         self.reads, self.refs = frozenset(reads), frozenset(refs)

@@ -19,7 +19,20 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
-from ..ast import EVENT_TIME, FIELD_AGGREGATES, Aggregate, Condition, DatePart, InGroup, Node, Not, Op, Path, RuleLike
+from ..ast import (
+    EVENT_TIME,
+    FIELD_AGGREGATES,
+    Aggregate,
+    Condition,
+    DatePart,
+    InGroup,
+    Node,
+    Not,
+    Op,
+    Path,
+    RuleLike,
+    Sequel,
+)
 from ..errors import RuleError
 from ..model import CustomerId
 from ..repository import members_of
@@ -526,6 +539,9 @@ class Compiler:
         window = resolve_window(shape, self.now, self.tz)
         if window is not None:
             out += f" AND {self.test(window, self.event_time(shape, e), Kind.TIME)}"
+        then = shape.condition.path.then
+        if then is not None:
+            out += f" AND {self.sequel(shape, then, e)}"
         where = shape.condition.path.where
         if where is None:
             return out
@@ -536,6 +552,32 @@ class Compiler:
             return self.field_test(inner[id(node)], holds, e)
 
         return f"{out} AND {polar_fold(where, True, leaf, join)}"
+
+    def sequel(self, shape: Shape, then: Sequel, e: str) -> str:
+        """SQL true when event ``e`` is followed (preceded) by an event named ``then.event`` of the same
+        customer, strictly later (earlier) and within the span when given; or is not, when negated."""
+        f = self.alias("f")
+        other = attrs.evolve(shape, condition=attrs.evolve(shape.condition, path=Path(then.event, EVENT_TIME)))
+        rows, key = self.event_rows(other, f)
+        mine, theirs = self.event_time(shape, e), self.event_time(other, f)
+        if then.preceded:
+            tests = [f"{theirs} < {mine}"]
+            if then.within is not None:
+                tests.append(f"{theirs} >= {self.shift_time(mine, -then.within.delta())}")
+        else:
+            tests = [f"{theirs} > {mine}"]
+            if then.within is not None:
+                tests.append(f"{theirs} <= {self.shift_time(mine, then.within.delta())}")
+        found = f"EXISTS (SELECT 1 FROM {rows} AND {key} = {self.event_key(shape, e)} AND {' AND '.join(tests)})"  # noqa: S608 - names are ours; values are bound
+        return f"NOT {found}" if then.negated else found
+
+    def event_key(self, shape: Shape, e: str) -> str:
+        """The customer key of event ``e`` (of the condition's events)."""
+        return f"{e}.customer_pk"
+
+    def shift_time(self, time: str, delta: dt.timedelta) -> str:
+        """``time`` (as :meth:`event_time` reads times) moved by ``delta``."""
+        return f"({time} + {delta // dt.timedelta(microseconds=1):d})"
 
     def field_test(self, shape: Shape, holds: bool, e: str) -> str:
         """SQL true when the condition on a field of event ``e`` is true for it (false, with ``holds`` False)."""
@@ -676,7 +718,7 @@ def dues_query(
     parts = []
     for condition in conditions:
         path, offsets = condition.path, condition.offsets()
-        if offsets is None or path.is_customer or path.where is not None or path.window is not None:
+        if offsets is None or path.is_customer or any(x is not None for x in (path.where, path.window, path.then)):
             return None  # (the extreme of the events a window or a where keeps: computed in Python)
         name = compiler.bind(path.category, "TEXT")
         if among is not None:

@@ -725,6 +725,14 @@ class HostCompiler(Compiler):
                 where.append(f"{name} = {self.param(value)}")
         return f"{quoted(events.table)} AS {e} WHERE {' AND '.join(where)}", key
 
+    def event_key(self, shape: Shape, e: str) -> str:
+        return f"{e}.{quoted(self.host_events(shape).customer)}"
+
+    def shift_time(self, time: str, delta: dt.timedelta) -> str:
+        if self.dialect.host_native_times:  # the database's times: an interval of whole microseconds
+            return f"({time} + make_interval(secs => {delta // dt.timedelta(microseconds=1):d} / 1000000.0))"
+        return super().shift_time(time, delta)
+
     def event_time(self, shape: Shape, e: str) -> str:
         column = f"{e}.{quoted(self.host_events(shape).at)}"
         return self.read(column, False, "m", shape.condition)
