@@ -121,11 +121,12 @@ def host_engine(request: pytest.FixtureRequest) -> Any:
 PEOPLE_DDL = {
     "sqlite": [
         "CREATE TABLE people (pid PRIMARY KEY, doc TEXT NOT NULL, modified INTEGER NOT NULL)",
-        "CREATE TABLE visits (id INTEGER PRIMARY KEY, pid, at TEXT NOT NULL, note TEXT, modified INTEGER NOT NULL)",
+        "CREATE TABLE visits (id INTEGER PRIMARY KEY, pid, at TEXT NOT NULL, note TEXT, details TEXT,"
+        " modified INTEGER NOT NULL)",
     ],
     "postgresql": [
         "CREATE TABLE people (pid TEXT PRIMARY KEY, doc JSONB NOT NULL, modified BIGINT NOT NULL)",
-        "CREATE TABLE visits (id SERIAL PRIMARY KEY, pid TEXT, at TIMESTAMPTZ NOT NULL, note TEXT,"
+        "CREATE TABLE visits (id SERIAL PRIMARY KEY, pid TEXT, at TIMESTAMPTZ NOT NULL, note TEXT, details JSONB,"
         " modified BIGINT NOT NULL)",
     ],
 }
@@ -140,7 +141,14 @@ PEOPLE = HostTable(
         "stage": JsonField("doc", "stage"),
     },
     events={
-        "visit": HostEvents("visits", customer="pid", at="at", where={"note": None}, updated_at="modified"),
+        "visit": HostEvents(
+            "visits",
+            customer="pid",
+            at="at",
+            where={"note": None},
+            fields={"spent": JsonField("details", "spent")},
+            updated_at="modified",
+        ),
         "campaign.points": HostEvents("visits", customer="pid", at="at", where={"note": "points"}),
     },
     updated_at="modified",
@@ -192,9 +200,12 @@ class DocWriter:
         for event in events:
             self.calls.append(f"event {customer_id} {event.name}")
             note = None if event.name == "visit" else event.name.removeprefix("campaign.")
-            rows.append({"p": customer_id, "a": event.at.isoformat(), "n": note, "m": self._next()})
+            details = json.dumps(dict(event.attributes))
+            rows.append({"p": customer_id, "a": event.at.isoformat(), "n": note, "d": details, "m": self._next()})
         if rows:
-            conn.execute(sa.text("INSERT INTO visits (pid, at, note, modified) VALUES (:p, :a, :n, :m)"), rows)
+            conn.execute(
+                sa.text("INSERT INTO visits (pid, at, note, details, modified) VALUES (:p, :a, :n, :d, :m)"), rows
+            )
 
     def delete(self, conn: sa.Connection, customer_ids: Sequence[Any]) -> None:
         for customer_id in customer_ids:
@@ -246,7 +257,9 @@ UNWATCHED = attrs.evolve(
     PEOPLE,
     updated_at=None,
     events={
-        "visit": HostEvents("visits", customer="pid", at="at", where={"note": None}),
+        "visit": HostEvents(
+            "visits", customer="pid", at="at", where={"note": None}, fields={"spent": JsonField("details", "spent")}
+        ),
         "campaign.points": HostEvents("visits", customer="pid", at="at", where={"note": "points"}),
     },
 )
@@ -542,3 +555,25 @@ def test_many_host_writes_are_caught_up_in_the_database(people: Any, monkeypatch
     assert set(groups.members("Lapsed Laval", NOW)) == laval - lately
     later = NOW + dt.timedelta(days=3)
     assert set(groups.members("Visited lately", later)) == reference.select("visit.last_time within last 3 days", later)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_catch_up_of_many_customers_with_integer_ids(backend: str, request: pytest.FixtureRequest) -> None:
+    """From 500 changed customers a catch-up is computed in the database over a table of their ids (as
+    text): the host's BIGINT id is compared with them as its own type (PostgreSQL has no bigint = text)."""
+    if backend == "sqlite":
+        engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+    else:
+        engine = request.getfixturevalue("postgres_engine")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE clients (no BIGINT PRIMARY KEY, city TEXT, modified BIGINT NOT NULL)")
+        conn.exec_driver_sql(
+            "INSERT INTO clients (no, city, modified) VALUES " + ", ".join(f"({i}, 'Laval', 0)" for i in range(1, 701))
+        )
+    table = HostTable("clients", id="no", columns={"city": "city"}, updated_at="modified")
+    groups = Groups(HostRepository(engine, table))
+    groups.create("Lévis", rule='customer.city = "Lévis"')
+    assert groups.count("Lévis", now=NOW) == 0
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE clients SET city = 'Lévis', modified = 1 WHERE no <= 600")
+    assert set(groups.members("Lévis", now=NOW)) == set(range(1, 601))

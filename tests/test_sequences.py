@@ -147,7 +147,11 @@ def test_a_schema_knows_the_events_followed() -> None:
 
 def test_explain_counts_the_events_kept() -> None:
     found = cohorts.explain("checkout.count(not followed by order within 1 hour) >= 3", CUSTOMERS[0], NOW)
-    assert (found.result, found.value) == (False, 2)
+    assert (found.result, found.value, found.kept) == (False, 2, (2, 3))
+    assert str(found) == (
+        "[false] checkout.count(not followed by order within 1 hour) >= 3  (value: 2, from 2 of 3 events;"
+        " compared with 3)"
+    )
 
 
 def test_a_group_sees_the_order_that_follows(make_repository: Any) -> None:

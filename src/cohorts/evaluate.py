@@ -160,6 +160,7 @@ class _Bound:
     get_source: tuple[str, tuple[Any, ...]] | None = None  # ``get`` as source: template and constants
     window: str | None = None  # a count's window, resolved, for explanations
     sides: Callable[[Customer], tuple[Any, Any]] | None = None  # a comparison's two values, for explanations
+    kept: Callable[[Customer], Sequence[Event]] | None = None  # the events a where or a sequel keeps
 
 
 def _reader(shape: Shape, tz: dt.tzinfo, region: str) -> Callable[[Any], Any]:
@@ -294,30 +295,32 @@ def _bind_source(
     aggregate = path.aggregate
     window = None if counted is None else describe_spec(counted)
     events: Callable[[Customer], Sequence[Event]]
-    if aggregate is not None and (counted is not None or keep is not None or path.then is not None):
+    filtered = keep is not None or path.then is not None
+    if aggregate is not None and (counted is not None or filtered):
         inside = None if counted is None else _spec_function(counted)
         events = _events_kept(event, inside, keep, tz, None if path.then is None else _sequel_test(path.then, tz))
     else:
         events = lambda c: c.events_named(event)
+    kept = events if filtered else None  # for explanations: how many of the events the aggregate read
     if aggregate is Aggregate.COUNT:
-        if counted is None and keep is None and path.then is None:
+        if counted is None and not filtered:
             get = lambda c: len(c.events_named(event))
             return _Bound(shape, get, test, False, shown, spec, ("len(c.events_named({0}))", (event,)))
         get = lambda c: len(events(c))
-        return _Bound(shape, get, test, False, shown, spec, ("{0}(c)", (get,)), window)
+        return _Bound(shape, get, test, False, shown, spec, ("{0}(c)", (get,)), window, kept=kept)
     if aggregate in FIELD_AGGREGATES:
         assert aggregate is not None and path.field is not None
         get = _field_aggregate(events, path.field, aggregate, read)
         if aggregate in (Aggregate.SUM, Aggregate.AVG):  # compared as exact decimals
             spec = exact_spec(spec)
             test = _spec_function(spec)
-        return _Bound(shape, get, test, False, shown, spec, ("{0}(c)", (get,)), window)
+        return _Bound(shape, get, test, False, shown, spec, ("{0}(c)", (get,)), window, kept=kept)
     if aggregate is not None:
         get = _extreme_time(events, aggregate is Aggregate.LAST_TIME, tz)
         if path.part is not None:
             part, extreme = path.part, get
             get = lambda c: None if (t := extreme(c)) is None else date_part(t, part, tz)
-        return _Bound(shape, get, test, False, shown, spec, ("{0}(c)", (get,)), window)
+        return _Bound(shape, get, test, False, shown, spec, ("{0}(c)", (get,)), window, kept=kept)
 
     field = path.attribute
     if field == "at":
@@ -729,6 +732,8 @@ class Explanation:
             None otherwise.
         aggregate: with a window, what the condition computes over the window's events
             (``count``, ``sum``, ``avg``, ``min``, ``max``).
+        kept: for an aggregate with a where or a followed by / preceded by, how many of the
+            customer's events of that name it read, and how many there are: ``(2, 5)``.
         compared: the condition compares two values of the customer
             (``checkout.last_time > order.last_time``): ``value`` is the first one's and
             ``compared_to`` the other's, None when unknown.
@@ -743,6 +748,7 @@ class Explanation:
     stored: Any = attrs.field(default=None, repr=False)
     aggregate: str | None = attrs.field(default=None, repr=False)
     compared: bool = attrs.field(default=False, repr=False)
+    kept: tuple[int, int] | None = attrs.field(default=None, repr=False)
 
     @property
     def matched(self) -> bool:
@@ -764,6 +770,8 @@ class Explanation:
                 if node.window is not None:
                     counted = node.aggregate in (None, Aggregate.COUNT.value)
                     line += f" {'counted in' if counted else 'over the events in'} {node.window}"
+                if node.kept is not None:
+                    line += f", from {node.kept[0]} of {node.kept[1]} events"
                 if node.compared_to is not None or node.compared:
                     line += f"; compared with {_show(node.compared_to)}"
                 line += ")"
@@ -790,6 +798,7 @@ class Explanation:
             self.stored,
             self.aggregate,
             self.compared,
+            self.kept,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -891,6 +900,9 @@ def _explain_node(
                 elif raw is not None and _differs(raw, value):
                     stored = raw
             aggregate = node.path.aggregate
+            kept = None
+            if b.kept is not None:
+                kept = (len(b.kept(customer)), len(customer.events_named(node.path.category)))
             return Explanation(
                 str(node),
                 outcome,
@@ -899,6 +911,7 @@ def _explain_node(
                 window=b.window,
                 stored=stored,
                 aggregate=None if aggregate is None or b.window is None else aggregate.value,
+                kept=kept,
             )
     raise TypeError(f"not a rule node: {node!r}")
 

@@ -312,6 +312,7 @@ class HostRepository(Transactional):
             for category, events in host_table.events.items()
         }
         self._watched = self._watermarks()
+        self._id_sql_type: str | None = None  # the SQL type of the host's id column, as reflected
         try:
             self._id_type = self._create()
         except BaseException:
@@ -359,6 +360,8 @@ class HostRepository(Transactional):
             schema, _, name = self.host_table.table.rpartition(".")
             for column in inspector.get_columns(name, schema=schema or None):
                 if column["name"] == self.host_table.id:
+                    if not isinstance(column["type"], sa.types.NullType):
+                        self._id_sql_type = column["type"].compile(conn.dialect)
                     try:
                         python = column["type"].python_type
                     except NotImplementedError:
@@ -731,10 +734,8 @@ class HostRepository(Transactional):
             compiler = HostCompiler(mapping, self.dialect, tz, moment(now, tz), groups, phone_table=self.phone_table)
             among = None
             if scope is not None:  # the scope's ids, as the host's id column types them
-                column_type = self._customers.c[self.host_table.id].type
-                id_type = None if isinstance(column_type, sa.types.NullType) else column_type.compile(conn.dialect)
                 quoted = conn.dialect.identifier_preparer.quote(scope)
-                among = f"SELECT {self.dialect.scope_id('p', id_type)} FROM {quoted} AS p"  # noqa: S608 - ours
+                among = f"SELECT {self.dialect.scope_id('p', self._id_sql_type)} FROM {quoted} AS p"  # noqa: S608 - ours
             sql, params = compiler.param.render(compiler.select(as_rule(rule), among=among))
             self.dialect.host_connection(conn)
             found = (_plain_id(row[0]) for row in conn.exec_driver_sql(sql, driver_params(params)))
