@@ -132,6 +132,8 @@ def test_syntax_errors_point_at_the_mistake(text: str, message: str, column: int
         ("checkout.total(followed by order) = 1", "checkout.total is not one"),
         ("checkout.count(followed by order within 1 month) >= 1", "takes minutes, hours, days or weeks"),
         ("checkout.count(followed by customer) >= 1", "'customer' is not an event name"),
+        ("checkout.cont(followed by order) >= 1", "checkout.cont is not one (did you mean checkout.count?)"),
+        ("checkout.lst_time(where total > 1) > 2026-01-01", "(did you mean checkout.last_time?)"),
     ],
 )
 def test_type_errors_say_why(rule: str, message: str) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import difflib
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
@@ -446,6 +447,14 @@ def _check_field(condition: Condition) -> None:
         raise RuleTypeError(str(condition), f"{aggregate.value} gives no {path.part.value}: compare the value itself")
 
 
+def _aggregate_hint(path: Path) -> str:
+    """``; did you mean ...?`` when the path's attribute is a misspelt aggregate (``lst_time``), or nothing."""
+    if path.is_customer:
+        return ""
+    close = difflib.get_close_matches(path.attribute.lower(), sorted(a.value for a in Aggregate), n=1, cutoff=0.7)
+    return f" (did you mean {path.category}.{close[0]}?)" if close else ""
+
+
 def _check_window(condition: Condition) -> None:
     """A window restricts an aggregate to the events of a time window; it needs times."""
     path = condition.path
@@ -457,7 +466,7 @@ def _check_window(condition: Condition) -> None:
         raise RuleTypeError(
             str(condition),
             f"a window restricts an aggregate of events (count, first_time, last_time, sum, avg, min, max),"
-            f" as in {example}; {bare} is not one",
+            f" as in {example}; {bare} is not one" + _aggregate_hint(path),
         )
     if window.kind in (WindowKind.SINCE, WindowKind.BETWEEN):
         times = window.value if isinstance(window.value, tuple) else (window.value,)
@@ -483,7 +492,7 @@ def _check_sequel(condition: Condition, schema: Schema | None) -> None:
         raise RuleTypeError(
             str(condition),
             f"{then.words} keeps the events of an aggregate (count, first_time, last_time, sum, avg, min, max),"
-            f" as in {example}({then}); {bare} is not one",
+            f" as in {example}({then}); {bare} is not one" + _aggregate_hint(path),
         )
     names = then.event.split(".")
     if then.event == CUSTOMER or names[0].lower() == CUSTOMER or not all(names):
@@ -517,7 +526,7 @@ def _check_where(condition: Condition, schema: Schema | None) -> tuple[Shape, ..
         raise RuleTypeError(
             str(condition),
             f"a where filters the events of an aggregate (count, first_time, last_time, sum, avg, min, max),"
-            f' as in {example}(where product = "cover"); {bare} is not one',
+            f' as in {example}(where product = "cover"); {bare} is not one' + _aggregate_hint(path),
         )
     for node in walk(path.where):
         if isinstance(node, InGroup):

@@ -100,7 +100,7 @@ def _note_custom_attributes(groups: Groups, rule: str | None) -> None:
             validate(node, schema)
         except UnknownAttributeError as error:
             hint = f" (did you mean {error.suggestion}?)" if error.suggestion else ""
-            print(f"note: {node.path} is not in the schema{hint}; it is read as a custom attribute, "
+            print(f"note: {error.path} is not in the schema{hint}; it is read as a custom attribute, "
                   "unknown for customers without it", file=sys.stderr)
         except RuleError:
             continue  # other problems were reported when the rule was saved
