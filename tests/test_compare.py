@@ -26,7 +26,7 @@ NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 
 SCHEMA = Schema(
     {
-        "customer": {"renewal": "date", "visits_goal": "number", "city": "text", "tags": "list"},
+        "customer": {"renewal": "date", "visits_goal": "number", "budget": "number", "city": "text", "tags": "list"},
         "checkout.started": {"total": "number"},
         "order.placed": {"total": "number"},
         "claim": {"amount": "number"},
@@ -59,6 +59,8 @@ CUSTOMERS = [
     Customer(5, {}, []),
     # the same instant on both sides
     Customer(6, {"renewal": ["2026-12-01"], "visits_goal": 1}, [_checkout(4), _order(4)]),
+    # a budget spent exactly, in decimals floats cannot hold
+    Customer(7, {"budget": 0.3}, [_order(10, total=0.1), _order(11, total="0.2")]),
 ]
 
 CASES: list[tuple[str, set[Any]]] = [
@@ -81,16 +83,22 @@ CASES: list[tuple[str, set[Any]]] = [
     (
         "NOT (checkout.started.count >= 1 AND (checkout.started.last_time > order.placed.last_time"
         " OR order.placed.count = 0))",
-        {1, 4, 5, 6},
+        {1, 4, 5, 6, 7},
     ),
     # counts, windows and wheres on either side
-    ("order.placed.count > checkout.started.count", {4}),
+    ("order.placed.count > checkout.started.count", {4, 7}),
     ("order.placed.count = checkout.started.count", {1, 2, 5, 6}),
     ("checkout.started.count(last 3 days) > order.placed.count(last 3 days)", {2}),
     ("order.placed.last_time(where total > 100) < checkout.started.first_time", set()),
     ("order.placed.first_time(where total >= 20) < checkout.started.last_time", {2}),
     ("order.placed.max(total) > checkout.started.max(total)", set()),  # 2's checkout total is 150 > 20
     ("checkout.started.max(total) > order.placed.max(total)", {2}),
+    # a sum is an exact decimal, and so is what it is compared with: 0.1 + 0.2 is 0.3
+    ("order.placed.sum(total) = customer.budget", {7}),
+    ("customer.budget = order.placed.sum(total)", {7}),
+    ("order.placed.sum(total) > checkout.started.sum(total)", {1, 4, 7}),  # 80 > 0 (no totals), 340 > 0
+    ("checkout.started.sum(total) >= order.placed.sum(total, last 3 days)", {2, 3, 5, 6, 7}),
+    ("order.placed.sum(total) < order.placed.count", {6, 7}),  # nothing to add is 0: 0 < 1 for 6
     # an attribute against an aggregate: the renewal comes after the last order (a date is its midnight)
     ("customer.renewal after order.placed.last_time", {1, 4}),
     ("customer.renewal before checkout.started.first_time", {2}),
@@ -182,7 +190,7 @@ def test_syntax_errors_point_at_the_mistake(text: str, message: str, column: int
         ("order.placed.count > customer.renewal", "order.placed.count is a number and customer.renewal is a date"),
         ("order.placed.total > customer.visits_goal", "order.placed.total is a field of any of the events"),
         ("order.placed.at > checkout.started.at", "compare an aggregate, such as order.placed.last_time"),
-        ("order.placed.sum(total) > claim.sum(amount)", "order.placed.sum(total) compares with a number"),
+        ("order.placed.avg(total) > claim.avg(amount)", "order.placed.avg(total) compares with a number"),
         ("order.placed.last_time.month = customer.visits_goal", "compare the times themselves"),
         ("customer.visits_goal before order.placed.count", "before compares dates, and these are numbers"),
     ],

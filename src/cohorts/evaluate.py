@@ -56,6 +56,7 @@ from .semantics import (
     conditions,
     connective,
     describe_spec,
+    exact_sides,
     exact_spec,
     kleene,
     moment,
@@ -69,6 +70,7 @@ from .values import (
     coercer,
     date_part,
     decimal_sum,
+    exact_decimal,
     is_known,
     resolve_tz,
     to_time,
@@ -208,6 +210,8 @@ def _bind_comparison(shape: Shape, now: dt.datetime, tz: dt.tzinfo, region: str)
     """Two values of the customer compared: unknown when either is, else the test of the pair."""
     assert shape.compared is not None
     left, right = (_value_getter(side, now, tz, region) for side in shape.compared)
+    if exact_sides(shape):  # a sum is an exact decimal: so is the other side, as its text writes it
+        left, right = _exact(left), _exact(right)
     order = _ORDER_TESTS[shape.op]
 
     def get(c: Customer) -> tuple[Any, Any] | None:
@@ -219,6 +223,16 @@ def _bind_comparison(shape: Shape, now: dt.datetime, tz: dt.tzinfo, region: str)
         return order(pair[0], pair[1])
 
     return _Bound(shape, get, test, False, None, sides=lambda c: (left(c), right(c)))
+
+
+def _exact(get: Callable[[Customer], Any]) -> Callable[[Customer], Any]:
+    """``get`` with its numbers as exact decimals (:func:`cohorts.values.exact_decimal`)."""
+
+    def exact(c: Customer) -> Any:
+        value = get(c)
+        return exact_decimal(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+    return exact
 
 
 def _value_getter(side: Shape, now: dt.datetime, tz: dt.tzinfo, region: str) -> Callable[[Customer], Any]:

@@ -75,6 +75,7 @@ __all__ = [
     "conditions",
     "connective",
     "describe_spec",
+    "exact_sides",
     "exact_spec",
     "from_one",
     "kind_word",
@@ -294,6 +295,14 @@ def _comparison(condition: Condition, other: Path, schema: Schema | None) -> Sha
     return Shape(condition, op, condition.op is Op.NE, kind, True, False, None, compared=(sides[0], sides[1]))
 
 
+def exact_sides(shape: Shape) -> bool:
+    """Whether a comparison of two values compares them as exact decimals: when a side is a sum, which
+    is one (:func:`cohorts.values.exact_decimal`), the other is read as the decimal its text writes."""
+    return shape.compared is not None and any(
+        side.condition.path.aggregate is Aggregate.SUM for side in shape.compared
+    )
+
+
 def _side(condition: Condition, path: Path, schema: Schema | None) -> tuple[Shape, Kind | None]:
     """One side of a comparison: the shape of its reading, and its kind (None: undeclared)."""
     try:  # (first: an unknown name is told with the nearest known one)
@@ -301,7 +310,7 @@ def _side(condition: Condition, path: Path, schema: Schema | None) -> tuple[Shap
     except RuleTypeError as error:
         raise RuleTypeError(str(condition), error.reason) from None
     aggregate = path.aggregate
-    if aggregate in (Aggregate.SUM, Aggregate.AVG):
+    if aggregate is Aggregate.AVG:
         raise RuleTypeError(str(condition), f"{path} compares with a number, not with another value")
     if not path.is_customer and aggregate is None:
         example = Path(path.category, Aggregate.LAST_TIME.value if path.attribute == "at" else Aggregate.COUNT.value)
@@ -323,7 +332,7 @@ def _side(condition: Condition, path: Path, schema: Schema | None) -> tuple[Shap
         if kind is None:
             raise RuleTypeError(str(condition), f"two values compare as dates or numbers, and {path} is {lookup.value}")
         return shape, kind
-    if aggregate is Aggregate.COUNT:
+    if aggregate in (Aggregate.COUNT, Aggregate.SUM):  # (a sum is an exact decimal: see exact_sides)
         return shape, Kind.NUMBER
     if aggregate in FIELD_AGGREGATES:  # min or max: the field's type, when declared
         if lookup is None:

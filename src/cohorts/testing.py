@@ -579,7 +579,7 @@ def _side(draw: st.DrawFn, kind: str, declared: bool) -> Path:
             Path(category, Aggregate.COUNT.value, window=window, where=where),
         ]
         if category in ("repair_order.closed", "invoice"):  # (where total is declared a number)
-            extreme = draw(st.sampled_from([Aggregate.MIN, Aggregate.MAX])).value
+            extreme = draw(st.sampled_from([Aggregate.MIN, Aggregate.MAX, Aggregate.SUM])).value
             choices.append(Path(category, extreme, window=window, field="total", where=where))
         if not declared:
             choices += [Path.of("customer.score"), Path.of("customer.misc"), Path("visit", "max", field="rating")]

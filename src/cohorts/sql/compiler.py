@@ -43,6 +43,7 @@ from ..semantics import (
     Spec,
     as_rule,
     element_spec,
+    exact_sides,
     exact_spec,
     from_one,
     moment,
@@ -116,6 +117,9 @@ def join(connective: Connective, parts: list[str]) -> str:
     """Items joined by AND or OR, as :func:`cohorts.semantics.polar_fold` asks."""
     return "(" + f" {connective.upper()} ".join(parts) + ")"
 
+
+_SYMBOLS = {Op.EQ: "==", Op.LT: "<", Op.LE: "<=", Op.GT: ">", Op.GE: ">="}
+_MIRRORED = {"==": "==", "<": ">", "<=": ">=", ">": "<", ">=": "<="}  # a < b is b > a
 
 # The events table's columns of the date parts of ``at``, by shadow part field.
 _EVENT_PART_COLUMNS = {"y": "year", "mo": "month", "d": "day", "w": "weekday"}
@@ -400,9 +404,14 @@ class Compiler:
         """SQL true when the comparison of two values is true (false, with ``holds`` False); NULL when
         either value is unknown, so neither."""
         assert shape.compared is not None and shape.kind is not None
-        left, right = (self.value_of(side) for side in shape.compared)
-        symbol = {Op.EQ: "==", Op.LT: "<", Op.LE: "<=", Op.GT: ">", Op.GE: ">="}[shape.op]
-        test = self.dialect.compare(left, symbol, right, sql_type(shape.kind))
+        first, second = shape.compared
+        symbol = _SYMBOLS[shape.op]
+        if exact_sides(shape):  # a sum first: compared as exact decimals (Dialect.exact_compare)
+            if first.condition.path.aggregate is not Aggregate.SUM:
+                first, second, symbol = second, first, _MIRRORED[symbol]
+            test = self.dialect.exact_compare(self.value_of(first), symbol, self.value_of(second), None)
+        else:
+            test = self.dialect.compare(self.value_of(first), symbol, self.value_of(second), sql_type(shape.kind))
         return f"({test})" if holds else f"(NOT ({test}))"
 
     def value_of(self, side: Shape) -> str:
@@ -421,9 +430,13 @@ class Compiler:
             extreme = "min" if aggregate is Aggregate.FIRST_TIME else "max"
             value = f"{extreme}({self.event_time(side, e)})"
         else:
-            assert aggregate in (Aggregate.MIN, Aggregate.MAX) and path.field is not None
+            assert aggregate in (Aggregate.SUM, Aggregate.MIN, Aggregate.MAX) and path.field is not None
             read = attrs.evolve(side, condition=attrs.evolve(side.condition, path=Path(path.category, path.field)))
-            value = f"{aggregate.value}({self.event_value(read, e, KIND_FIELD[kind], kind)})"
+            x = self.event_value(read, e, KIND_FIELD[kind], kind)
+            if aggregate is Aggregate.SUM:  # exact, and 0 over no values
+                value = f"COALESCE({self.dialect.exact_sum(x)}, 0)"
+            else:
+                value = f"{aggregate.value}({x})"
         return f"(SELECT {value} FROM {rows}{self.event_filter(side, e)} AND {key} = {self.customer_key})"  # noqa: S608 - names are ours; values are bound
 
     # -- conditions on events

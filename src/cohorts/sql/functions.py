@@ -15,7 +15,18 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..pattern import compile_pattern
-from ..values import decimal_sum, exact_product, fold_text, is_known, resolve_tz, to_bool, to_number, to_phone, to_time
+from ..values import (
+    decimal_sum,
+    exact_decimal,
+    exact_product,
+    fold_text,
+    is_known,
+    resolve_tz,
+    to_bool,
+    to_number,
+    to_phone,
+    to_time,
+)
 from .storage import EPOCH, micros
 
 __all__ = ["ExactSum", "compare_exact", "matches", "register", "register_driver", "register_own"]
@@ -114,9 +125,17 @@ def compare_exact(total: Any, constant: Any, times: Any) -> int | None:
     above ``constant`` (decimal text) times ``times`` (NULL: once): how a sum or an average compares."""
     if total is None or constant is None:
         return None
-    scaled = Decimal(constant) if times is None else exact_product(Decimal(constant), int(times))
-    exact = Decimal(total)
+    scaled = _decimal(constant) if times is None else exact_product(_decimal(constant), int(times))
+    exact = _decimal(total)
     return (exact > scaled) - (exact < scaled)
+
+
+def _decimal(value: Any) -> Decimal:
+    """Decimal text (a sum, a bound constant) as its decimal; a stored number as the decimal its text
+    writes (:func:`cohorts.values.exact_decimal`), as a sum compared with another value reads it."""
+    if isinstance(value, int | float):
+        return exact_decimal(value)
+    return Decimal(value)
 
 
 def register_own(driver: Any) -> None:
