@@ -379,6 +379,12 @@ def _check_names(condition: Condition) -> None:
     for name in (*names, path.attribute):
         if not name:
             raise RuleTypeError(str(condition), f"an empty name (or a dot inside one) in {path.category!r}")
+        _check_characters(condition, (name,))
+
+
+def _check_characters(condition: Condition, names: Iterable[str]) -> None:
+    """Refuse a name holding a line end, NUL or lone surrogate, which a rule's text cannot hold."""
+    for name in names:
         if _BAD_NAME_CHARACTERS.search(name):
             raise RuleTypeError(str(condition), f"the name {name!r} holds a line end, NUL or lone surrogate")
 
@@ -506,9 +512,7 @@ def _check_sequel(condition: Condition, schema: Schema | None) -> None:
     names = then.event.split(".")
     if then.event == CUSTOMER or names[0].lower() == CUSTOMER or not all(names):
         raise RuleTypeError(str(condition), f"{then.words} names events, and {then.event!r} is not an event name")
-    for name in names:
-        if _BAD_NAME_CHARACTERS.search(name):
-            raise RuleTypeError(str(condition), f"the name {name!r} holds a line end, NUL or lone surrogate")
+    _check_characters(condition, names)
     if then.within is not None and then.within.unit not in _SEQUEL_UNITS:
         raise RuleTypeError(
             str(condition),
@@ -879,8 +883,7 @@ def _days(value: Any, now: dt.datetime, tz: dt.tzinfo) -> tuple[dt.date, dt.date
 
 
 MONTH_DAYS = tuple(
-    (dt.date(2000, 1, 1) + dt.timedelta(days=n)).month * 100 + (dt.date(2000, 1, 1) + dt.timedelta(days=n)).day
-    for n in range(366)
+    day.month * 100 + day.day for day in (dt.date(2000, 1, 1) + dt.timedelta(days=n) for n in range(366))
 )
 """Every month-day number (``month * 100 + day``) of a leap year, in calendar order: every anniversary."""
 
